@@ -1,0 +1,3 @@
+from dagger_cli.cli.main import main
+
+main()

@@ -1,0 +1,158 @@
+"""`dagger check PRESET`: is everything this preset needs installed and working? One line per check."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import typer
+
+from dagger_cli.cli._common import ConfigOpt, JsonOpt, PresetArg, SetOpt, examples
+from dagger_cli.cli._output import EXIT_CHECK_FAILED, Output, handle_errors
+
+EXAMPLES = examples("dagger check pick-cube", "dagger check pick-cube --set runner.expert_ckpt_path=expert.pt --json")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def check(preset: PresetArg = None, config: ConfigOpt = None, set_: SetOpt = None, json_mode: JsonOpt = False) -> None:
+    """Check that the simulator imports and steps one env, the models build and checkpoints load."""
+    out = Output(json_mode)
+    with handle_errors():
+        from dagger_cli.core.config import load_config
+        from dagger_cli.core.errors import UsageError
+
+        if preset is None:
+            raise UsageError("missing PRESET (see `dagger presets`)")
+        cfg = load_config(preset, config, list(set_ or []))
+        checks = run_checks(cfg, on_result=None if json_mode else lambda c: _print(out, c))
+    ok = all(c.ok for c in checks)
+    if json_mode:
+        out.result({"ok": ok, "preset": cfg.name, "checks": [c.__dict__ for c in checks]})
+    if not ok:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _print(out: Output, c: Check) -> None:
+    mark = "[green]✓[/]" if c.ok else "[red]✗[/]"
+    out.out.print(f"{mark} {c.name}: {c.detail}", highlight=False)
+
+
+def run_checks(cfg, on_result: Callable[[Check], None] | None = None) -> list[Check]:
+    """Runs every check in order; a check whose prerequisite failed reports that instead of running."""
+    results: list[Check] = []
+    state: dict = {}
+
+    def record(name: str, fn: Callable[[], str], needs: tuple[str, ...] = ()) -> None:
+        missing = [n for n in needs if not any(c.name == n and c.ok for c in results)]
+        if missing:
+            c = Check(name, False, f"skipped: {missing[0]} failed")
+        else:
+            try:
+                c = Check(name, True, fn())
+            except Exception as e:  # every failure becomes a line, never a traceback
+                text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                c = Check(name, False, text)
+        results.append(c)
+        if on_result is not None:
+            on_result(c)
+
+    record("config", lambda: f"{cfg.name}: valid ({cfg.env.type} {cfg.env.task}, {cfg.actor.model.model_type} student)")
+    record("torch", lambda: _torch(cfg, state))
+    record("simulator", lambda: _simulator(cfg, state))
+    record("renderer", lambda: _renderer(cfg, state), needs=("simulator",))
+    record("env", lambda: _env(cfg, state), needs=("simulator",))
+    record("student", lambda: _student(cfg, state), needs=("torch",))
+    record("expert", lambda: _expert(cfg, state), needs=("torch",))
+    return results
+
+
+def _torch(cfg, state) -> str:
+    import torch
+
+    from dagger_cli.policies import resolve_device
+
+    device = resolve_device(cfg.runner.device)
+    state["device"] = device
+    cuda = f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s)" if torch.cuda.is_available() else "no CUDA"
+    return f"torch {torch.__version__} ({cuda}); student on {device}"
+
+
+def _simulator(cfg, state) -> str:
+    from importlib.metadata import version
+
+    from dagger_cli.envs.maniskill import import_maniskill
+
+    import_maniskill()
+    return f"mani-skill {version('mani-skill')}, sapien {version('sapien')}, gymnasium {version('gymnasium')}"
+
+
+def _renderer(cfg, state) -> str:
+    from dagger_cli.envs.maniskill import ensure_physics_only_sapien
+
+    device = ensure_physics_only_sapien()
+    needs_render = cfg.env.obs_mode not in ("state", "state_dict")
+    if device == "none" and needs_render:
+        raise RuntimeError(
+            f"env.obs_mode {cfg.env.obs_mode!r} needs a Vulkan render device and none was found; "
+            "install libvulkan1 and mesa-vulkan-drivers (>= 25) or use obs_mode: state"
+        )
+    found = "Vulkan render device found" if device == "render" else "no render device (physics only)"
+    return f"{found}; obs_mode {cfg.env.obs_mode} {'needs' if needs_render else 'does not need'} rendering"
+
+
+def _env(cfg, state) -> str:
+    import dataclasses
+
+    import numpy as np
+
+    from dagger_cli.envs import make_vec_env
+
+    one = dataclasses.replace(cfg.env, num_envs=1)
+    start = time.perf_counter()
+    env = make_vec_env(one, cfg.actor.model.num_action_chunks)
+    try:
+        obs = env.reset([cfg.env.eval.reset_seed_base])
+        if obs.shape[1:] != (cfg.actor.model.obs_dim,):
+            raise RuntimeError(f"actor.model.obs_dim is {cfg.actor.model.obs_dim} but {cfg.env.task} gives {obs.shape[1:]}")
+        action_dim = env._low.shape[0]
+        if action_dim != cfg.actor.model.action_dim:
+            raise RuntimeError(
+                f"actor.model.action_dim is {cfg.actor.model.action_dim} but {cfg.env.control_mode} takes {action_dim}"
+            )
+        _, success = env.step(np.zeros((1, cfg.actor.model.num_action_chunks, action_dim), np.float32))
+        state["obs"] = obs
+    finally:
+        env.close()
+    return f"{cfg.env.task} ({env.backend} physics): reset + step ok, obs {obs.shape[1:]}, " f"started in {time.perf_counter() - start:.1f} s"
+
+
+def _student(cfg, state) -> str:
+    from dagger_cli.policies import build_student
+
+    policy = build_student(cfg, state.get("device", "cpu"))
+    params = sum(p.numel() for p in policy.module.parameters())
+    source = f"loaded {cfg.runner.ckpt_path}" if cfg.runner.ckpt_path else "random init"
+    return f"{cfg.actor.model.model_type}, {params:,} parameters, {source}"
+
+
+def _expert(cfg, state) -> str:
+    import numpy as np
+
+    from dagger_cli.policies import build_expert
+
+    expert = build_expert(cfg, state.get("device", "cpu"))
+    kind = cfg.rollout.expert_model.model_type
+    source = f"loaded {cfg.runner.expert_ckpt_path}" if kind != "scripted" else f"scripted ({cfg.env.task})"
+    if "obs" in state:
+        action = np.asarray(expert.act(state["obs"]))
+        if action.shape[1:] != expert.action_shape or not np.isfinite(action).all():
+            raise RuntimeError(f"expert returned {action.shape} for one observation, expected (1, {expert.action_shape})")
+        return f"{source}; labels an observation with a {action.shape[1:]} action"
+    return source

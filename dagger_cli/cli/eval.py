@@ -1,0 +1,78 @@
+"""`dagger eval`: the student alone, deterministic, on the preset's fixed evaluation seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dagger_cli.cli._common import JsonOpt, PresetOpt, SetOpt, examples
+from dagger_cli.cli._output import Output, handle_errors, percent
+
+EXAMPLES = examples(
+    "dagger eval --ckpt runs/pick-cube/20261124-101500",
+    "dagger eval --ckpt runs/pick-cube/20261124-101500/checkpoints/iter_000008 --episodes 256",
+    "dagger eval --ckpt full_weights.pt --preset pick-cube --json",
+)
+
+
+def evaluate(
+    ckpt: Annotated[
+        Path,
+        typer.Option("--ckpt", help="A run dir, a checkpoint dir, or a weights file (.safetensors / RLinf .pt)."),
+    ],
+    preset: PresetOpt = None,
+    episodes: Annotated[Optional[int], typer.Option("--episodes", help="Episodes (default: the preset's).")] = None,
+    seed: Annotated[
+        Optional[int], typer.Option("--seed", help="First reset seed of the evaluation episodes (default: preset's).")
+    ] = None,
+    set_: SetOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Evaluate a student alone: success_once, success_at_end and a 95% Wilson interval."""
+    out = Output(json_mode)
+    with handle_errors():
+        result = _evaluate(out, ckpt, preset, episodes, seed, list(set_ or []))
+
+    def human(console):
+        low, high = result["success_once_ci95"]
+        console.print(f"success_once    {percent(result['success_once'])}  (95% CI {percent(low)}–{percent(high)})")
+        console.print(f"success_at_end  {percent(result['success_at_end'])}")
+        console.print(f"episodes        {result['episodes']}")
+
+    out.result(result, human)
+
+
+def _evaluate(out, ckpt, preset, episodes, seed, overrides) -> dict:
+    from dagger_cli import runs
+    from dagger_cli.core.errors import UsageError
+
+    if episodes is not None:
+        if episodes <= 0:
+            raise UsageError(f"--episodes must be positive, got {episodes}")
+        overrides.append(f"env.eval.num_episodes={episodes}")
+    if seed is not None:
+        if seed < 0:
+            raise UsageError(f"--seed must not be negative, got {seed}")
+        overrides.append(f"env.eval.reset_seed_base={seed}")
+    source = runs.resolve_student(ckpt, preset, overrides)
+    cfg = source.config
+
+    import torch
+
+    from dagger_cli.core.rollout import evaluate as run_eval
+    from dagger_cli.envs import make_vec_env
+    from dagger_cli.policies import build_student, resolve_device
+
+    policy = build_student(cfg, resolve_device(cfg.runner.device), source.weights)
+    policy.module.eval()
+    torch.set_grad_enabled(False)
+    out.log(f"[dim]evaluating {source.weights} on {cfg.env.task}: {cfg.env.eval.num_episodes} episodes[/]")
+    env = make_vec_env(cfg.env, cfg.actor.model.num_action_chunks)
+    try:
+        e = cfg.env
+        result = run_eval(env, policy, e.eval.num_episodes, e.eval.reset_seed_base, e.max_episode_steps).summary()
+    finally:
+        env.close()
+    return {"ckpt": str(source.weights), "preset": cfg.name, "reset_seed_base": cfg.env.eval.reset_seed_base, **result}

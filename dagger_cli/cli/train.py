@@ -1,0 +1,198 @@
+"""`dagger train`: run DAgger from a preset, or resume a run."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dagger_cli.cli._common import ConfigOpt, JsonOpt, PresetArg, SeedOpt, SetOpt, examples
+from dagger_cli.cli._output import Output, duration, handle_errors, percent
+
+EXAMPLES = examples(
+    "dagger train pick-cube",
+    "dagger train pick-cube --set runner.max_epochs=20 --set algorithm.dagger.beta_decay=0.8 --seed 1",
+    "dagger train pick-cube --config my-overrides.yaml --run-dir runs/ablation-1",
+    "dagger train --resume runs/pick-cube/20261124-101500",
+    "dagger train pick-cube --json > summary.json",
+)
+
+
+def train(
+    preset: PresetArg = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    seed: SeedOpt = None,
+    run_dir: Annotated[
+        Optional[Path], typer.Option("--run-dir", help="Where the run goes (default runs/PRESET/TIMESTAMP).")
+    ] = None,
+    resume: Annotated[
+        Optional[Path], typer.Option("--resume", help="Continue RUN_DIR from its last checkpoint.", metavar="RUN_DIR")
+    ] = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Train a student with DAgger: the expert acts with probability beta, labels every state, beta decays."""
+    started = time.perf_counter()
+    out = Output(json_mode)
+    with handle_errors():
+        summary = _train(out, preset, config, list(set_ or []), seed, run_dir, resume, started)
+
+    def human(console):
+        from rich.table import Table
+
+        table = Table(title=f"{summary['preset']} (seed {summary['seed']})", show_header=False, box=None)
+        table.add_row("Student init SR", percent(summary["student_init_sr"]))
+        table.add_row("Expert SR", percent(summary["expert_sr"]))
+        table.add_row("Student final SR", _final(summary))
+        table.add_row("Iterations", f"{summary['iterations']} / {summary['max_epochs']}")
+        table.add_row("Env steps", str(summary["env_steps"]))
+        table.add_row("Training time", duration(summary["train_time_s"]))
+        table.add_row("Wall time", duration(summary["wall_time_s"]))
+        table.add_row("Run dir", summary["run_dir"])
+        console.print(table)
+
+    out.result(summary, human)
+
+
+def _final(summary: dict) -> str:
+    if summary["student_final_sr"] is None:
+        return "–"
+    low, high = summary["student_final_ci95"]
+    return (
+        f"{percent(summary['student_final_sr'])} success_once "
+        f"(95% CI {percent(low)}–{percent(high)}, {summary['eval_episodes']} episodes; "
+        f"success_at_end {percent(summary['student_final_success_at_end'])})"
+    )
+
+
+def _train(out, preset, config, overrides, seed, run_dir, resume, started) -> dict:
+    from dagger_cli import runs
+    from dagger_cli.core.config import load_config
+    from dagger_cli.core.errors import UsageError
+
+    if seed is not None:
+        overrides = overrides + [f"seed={seed}"]
+    if resume is not None:
+        if config is not None or run_dir is not None:
+            raise UsageError("--resume continues a run with its saved config; drop --config and --run-dir")
+        cfg = runs.run_config(resume, overrides)
+        if preset is not None and preset != cfg.name:
+            raise UsageError(f"--resume {resume} is a {cfg.name!r} run, not {preset!r}")
+        ckpt = runs.latest_checkpoint(resume)
+        if ckpt is None:
+            raise UsageError(f"--resume {resume}: no checkpoint to resume from")
+        target = Path(resume)
+    else:
+        if preset is None:
+            raise UsageError("missing PRESET (see `dagger presets`), or --resume RUN_DIR")
+        cfg = load_config(preset, config, overrides)
+        ckpt = None
+        target = Path(run_dir) if run_dir is not None else runs.default_run_dir(cfg)
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise UsageError(f"{target}: run dir exists and is not empty; pick another --run-dir or --resume it")
+
+    # BUILD: weights first (fast failures), then the simulator
+    out.log(f"[dim]loading {cfg.name}: {cfg.env.task}, {cfg.env.num_envs} envs, {cfg.actor.model.model_type} student[/]")
+    import torch
+
+    from dagger_cli.core.runner import SyncRunner
+    from dagger_cli.envs import make_vec_env
+    from dagger_cli.policies import build_expert, build_student, resolve_device
+
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.runner.device)
+    student = build_student(cfg, device)
+    expert = build_expert(cfg, device)
+    env = make_vec_env(cfg.env, cfg.actor.model.num_action_chunks)
+    try:
+        if ckpt is None:
+            runs.create_run_dir(target, cfg, sys.argv)
+        hooks = _Hooks(out)
+        runner = SyncRunner(cfg, target, env, student, expert, hooks=hooks)
+        if ckpt is not None:
+            runner.restore(ckpt)
+            out.log(f"resuming {target} at iteration {runner.iteration} (beta {runner.beta(runner.iteration):.3f})")
+        else:
+            out.log(f"run dir {target}")
+        previous = signal.signal(signal.SIGINT, _stop_handler(runner, out))
+        try:
+            with hooks:
+                summary = runner.run(started_at=started)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    finally:
+        env.close()
+    if runner.stop_requested and runner.iteration < cfg.runner.max_epochs:
+        out.log(f"stopped at iteration {runner.iteration}; continue with: dagger train --resume {target}")
+    return summary
+
+
+def _stop_handler(runner, out):
+    def handler(signum, frame):
+        if runner.stop_requested:
+            raise KeyboardInterrupt
+        runner.stop_requested = True
+        out.log("[yellow]stopping after this iteration (Ctrl-C again to abort without saving)[/]")
+
+    return handler
+
+
+class _Hooks:
+    """Rich progress on a terminal; one plain log line per iteration otherwise (none under --json)."""
+
+    def __init__(self, out: Output):
+        self.out = out
+        self.progress = None
+        self.task = None
+
+    def __enter__(self):
+        if self.out.progress_enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]DAgger[/]"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.description}"),
+                console=self.out.err,
+                transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("starting", total=None)
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+
+    def phase(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, description=text)
+
+    def evaluated(self, label: str, result: dict) -> None:
+        self._print(f"{label} SR {percent(result['success_once'])} ({result['episodes']} episodes, {result['seconds']:.1f} s)")
+
+    def _print(self, line: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(line, highlight=False)
+        else:
+            self.out.log(line)
+
+    def iteration_done(self, iteration: int, total: int, m: dict) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=iteration, total=total)
+        line = (
+            f"iter {iteration:>3}/{total}  beta {m['train/dagger/beta']:.3f}  "
+            f"mixed-policy SR {percent(m['env/success_once'])}  "
+            f"loss {m.get('train/dagger/actor_loss', float('nan')):.4f}  "
+            f"buffer {m['train/replay_buffer/cache_size']}"
+        )
+        if "eval/success_once" in m:
+            line += f"  [bold]student eval SR {percent(m['eval/success_once'])}[/]"
+        line += f"  ({m['time/iteration_s']:.1f} s)"
+        self._print(line)

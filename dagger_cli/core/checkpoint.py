@@ -1,0 +1,119 @@
+"""Run checkpoints: tensors in safetensors, state in JSON, each checkpoint a directory renamed into place atomically.
+
+Layout: `<run>/checkpoints/iter_000007/` (7 = completed iterations) holding `student.safetensors`,
+`learner.safetensors` (optimizer, torch RNG), `replay_buffer.safetensors` and `state.json`. A crash mid-write leaves only a hidden
+`.iter_000007.tmp-*` directory, which is ignored and cleaned up by the next save.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dagger_cli.core.errors import CheckpointError
+
+STATE_FILE = "state.json"
+FORMAT_VERSION = 1
+
+
+def checkpoint_dir(root: Path, iteration: int) -> Path:
+    return Path(root) / f"iter_{iteration:06d}"
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints under `root`, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.glob("iter_*") if p.is_dir() and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Writes JSON atomically (temp file in the same directory, fsync, os.replace)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    root: Path,
+    iteration: int,
+    torch_tensors: dict[str, dict[str, Any]],
+    numpy_arrays: dict[str, dict[str, np.ndarray]],
+    state: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Writes one checkpoint: `torch_tensors[name]` -> `name.safetensors` (torch), `numpy_arrays[name]` likewise."""
+    from safetensors.numpy import save_file as save_numpy
+    from safetensors.torch import save_file as save_torch
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".iter_*.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    final = checkpoint_dir(root, iteration)
+    tmp = root / f".{final.name}.tmp-{os.getpid()}"
+    tmp.mkdir()
+    for name, tensors in torch_tensors.items():
+        save_torch({k: v.contiguous() for k, v in tensors.items()}, str(tmp / f"{name}.safetensors"))
+    for name, arrays in numpy_arrays.items():
+        save_numpy({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / f"{name}.safetensors"))
+    write_json(tmp / STATE_FILE, {"format": FORMAT_VERSION, "iteration": iteration, **state})
+    for file in tmp.iterdir():
+        with open(file, "rb") as f:
+            os.fsync(f.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    for old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_state(ckpt: Path) -> dict[str, Any]:
+    path = Path(ckpt) / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; {ckpt} is not a dagger checkpoint") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: corrupt JSON ({e})") from None
+    if state.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unsupported checkpoint format {state.get('format')!r}")
+    return state
+
+
+def read_tensors(ckpt: Path, name: str, framework: str = "pt") -> dict[str, Any]:
+    """Tensors of `<ckpt>/<name>.safetensors` as torch tensors ("pt") or numpy arrays ("np")."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(ckpt) / f"{name}.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing from the checkpoint")
+    try:
+        with safe_open(str(path), framework=framework) as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt ({e})") from None

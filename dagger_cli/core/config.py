@@ -1,0 +1,493 @@
+"""Typed run configuration: preset YAML + overlay file + `--set` overrides, validated key by key.
+
+Key names follow RLinf's embodied configs where RLinf has them (`algorithm.dagger.*`, `algorithm.replay_buffer.*`,
+`actor.optim.*`, `runner.*`). Differences from RLinf, on purpose:
+- replay-buffer sizes count samples (env steps), not trajectories;
+- unknown keys are errors, with a "did you mean" hint;
+- `algorithm.dagger.beta_schedule` also accepts `linear` and `constant`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from dagger_cli.core.errors import ConfigError, UsageError
+
+
+# ALGORITHM
+@dataclass
+class DaggerConfig:
+    init_beta: float = 1.0
+    """probability that the expert acts at iteration 0"""
+    beta_schedule: Literal["exponential", "linear", "constant"] = "exponential"
+    """how beta falls with the iteration k (see `dagger_cli.core.beta`)"""
+    beta_decay: float = 0.99
+    """exponential: factor per iteration; linear: amount subtracted per iteration; constant: unused"""
+    beta_min: float = 0.05
+    """floor of beta"""
+    only_save_expert: bool = False
+    """keep only steps the expert executed (HG-DAgger style); False labels every visited state (classic DAgger)"""
+    mixing: Literal["env", "batch"] = "env"
+    """one expert/student coin per env per step (`env`), or one per step for all envs (`batch`, RLinf's behaviour)"""
+
+
+@dataclass
+class ReplayBufferConfig:
+    min_buffer_size: int = 1000
+    """labelled samples stored before the learner starts training"""
+    sample_window_size: int = 20000
+    """the learner samples uniformly from this many most recent samples; it is also the buffer's capacity"""
+
+
+@dataclass
+class AlgorithmConfig:
+    dagger: DaggerConfig = field(default_factory=DaggerConfig)
+    """beta schedule, mixing and relabelling"""
+    replay_buffer: ReplayBufferConfig = field(default_factory=ReplayBufferConfig)
+    """bounded buffer of labelled samples"""
+
+
+# ENVIRONMENT
+@dataclass
+class EvalConfig:
+    num_episodes: int = 128
+    """student-only evaluation episodes, each run to max_episode_steps"""
+    reset_seed_base: int = 0
+    """evaluation episode i resets with seed reset_seed_base + i (the same initial states in every run)"""
+
+
+@dataclass
+class EnvConfig:
+    type: Literal["maniskill"] = "maniskill"
+    """simulator adapter"""
+    task: str = "PickCube-v1"
+    """task id inside the simulator"""
+    num_envs: int = 2
+    """parallel environments (CPU simulation: one worker process each)"""
+    obs_mode: str = "state"
+    """observation mode passed to the simulator"""
+    control_mode: str = "pd_joint_delta_pos"
+    """controller the actions drive"""
+    sim_backend: Literal["cpu", "gpu", "auto"] = "cpu"
+    """physics backend; `gpu` needs CUDA (ManiSkill's batched GPU simulation); `auto` picks gpu when CUDA exists"""
+    max_episode_steps: int = 50
+    """time limit of one episode"""
+    max_steps_per_rollout_epoch: int = 500
+    """env steps each env takes per DAgger iteration (episodes reset at the start of every iteration)"""
+    terminate_on_success: bool = True
+    """end a training episode at its first success (evaluation always runs max_episode_steps)"""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """evaluation protocol"""
+
+
+# MODELS
+@dataclass
+class ModelConfig:
+    model_type: Literal["mlp", "scripted"] = "mlp"
+    """`mlp` (RLinf's MLP policy) or `scripted` (the env's built-in expert; expert only)"""
+    obs_dim: int = 42
+    """state observation size"""
+    action_dim: int = 8
+    """env action size"""
+    num_action_chunks: int = 1
+    """actions predicted and executed per policy call"""
+    hidden_dim: int = 256
+    """width of the three tanh hidden layers"""
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    """peak learning rate (AdamW)"""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW betas"""
+    weight_decay: float = 0.01
+    """AdamW weight decay"""
+    clip_grad: float = 1.0
+    """max gradient norm; 0 disables clipping"""
+    lr_scheduler: Literal["constant", "cosine", "linear"] = "constant"
+    """shape after warm-up"""
+    lr_warmup_steps: int = 0
+    """linear warm-up from 0 over this many optimizer steps"""
+    total_training_steps: int = 0
+    """steps over which cosine/linear decay to min_lr; 0 = runner.max_epochs * actor.update_epoch"""
+    min_lr: float = 0.0
+    """floor of the cosine/linear schedules"""
+
+
+@dataclass
+class ActorConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """student architecture"""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """optimizer and learning-rate schedule"""
+    update_epoch: int = 200
+    """optimizer steps per DAgger iteration"""
+    global_batch_size: int = 1024
+    """samples per optimizer step"""
+    micro_batch_size: int = 1024
+    """samples per forward/backward pass (gradient accumulation = global / micro)"""
+
+
+@dataclass
+class RolloutConfig:
+    expert_model: ModelConfig = field(default_factory=lambda: ModelConfig(model_type="scripted"))
+    """expert: `scripted`, or `mlp` loaded from runner.expert_ckpt_path"""
+
+
+# RUNNER
+@dataclass
+class RunnerConfig:
+    max_epochs: int = 10
+    """DAgger iterations (collect, then train)"""
+    val_check_interval: int = 0
+    """evaluate the student every this many iterations; 0 = only after the last"""
+    save_interval: int = 1
+    """checkpoint every this many iterations; -1 = only after the last"""
+    keep_checkpoints: int = 2
+    """checkpoints kept on disk (oldest deleted first)"""
+    ckpt_path: str | None = None
+    """student warm start: a .safetensors file or RLinf full_weights.pt (weights only, new run)"""
+    expert_ckpt_path: str | None = None
+    """expert weights for rollout.expert_model.model_type = mlp"""
+    eval_student_init: bool = True
+    """evaluate the student before training (the results table's "Student init SR")"""
+    eval_expert: bool = True
+    """evaluate the expert alone before training (the results table's "Expert SR")"""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """where the student and the learner run"""
+
+
+@dataclass
+class Config:
+    name: str = "custom"
+    """preset name"""
+    description: str = ""
+    """one line shown by `dagger presets`"""
+    seed: int = 0
+    """seeds model init, learner sampling, mixing coins and training episode resets"""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """simulator and episodes"""
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    """DAgger and replay buffer"""
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    """student and learner"""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """expert"""
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    """iterations, evaluation, checkpoints"""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# LOADING
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Checks `value` against the annotation `tp` and returns it in canonical form."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            did = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, choices))}{did}")
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {key}")  # a bug in this module, not user input
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    where = prefix or "the config root"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown key {dotted!r}{_did_you_mean(dotted)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, dotted)
+        else:
+            kwargs[key] = _coerce(value, tp, dotted)
+    return cls(**kwargs)
+
+
+def all_keys(cls: type = None, prefix: str = "") -> list[str]:
+    """Every dotted leaf key of the config, e.g. `algorithm.dagger.beta_decay`."""
+    cls = cls or Config
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        dotted = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys.extend(all_keys(hints[f.name], dotted))
+        else:
+            keys.append(dotted)
+    return keys
+
+
+def _did_you_mean(dotted: str) -> str:
+    candidates = all_keys()
+    leaf = dotted.rsplit(".", 1)[-1]
+    match = difflib.get_close_matches(dotted, candidates, n=1, cutoff=0.6)
+    if not match:
+        by_leaf = {k.rsplit(".", 1)[-1]: k for k in candidates}
+        leaf_match = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.7)
+        match = [by_leaf[leaf_match[0]]] if leaf_match else []
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def validate(cfg: Config) -> Config:
+    """Range and consistency checks that types alone cannot express. Raises ConfigError naming the key."""
+    d, rb, a, r, e = cfg.algorithm.dagger, cfg.algorithm.replay_buffer, cfg.actor, cfg.runner, cfg.env
+    _check(0.0 <= d.init_beta <= 1.0, "algorithm.dagger.init_beta", f"must be in [0, 1], got {d.init_beta}")
+    _check(0.0 <= d.beta_min <= 1.0, "algorithm.dagger.beta_min", f"must be in [0, 1], got {d.beta_min}")
+    _check(
+        d.beta_min <= d.init_beta,
+        "algorithm.dagger.beta_min",
+        f"{d.beta_min} is above algorithm.dagger.init_beta {d.init_beta}",
+    )
+    if d.beta_schedule == "exponential":
+        _check(0.0 < d.beta_decay <= 1.0, "algorithm.dagger.beta_decay", f"must be in (0, 1], got {d.beta_decay}")
+    if d.beta_schedule == "linear":
+        _check(0.0 <= d.beta_decay <= 1.0, "algorithm.dagger.beta_decay", f"must be in [0, 1], got {d.beta_decay}")
+    _check(rb.sample_window_size > 0, "algorithm.replay_buffer.sample_window_size", "must be positive")
+    _check(rb.min_buffer_size >= 0, "algorithm.replay_buffer.min_buffer_size", "must not be negative")
+    _check(
+        rb.min_buffer_size <= rb.sample_window_size,
+        "algorithm.replay_buffer.min_buffer_size",
+        f"{rb.min_buffer_size} exceeds sample_window_size {rb.sample_window_size}; training would never start",
+    )
+    for key, value in [
+        ("env.num_envs", e.num_envs),
+        ("env.max_episode_steps", e.max_episode_steps),
+        ("env.max_steps_per_rollout_epoch", e.max_steps_per_rollout_epoch),
+        ("env.eval.num_episodes", e.eval.num_episodes),
+        ("actor.model.obs_dim", a.model.obs_dim),
+        ("actor.model.action_dim", a.model.action_dim),
+        ("actor.model.num_action_chunks", a.model.num_action_chunks),
+        ("actor.model.hidden_dim", a.model.hidden_dim),
+        ("actor.global_batch_size", a.global_batch_size),
+        ("actor.micro_batch_size", a.micro_batch_size),
+        ("runner.max_epochs", r.max_epochs),
+        ("runner.keep_checkpoints", r.keep_checkpoints),
+    ]:
+        _check(value > 0, key, f"must be positive, got {value}")
+    for key, value in [
+        ("actor.update_epoch", a.update_epoch),
+        ("runner.val_check_interval", r.val_check_interval),
+        ("env.eval.reset_seed_base", e.eval.reset_seed_base),
+        ("actor.optim.lr_warmup_steps", a.optim.lr_warmup_steps),
+        ("actor.optim.total_training_steps", a.optim.total_training_steps),
+    ]:
+        _check(value >= 0, key, f"must not be negative, got {value}")
+    _check(r.save_interval == -1 or r.save_interval > 0, "runner.save_interval", "must be positive or -1")
+    _check(a.optim.lr > 0, "actor.optim.lr", f"must be positive, got {a.optim.lr}")
+    _check(0 <= a.optim.min_lr <= a.optim.lr, "actor.optim.min_lr", "must be in [0, actor.optim.lr]")
+    _check(a.optim.weight_decay >= 0, "actor.optim.weight_decay", "must not be negative")
+    _check(a.optim.clip_grad >= 0, "actor.optim.clip_grad", "must not be negative")
+    _check(
+        len(a.optim.betas) == 2 and all(0 <= b < 1 for b in a.optim.betas),
+        "actor.optim.betas",
+        f"must be two numbers in [0, 1), got {a.optim.betas}",
+    )
+    _check(
+        a.global_batch_size % a.micro_batch_size == 0,
+        "actor.global_batch_size",
+        f"{a.global_batch_size} is not a multiple of actor.micro_batch_size {a.micro_batch_size}",
+    )
+    _check(a.model.model_type != "scripted", "actor.model.model_type", "the student must be a learnable model")
+    x = cfg.rollout.expert_model
+    if x.model_type == "scripted":
+        _check(
+            r.expert_ckpt_path is None,
+            "runner.expert_ckpt_path",
+            "is set but rollout.expert_model.model_type is 'scripted'; set it to 'mlp' to use the checkpoint",
+        )
+    else:
+        _check(
+            r.expert_ckpt_path is not None,
+            "runner.expert_ckpt_path",
+            f"is required when rollout.expert_model.model_type is {x.model_type!r}",
+        )
+        _check(x.obs_dim == a.model.obs_dim, "rollout.expert_model.obs_dim", "differs from actor.model.obs_dim")
+        _check(
+            x.action_dim == a.model.action_dim, "rollout.expert_model.action_dim", "differs from actor.model.action_dim"
+        )
+    return cfg
+
+
+def config_from_dict(data: Any) -> Config:
+    """Builds and validates a Config from plain data (a parsed YAML mapping)."""
+    return validate(_build(Config, data, ""))
+
+
+# FILES AND OVERRIDES
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Reads a YAML mapping; a missing file or a syntax error is a one-line ConfigError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Recursively overlays `overlay` on `base` (mappings merge, everything else replaces)."""
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parses `a.b.c=VALUE` into (["a", "b", "c"], yaml-parsed VALUE)."""
+    if "=" not in text:
+        raise UsageError(f"--set {text!r}: expected KEY=VALUE, e.g. --set runner.max_epochs=20")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise UsageError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise UsageError(f"--set {key}: cannot parse value {raw!r}") from None
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Applies `--set` overrides to plain config data; unknown keys are reported by `config_from_dict`."""
+    data = merge(data, {})
+    for text in overrides:
+        parts, value = parse_override(text)
+        dotted = ".".join(parts)
+        if dotted not in all_keys() and not any(k.startswith(dotted + ".") for k in all_keys()):
+            raise ConfigError(f"--set: unknown key {dotted!r}{_did_you_mean(dotted)}")
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[parts[-1]] = value
+    return data
+
+
+# PRESETS
+def presets_dir() -> Path:
+    """The bundled presets folder (shipped inside the package as `dagger_cli/presets`)."""
+    from importlib.resources import files
+
+    return Path(str(files("dagger_cli.presets")))
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in presets_dir().glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    path = presets_dir() / f"{name}.yaml"
+    if not path.is_file():
+        names = preset_names()
+        hint = difflib.get_close_matches(name, names, n=1)
+        did = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise UsageError(f"unknown preset {name!r}{did}; available: {', '.join(names)}")
+    return path
+
+
+def preset_description(name: str) -> str:
+    data = read_yaml(preset_path(name))
+    return str(data.get("description", ""))
+
+
+def load_config(
+    preset: str | None = None,
+    config_file: Path | None = None,
+    overrides: list[str] = (),
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Resolves a run's config: `base` data or a bundled preset, then an overlay file, then `--set` overrides."""
+    data = dict(base) if base is not None else {}
+    if preset is not None:
+        data = merge(data, read_yaml(preset_path(preset)))
+        data.setdefault("name", preset)
+    if config_file is not None:
+        data = merge(data, read_yaml(Path(config_file)))
+    data = apply_overrides(data, list(overrides))
+    return config_from_dict(data)

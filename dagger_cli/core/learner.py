@@ -1,0 +1,121 @@
+"""The learner: fresh uniform samples from the replay buffer each optimizer step, AdamW, clipping, LR schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from dagger_cli.core.config import ActorConfig
+from dagger_cli.core.protocols import TrainablePolicy
+from dagger_cli.core.replay_buffer import ReplayBuffer, unflatten_obs
+
+_SAMPLE_STREAM = 1
+
+
+def lr_factor(step: int, kind: str, warmup: int, total: int, min_ratio: float) -> float:
+    """Multiplier of the peak LR at optimizer step `step` (0-based)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
+    progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
+    if kind == "cosine":
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    if kind == "linear":
+        return min_ratio + (1 - min_ratio) * (1 - progress)
+    raise ValueError(f"unknown lr_scheduler {kind!r}")
+
+
+class Learner:
+    """Trains the student on DAgger labels: `update_epoch` optimizer steps per call of `train`."""
+
+    def __init__(self, policy: TrainablePolicy, cfg: ActorConfig, seed: int, default_total_steps: int):
+        self.policy = policy
+        self.cfg = cfg
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(
+            [p for p in policy.module.parameters() if p.requires_grad],
+            lr=o.lr,
+            betas=tuple(o.betas),
+            weight_decay=o.weight_decay,
+        )
+        total = o.total_training_steps or default_total_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda step: lr_factor(step, o.lr_scheduler, o.lr_warmup_steps, total, o.min_lr / o.lr),
+        )
+        self.rng = np.random.default_rng([seed, _SAMPLE_STREAM])
+        self.steps = 0
+        """optimizer steps taken"""
+
+    def train(self, buffer: ReplayBuffer, num_updates: int) -> dict[str, float]:
+        """Takes `num_updates` optimizer steps; returns mean loss and grad norm and the final LR."""
+        cfg = self.cfg
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        module = self.policy.module
+        module.train()
+        losses, norms = [], []
+        for _ in range(num_updates):
+            batch_size = min(cfg.global_batch_size, buffer.size)
+            batch = buffer.sample(batch_size, self.rng)
+            self.optimizer.zero_grad(set_to_none=True)
+            total = 0.0
+            for start in range(0, batch_size, cfg.micro_batch_size):
+                part = {k: v[start : start + cfg.micro_batch_size] for k, v in batch.items()}
+                weight = len(part["expert_action"]) / batch_size
+                loss = self.policy.loss(unflatten_obs(part), part["expert_action"]) * weight
+                loss.backward()
+                total += float(loss.detach())
+            limit = cfg.optim.clip_grad if cfg.optim.clip_grad > 0 else float("inf")
+            norm = torch.nn.utils.clip_grad_norm_(params, limit)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.steps += 1
+            losses.append(total)
+            norms.append(float(norm))
+        module.eval()
+        return {
+            "train/dagger/actor_loss": float(np.mean(losses)) if losses else float("nan"),
+            "train/actor/grad_norm": float(np.mean(norms)) if norms else float("nan"),
+            "train/actor/lr": float(self.optimizer.param_groups[0]["lr"]),
+        }
+
+    # CHECKPOINT
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(tensors, JSON-able state) of the optimizer, schedule and sampling RNG."""
+        opt = self.optimizer.state_dict()
+        tensors, scalars = {}, {}
+        for index, entry in opt["state"].items():
+            for name, value in entry.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optimizer/{index}/{name}"] = value.detach().cpu().contiguous()
+                else:
+                    scalars[f"{index}/{name}"] = value
+        groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in opt["param_groups"]]
+        meta = {
+            "steps": self.steps,
+            "param_groups": groups,
+            "optimizer_scalars": scalars,
+            "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"},
+            "rng": self.rng.bit_generator.state,
+        }
+        return tensors, meta
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            _, index, name = key.split("/", 2)
+            state.setdefault(int(index), {})[name] = value
+        for key, value in meta["optimizer_scalars"].items():
+            index, name = key.split("/", 1)
+            state.setdefault(int(index), {})[name] = value
+        groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
+        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        scheduler = self.scheduler.state_dict()
+        scheduler.update(meta["scheduler"])
+        self.scheduler.load_state_dict(scheduler)
+        self.rng.bit_generator.state = meta["rng"]
+        self.steps = int(meta["steps"])

@@ -1,0 +1,55 @@
+"""The two small interfaces the engine drives: a batched environment and a policy.
+
+Observations are a numpy array with a leading batch dimension, or a dict of such arrays (image + state policies).
+Actions are float arrays shaped (batch, horizon, action_dim) in env units; an env executes the first
+`num_action_chunks` steps of the horizon and a label keeps all of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Union
+
+import numpy as np
+
+Obs = Union[np.ndarray, dict[str, np.ndarray]]
+
+
+class VecEnv(Protocol):
+    """A batch of environments whose episodes the engine starts and ends itself (no auto-reset)."""
+
+    num_envs: int
+    """batch size"""
+    num_action_chunks: int
+    """env steps executed per `step` call"""
+
+    def reset(self, seeds: list[int], mask: np.ndarray | None = None) -> Obs:
+        """Resets the envs where `mask` is True (all when None) with `seeds[i]`; returns every env's current obs."""
+        ...
+
+    def step(self, actions: np.ndarray) -> tuple[Obs, np.ndarray]:
+        """Executes `actions[:, :num_action_chunks]`; returns (obs, success of shape (batch, num_action_chunks))."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Policy(Protocol):
+    """Maps a batch of observations to a batch of action chunks, deterministically."""
+
+    action_shape: tuple[int, int]
+    """(horizon, action_dim) of every action chunk `act` returns"""
+
+    def act(self, obs: Obs) -> np.ndarray:
+        """Returns actions shaped (batch, horizon, action_dim) in env units."""
+        ...
+
+
+class TrainablePolicy(Policy, Protocol):
+    """A student: a policy with parameters and a DAgger loss against expert labels."""
+
+    module: Any
+    """the torch.nn.Module holding every trainable parameter"""
+
+    def loss(self, obs: Obs, expert_actions: np.ndarray) -> Any:
+        """Mean DAgger loss (a torch scalar) of the student on `obs` against `expert_actions` (env units)."""
+        ...

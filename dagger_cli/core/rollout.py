@@ -1,0 +1,247 @@
+"""Beta-mixed rollouts with expert relabelling, and student-only evaluation.
+
+Each step: flip the expert/student coins (per env, or one per batch), let the chosen policy act, and ask the expert
+to label the same observations in the same step (one batched call). Episodes begin and end here, not in the env:
+every iteration resets all envs with seeds drawn from (run seed, iteration), so an iteration's rollouts depend only
+on the weights, the iteration and the seed, and a resumed run repeats exactly what an uninterrupted one would do.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dagger_cli.core.protocols import Obs, Policy, VecEnv
+from dagger_cli.core.replay_buffer import flatten_obs
+
+_COIN_STREAM, _SEED_STREAM = 2, 3
+_EPISODE_SEED_RANGE = (2**20, 2**31)  # training resets; evaluation uses small fixed seeds below this range
+
+
+def take(obs: Obs, index: np.ndarray) -> Obs:
+    """Rows `index` of a batched observation (array or dict of arrays)."""
+    if isinstance(obs, dict):
+        return {k: v[index] for k, v in obs.items()}
+    return obs[index]
+
+
+@dataclass
+class EpisodeStats:
+    """Per finished episode: success at any step, success at its last step, and its length in env steps."""
+
+    success_once: list[bool] = field(default_factory=list)
+    success_at_end: list[bool] = field(default_factory=list)
+    length: list[int] = field(default_factory=list)
+
+    def add(self, success_once: bool, success_at_end: bool, length: int) -> None:
+        self.success_once.append(bool(success_once))
+        self.success_at_end.append(bool(success_at_end))
+        self.length.append(int(length))
+
+    @property
+    def count(self) -> int:
+        return len(self.success_once)
+
+    def rate(self, name: str) -> float:
+        values = getattr(self, name)
+        return float(np.mean(values)) if values else float("nan")
+
+
+@dataclass
+class RolloutResult:
+    trajectories: list[dict[str, np.ndarray]]
+    """labelled samples, one dict per contiguous episode segment of one env"""
+    episodes: EpisodeStats
+    """episodes that ended inside this rollout (mixed policy)"""
+    env_steps: int
+    """env steps taken, all envs together"""
+    expert_action_frac: float
+    """fraction of policy calls whose action the expert chose"""
+    timings: dict[str, float]
+    """seconds spent in env / student / expert / other"""
+
+
+class Rollout:
+    """Collects DAgger data: the beta-mixed policy acts, the expert labels every visited state."""
+
+    def __init__(
+        self,
+        env: VecEnv,
+        student: Policy,
+        expert: Policy,
+        max_episode_steps: int,
+        terminate_on_success: bool = True,
+        mixing: str = "env",
+        only_save_expert: bool = False,
+    ):
+        if mixing not in ("env", "batch"):
+            raise ValueError(f"mixing must be 'env' or 'batch', got {mixing!r}")
+        self.env = env
+        self.student = student
+        self.expert = expert
+        self.max_episode_steps = max_episode_steps
+        self.terminate_on_success = terminate_on_success
+        self.mixing = mixing
+        self.only_save_expert = only_save_expert
+
+    def collect(self, num_steps: int, beta: float, iteration: int, seed: int, policy_version: int = 0) -> RolloutResult:
+        """Runs every env for `num_steps` env steps at expert probability `beta`."""
+        env, n = self.env, self.env.num_envs
+        chunks = env.num_action_chunks
+        coins = np.random.default_rng([seed, _COIN_STREAM, iteration])
+        seeds = np.random.default_rng([seed, _SEED_STREAM, iteration])
+        timings = {"env": 0.0, "student": 0.0, "expert": 0.0}
+        all_envs = np.ones(n, dtype=bool)
+        next_episode = 0
+
+        def new_episode_ids(count: int) -> np.ndarray:
+            nonlocal next_episode
+            ids = iteration * 2**24 + next_episode + np.arange(count)
+            next_episode += count
+            return ids
+
+        t = time.perf_counter()
+        obs = env.reset([int(s) for s in seeds.integers(*_EPISODE_SEED_RANGE, size=n)], all_envs)
+        timings["env"] += time.perf_counter() - t
+        episode_id = new_episode_ids(n)
+        elapsed = np.zeros(n, dtype=np.int64)
+        success_once = np.zeros(n, dtype=bool)
+        episodes = EpisodeStats()
+
+        calls = math.ceil(num_steps / chunks)
+        steps: dict[str, np.ndarray] = {}
+        for k in range(calls):
+            # ALGO LOGIC: who acts
+            if self.mixing == "env":
+                expert_acts = coins.random(n) < beta
+            else:
+                expert_acts = np.full(n, coins.random() < beta)
+            label_rows = expert_acts if self.only_save_expert else all_envs
+            student_rows = ~expert_acts
+
+            # ALGO LOGIC: expert labels (batched), student acts where the coin says so
+            expert_label = np.zeros((n, *self.expert.action_shape), dtype=np.float32)
+            executed = np.zeros((n, chunks, self.expert.action_shape[1]), dtype=np.float32)
+            if label_rows.any():
+                t = time.perf_counter()
+                expert_label[label_rows] = self.expert.act(take(obs, np.flatnonzero(label_rows)))
+                timings["expert"] += time.perf_counter() - t
+                executed[expert_acts] = expert_label[expert_acts, :chunks]
+            if student_rows.any():
+                t = time.perf_counter()
+                executed[student_rows] = self.student.act(take(obs, np.flatnonzero(student_rows)))[:, :chunks]
+                timings["student"] += time.perf_counter() - t
+
+            # BOOKKEEPING: remember this step's sample
+            record = {
+                **flatten_obs(obs),
+                "expert_action": expert_label,
+                "action": executed,
+                "expert_used": expert_acts,
+                "labelled": label_rows.copy(),
+                "episode_id": episode_id.copy(),
+            }
+            if not steps:
+                steps = {key: np.zeros((calls, *np.shape(v)), dtype=np.asarray(v).dtype) for key, v in record.items()}
+            for key, value in record.items():
+                steps[key][k] = value
+
+            # ENV STEP
+            t = time.perf_counter()
+            obs, success = env.step(executed)
+            timings["env"] += time.perf_counter() - t
+            success = np.asarray(success, dtype=bool).reshape(n, chunks)
+            elapsed += chunks
+            success_once |= success.any(axis=1)
+            done = elapsed >= self.max_episode_steps
+            if self.terminate_on_success:
+                done |= success_once
+            if done.any():
+                for i in np.flatnonzero(done):
+                    episodes.add(success_once[i], success[i, -1], elapsed[i])
+                if k < calls - 1:
+                    t = time.perf_counter()
+                    obs = env.reset([int(s) for s in seeds.integers(*_EPISODE_SEED_RANGE, size=n)], done)
+                    timings["env"] += time.perf_counter() - t
+                    episode_id[done] = new_episode_ids(int(done.sum()))
+                    elapsed[done] = 0
+                    success_once[done] = False
+
+        trajectories = self._split(steps, beta, iteration, policy_version)
+        return RolloutResult(
+            trajectories=trajectories,
+            episodes=episodes,
+            env_steps=calls * chunks * n,
+            expert_action_frac=float(steps["expert_used"].mean()) if steps else 0.0,
+            timings=timings,
+        )
+
+    def _split(self, steps: dict[str, np.ndarray], beta: float, iteration: int, version: int) -> list[dict]:
+        """Per env, cuts the (calls, envs) step arrays into labelled trajectories, one per episode segment."""
+        trajectories = []
+        if not steps:
+            return trajectories
+        n = steps["episode_id"].shape[1]
+        for i in range(n):
+            keep = steps["labelled"][:, i]
+            episode = steps["episode_id"][:, i]
+            boundaries = np.flatnonzero(np.diff(episode)) + 1
+            for rows in np.split(np.arange(len(episode)), boundaries):
+                rows = rows[keep[rows]]
+                if len(rows) == 0:
+                    continue
+                sample = {key: v[rows, i] for key, v in steps.items() if key != "labelled"}
+                sample["beta"] = np.full(len(rows), beta, dtype=np.float32)
+                sample["iteration"] = np.full(len(rows), iteration, dtype=np.int32)
+                sample["policy_version"] = np.full(len(rows), version, dtype=np.int32)
+                trajectories.append(sample)
+        return trajectories
+
+
+@dataclass
+class EvalResult:
+    episodes: EpisodeStats
+    seconds: float
+
+    def summary(self) -> dict[str, float]:
+        from dagger_cli.core.stats import wilson_interval
+
+        n = self.episodes.count
+        once = self.episodes.rate("success_once")
+        low, high = wilson_interval(int(round(once * n)), n)
+        return {
+            "success_once": once,
+            "success_at_end": self.episodes.rate("success_at_end"),
+            "episodes": n,
+            "success_once_ci95": [low, high],
+            "episode_len": float(np.mean(self.episodes.length)) if n else float("nan"),
+            "seconds": self.seconds,
+        }
+
+
+def evaluate(env: VecEnv, policy: Policy, num_episodes: int, reset_seed_base: int, max_episode_steps: int) -> EvalResult:
+    """Runs `policy` alone for `num_episodes` full-length episodes on fixed seeds (no early termination)."""
+    start = time.perf_counter()
+    n, chunks = env.num_envs, env.num_action_chunks
+    episodes = EpisodeStats()
+    seeds = [reset_seed_base + i for i in range(num_episodes)]
+    for first in range(0, num_episodes, n):
+        batch = seeds[first : first + n]
+        active = len(batch)
+        batch = batch + [batch[-1]] * (n - active)  # pad the last round; padded envs are not counted
+        obs = env.reset(batch, np.ones(n, dtype=bool))
+        success_once = np.zeros(n, dtype=bool)
+        success = np.zeros((n, chunks), dtype=bool)
+        elapsed = 0
+        while elapsed < max_episode_steps:
+            actions = np.asarray(policy.act(obs), dtype=np.float32)
+            obs, success = env.step(actions[:, :chunks])
+            success = np.asarray(success, dtype=bool).reshape(n, chunks)
+            success_once |= success.any(axis=1)
+            elapsed += chunks
+        for i in range(active):
+            episodes.add(success_once[i], success[i, -1], elapsed)
+    return EvalResult(episodes, time.perf_counter() - start)

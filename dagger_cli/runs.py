@@ -1,0 +1,108 @@
+"""Run directories and the glue that turns a Config into live components (used by train, eval and check)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dagger_cli import __version__
+from dagger_cli.core import checkpoint
+from dagger_cli.core.config import Config, load_config, read_yaml
+from dagger_cli.core.errors import UsageError
+
+CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = "summary.json"
+
+
+def default_run_dir(cfg: Config) -> Path:
+    return Path("runs") / cfg.name / time.strftime("%Y%m%d-%H%M%S")
+
+
+def create_run_dir(path: Path, cfg: Config, argv: list[str]) -> Path:
+    """Makes a new run dir holding the resolved config and meta.json; refuses a non-empty existing one."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"{path}: run dir exists and is not empty; pick another --run-dir or --resume it")
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CONFIG_FILE).write_text(cfg.to_yaml())
+    import torch
+
+    meta = {
+        "dagger_version": __version__,
+        "argv": argv,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": platform.node(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "pid": os.getpid(),
+    }
+    checkpoint.write_json(path / "meta.json", meta)
+    return path
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def run_config(run_dir: Path, overrides: list[str] = ()) -> Config:
+    """The config saved in a run dir, with optional `--set` overrides."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: no such run dir")
+    if not is_run_dir(run_dir):
+        raise UsageError(f"{run_dir}: not a dagger run dir (no {CONFIG_FILE})")
+    return load_config(base=read_yaml(run_dir / CONFIG_FILE), overrides=list(overrides))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = checkpoint.list_checkpoints(Path(run_dir) / "checkpoints")
+    return found[-1] if found else None
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+@dataclass
+class StudentSource:
+    """Where `dagger eval --ckpt` finds the config and the student weights."""
+
+    config: Config
+    weights: Path
+    checkpoint_dir: Path | None
+
+
+def resolve_student(ckpt: Path, preset: str | None, overrides: list[str]) -> StudentSource:
+    """A run dir, a checkpoint dir (iter_*), or a weights file/dir (with --preset) -> config + weights."""
+    ckpt = Path(ckpt).expanduser()
+    if not ckpt.exists():
+        raise UsageError(f"--ckpt {ckpt}: no such file or directory")
+    run_dir = ckpt_dir = None
+    if ckpt.is_dir() and is_run_dir(ckpt):
+        run_dir, ckpt_dir = ckpt, latest_checkpoint(ckpt)
+        if ckpt_dir is None:
+            raise UsageError(f"--ckpt {ckpt}: the run has no checkpoint yet")
+    elif ckpt.is_dir() and (ckpt / checkpoint.STATE_FILE).is_file():
+        ckpt_dir = ckpt
+        candidate = ckpt.parent.parent
+        run_dir = candidate if is_run_dir(candidate) else None
+    if preset is not None:
+        cfg = load_config(preset, overrides=list(overrides))
+    elif run_dir is not None:
+        cfg = run_config(run_dir, overrides)
+    else:
+        raise UsageError(f"--ckpt {ckpt}: not inside a dagger run dir; say which preset it belongs to with --preset")
+    weights = ckpt_dir / "student.safetensors" if ckpt_dir is not None else ckpt
+    return StudentSource(cfg, weights, ckpt_dir)

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from dagger_cli.cli._common import ConfigOpt, JsonOpt, PresetArg, SeedOpt, SetOpt, examples
-from dagger_cli.cli._output import Output, duration, handle_errors, percent
+from dagger_cli.cli._output import EXIT_INTERRUPTED, Output, duration, handle_errors, percent
 
 EXAMPLES = examples(
     "dagger train pick-cube",
@@ -40,6 +40,7 @@ def train(
     out = Output(json_mode)
     with handle_errors():
         summary = _train(out, preset, config, list(set_ or []), seed, run_dir, resume, started)
+    stopped = summary["iterations"] < summary["max_epochs"]
 
     def human(console):
         from rich.table import Table
@@ -56,6 +57,8 @@ def train(
         console.print(table)
 
     out.result(summary, human)
+    if stopped:
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _final(summary: dict) -> str:

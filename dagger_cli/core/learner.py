@@ -91,7 +91,7 @@ class Learner:
         for index, entry in opt["state"].items():
             for name, value in entry.items():
                 if isinstance(value, torch.Tensor):
-                    tensors[f"optimizer/{index}/{name}"] = value.detach().cpu().contiguous()
+                    tensors[f"optimizer/{index}/{name}"] = value.detach().cpu().clone()
                 else:
                     scalars[f"{index}/{name}"] = value
         groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in opt["param_groups"]]

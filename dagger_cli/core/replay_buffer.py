@@ -106,15 +106,16 @@ class ReplayBuffer:
 
     # CHECKPOINT
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """(arrays, JSON-able state); arrays hold the stored samples oldest first."""
+        """(arrays, JSON-able state); arrays keep the ring's slot order so that sampling resumes identically."""
         meta = {
             "capacity": self.capacity,
             "size": self.size,
+            "next": self._next,
             "total_samples": self.total_samples,
             "trajectory_ends": list(self._trajectory_ends),
             "dtypes": {k: str(v.dtype) for k, v in self._data.items()},
         }
-        return self.stored(), meta
+        return {key: array[: self.size] for key, array in self._data.items()}, meta
 
     def load_state_dict(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         if meta["capacity"] != self.capacity:
@@ -128,6 +129,6 @@ class ReplayBuffer:
             for key, array in self._data.items():
                 array[:size] = arrays[key].astype(meta["dtypes"][key], copy=False)
             self.size = size
-            self._next = size % self.capacity
+            self._next = int(meta["next"])
         self.total_samples = int(meta["total_samples"])
         self._trajectory_ends = deque(int(e) for e in meta["trajectory_ends"])

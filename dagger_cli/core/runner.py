@@ -20,6 +20,13 @@ from dagger_cli.core.replay_buffer import ReplayBuffer
 from dagger_cli.core.rollout import Rollout, evaluate
 
 
+def _eval_row(prefix: str, result: dict[str, Any]) -> dict[str, float]:
+    """Metric names for an evaluation summary: `eval/success_once`, ...; durations go under `time/`."""
+    row = {f"{prefix}/{k}": v for k, v in result.items() if k not in ("seconds", "success_once_ci95")}
+    row[f"time/{prefix}_s"] = result["seconds"]
+    return row
+
+
 class RunnerHooks:
     """What a front end wants to hear about; the default hears nothing."""
 
@@ -159,12 +166,12 @@ class SyncRunner:
             self.hooks.phase("evaluating the initial student")
             self.results.student_init = self.evaluate(self.student)
             self.hooks.evaluated("initial student", self.results.student_init)
-            row.update({f"eval/{k}": v for k, v in self.results.student_init.items() if not isinstance(v, list)})
+            row.update(_eval_row("eval", self.results.student_init))
         if r.eval_expert and self.results.expert is None:
             self.hooks.phase("evaluating the expert")
             self.results.expert = self.evaluate(self.expert)
             self.hooks.evaluated("expert", self.results.expert)
-            row.update({f"eval_expert/{k}": v for k, v in self.results.expert.items() if not isinstance(v, list)})
+            row.update(_eval_row("eval_expert", self.results.expert))
         if row:
             metrics.log(0, row)
 
@@ -197,7 +204,7 @@ class SyncRunner:
             self.hooks.phase("evaluating the student")
             ev = self.evaluate(self.student)
             self.results.evals.append({"iteration": self.iteration, **ev})
-            row.update({f"eval/{k}": v for k, v in ev.items() if not isinstance(v, list)})
+            row.update(_eval_row("eval", ev))
         evaluated = time.perf_counter()
         self.results.train_time_s += evaluated - start
 

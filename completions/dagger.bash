@@ -1,0 +1,10 @@
+_dagger_completion() {
+    local IFS=$'
+'
+    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
+                   COMP_CWORD=$COMP_CWORD \
+                   _DAGGER_COMPLETE=complete_bash $1 ) )
+    return 0
+}
+
+complete -o default -F _dagger_completion dagger

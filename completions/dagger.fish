@@ -1,0 +1,1 @@
+complete --command dagger --no-files --arguments "(env _DAGGER_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) dagger)" --condition "env _DAGGER_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) dagger"

@@ -1,0 +1,150 @@
+"""End to end on the real ManiSkill: train, eval, report, check, Ctrl-C, and resume after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import requires_maniskill
+from test_cli import dagger
+
+pytestmark = [requires_maniskill, pytest.mark.sim]
+
+SMALL = [
+    "--set", "env.max_steps_per_rollout_epoch=100",
+    "--set", "env.eval.num_episodes=4",
+    "--set", "actor.update_epoch=20",
+    "--set", "algorithm.replay_buffer.min_buffer_size=100",
+]
+
+
+def final_student(run_dir: Path) -> dict:
+    ckpts = sorted((run_dir / "checkpoints").glob("iter_*"))
+    return load_file(str(ckpts[-1] / "student.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A short real run: 4 iterations, checkpoint each, no expert eval."""
+    run_dir = tmp_path_factory.mktemp("runs") / "straight"
+    result = dagger("train", "pick-cube", "--run-dir", str(run_dir), "--json",
+                    "--set", "runner.max_epochs=4", "--set", "runner.eval_expert=false", *SMALL)
+    assert result.returncode == 0, result.stderr
+    return run_dir, json.loads(result.stdout)
+
+
+def test_train_writes_summary_metrics_tensorboard_and_checkpoints(finished_run):
+    run_dir, summary = finished_run
+    assert summary["iterations"] == 4 and summary["eval_episodes"] == 4
+    assert summary["env_steps"] == 4 * 100 * 2
+    assert 0.0 <= summary["student_final_sr"] <= 1.0 and summary["expert_sr"] is None
+    assert json.loads((run_dir / "summary.json").read_text())["student_final_sr"] == summary["student_final_sr"]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+    assert rows[4]["train/replay_buffer/total_samples"] == 800
+    assert rows[1]["train/dagger/beta"] == 1.0 and rows[2]["train/dagger/beta"] == 0.5
+    assert rows[1]["train/dagger/expert_action_frac"] == 1.0
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert (run_dir / "config.yaml").read_text().startswith("name: pick-cube")
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["iter_000003", "iter_000004"]
+
+
+def test_eval_reproduces_the_final_evaluation(finished_run):
+    # GIVEN the finished run; WHEN its student is evaluated with the same protocol
+    run_dir, summary = finished_run
+    result = dagger("eval", "--ckpt", str(run_dir), "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    # THEN the numbers are those the run reported (same weights, same seeds, deterministic student)
+    assert data["episodes"] == 4
+    assert data["success_once"] == summary["student_final_sr"]
+    low, high = data["success_once_ci95"]
+    assert low <= data["success_once"] <= high
+    human = dagger("eval", "--ckpt", str(run_dir / "checkpoints" / "iter_000004"), "--episodes", "2")
+    assert human.returncode == 0 and "success_once" in human.stdout and "episodes        2" in human.stdout
+
+
+def test_report_tables_the_run(finished_run):
+    run_dir, summary = finished_run
+    result = dagger("report", str(run_dir), "--json")
+    assert result.returncode == 0
+    (row,) = json.loads(result.stdout)["runs"]
+    assert row["student_final_sr"] == summary["student_final_sr"] and row["status"] == "finished"
+    human = dagger("report", str(run_dir), env={"COLUMNS": "200"})
+    for column in ("Config", "Student init SR", "Expert SR", "Training time", "Student final SR", "pick-cube"):
+        assert column in human.stdout
+
+
+def test_check_passes_on_this_machine():
+    result = dagger("check", "pick-cube", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(result.stdout)
+    assert data["ok"] and {c["name"] for c in data["checks"]} >= {"simulator", "env", "student", "expert", "renderer"}
+    human = dagger("check", "pick-cube")
+    assert human.returncode == 0 and "✓ env: PickCube-v1" in human.stdout
+
+
+def test_check_reports_each_problem_and_exits_3(tmp_path):
+    result = dagger("check", "pick-cube", "--set", "actor.model.obs_dim=40",
+                    "--set", "rollout.expert_model.model_type=mlp", "--set", "rollout.expert_model.obs_dim=40",
+                    "--set", f"runner.expert_ckpt_path={tmp_path}/missing.pt")
+    assert result.returncode == 3
+    lines = {line.split(":")[0]: line for line in result.stdout.splitlines()}
+    assert "actor.model.obs_dim is 40" in lines["✗ env"]
+    assert "missing.pt" in lines["✗ expert"]
+    assert lines["✓ simulator"]
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+def start_training(run_dir: Path) -> subprocess.Popen:
+    args = ["dagger", "train", "pick-cube", "--run-dir", str(run_dir),
+            "--set", "runner.max_epochs=4", "--set", "runner.eval_expert=false", *SMALL]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(finished_run, tmp_path):
+    # GIVEN a run killed with SIGKILL (workers included) after its second checkpoint
+    proc = start_training(tmp_path / "run")
+    wait_for(tmp_path / "run" / "checkpoints" / "iter_000002" / "state.json", proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # WHEN it is resumed
+    result = dagger("train", "--resume", str(tmp_path / "run"), "--json")
+    assert result.returncode == 0, result.stderr
+    # THEN it continues at the checkpointed iteration and ends with the uninterrupted run's exact weights
+    assert json.loads(result.stdout)["iterations"] == 4
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2, 3, 4]
+    straight, resumed = final_student(finished_run[0]), final_student(tmp_path / "run")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_ctrl_c_stops_cleanly_with_a_checkpoint_and_resumes(finished_run, tmp_path):
+    # GIVEN a run that receives Ctrl-C (SIGINT to the whole process group, as a terminal sends it)
+    proc = start_training(tmp_path / "run")
+    wait_for(tmp_path / "run" / "checkpoints" / "iter_000001" / "state.json", proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=240)
+    # THEN it finishes the iteration, saves, says how to resume, and exits 130
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    done = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert done and done[-1] < "iter_000004"
+    # AND resuming completes the run with the uninterrupted run's exact weights
+    result = dagger("train", "--resume", str(tmp_path / "run"), "--json")
+    assert result.returncode == 0, result.stderr
+    straight, resumed = final_student(finished_run[0]), final_student(tmp_path / "run")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)

@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+
+from dagger_cli.core.replay_buffer import ReplayBuffer
+
+
+def trajectory(start: int, length: int, episode: int = 0) -> dict[str, np.ndarray]:
+    idx = np.arange(start, start + length)
+    return {
+        "obs": np.stack([idx, idx * 2], axis=1).astype(np.float32),
+        "expert_action": idx[:, None, None].astype(np.float32),
+        "action": np.zeros((length, 1, 1), np.float32),
+        "expert_used": idx % 2 == 0,
+        "beta": np.full(length, 0.5, np.float32),
+        "iteration": np.full(length, 3, np.int32),
+        "policy_version": np.full(length, 3, np.int32),
+        "episode_id": np.full(length, episode, np.int64),
+    }
+
+
+def test_window_keeps_most_recent_samples():
+    # GIVEN a buffer of 10 samples
+    buffer = ReplayBuffer(10)
+    # WHEN 3 trajectories of 4 samples (values 0..11) are added
+    for t in range(3):
+        buffer.add(trajectory(4 * t, 4, episode=t))
+    # THEN it holds the newest 10 (2..11), counts 12 in total, and the oldest trajectory is partly kept
+    stored = buffer.stored()
+    assert sorted(stored["expert_action"][:, 0, 0].tolist()) == list(range(2, 12))
+    assert buffer.size == 10 and buffer.total_samples == 12
+    assert buffer.num_trajectories == 3
+    buffer.add(trajectory(12, 4, episode=3))
+    assert buffer.num_trajectories == 3  # trajectory 0 is gone entirely now
+
+
+def test_metadata_travels_with_each_sample():
+    buffer = ReplayBuffer(100)
+    buffer.add(trajectory(0, 20, episode=7))
+    batch = buffer.sample(64, np.random.default_rng(0))
+    value = batch["expert_action"][:, 0, 0]
+    assert np.array_equal(batch["obs"][:, 0], value)
+    assert np.array_equal(batch["expert_used"], value.astype(int) % 2 == 0)
+    assert set(batch["episode_id"].tolist()) == {7}
+    assert set(batch["iteration"].tolist()) == {3} and set(batch["beta"].tolist()) == {0.5}
+
+
+def test_memory_is_flat_once_full():
+    # GIVEN a full buffer
+    buffer = ReplayBuffer(50)
+    buffer.add(trajectory(0, 50))
+    arrays = {k: (id(v), v.nbytes) for k, v in buffer._data.items()}
+    # WHEN many more trajectories arrive
+    for t in range(200):
+        buffer.add(trajectory(50 + 7 * t, 7))
+    # THEN no array was reallocated or grown
+    assert {k: (id(v), v.nbytes) for k, v in buffer._data.items()} == arrays
+    assert buffer.size == 50 and buffer.total_samples == 50 + 200 * 7
+
+
+def test_sampling_is_uniform_over_stored_samples_only():
+    buffer = ReplayBuffer(20)
+    buffer.add(trajectory(0, 30))  # longer than the buffer: keeps 10..29
+    values = buffer.sample(20000, np.random.default_rng(1))["expert_action"][:, 0, 0]
+    assert values.min() == 10 and values.max() == 29
+    counts = np.bincount(values.astype(int) - 10, minlength=20)
+    assert counts.min() > 800 and counts.max() < 1200  # 1000 expected per value
+
+
+def test_state_round_trip_continues_identically():
+    # GIVEN a wrapped-around buffer and its saved state
+    a = ReplayBuffer(16)
+    for t in range(5):
+        a.add(trajectory(5 * t, 5, episode=t))
+    arrays, meta = a.state_dict()
+    b = ReplayBuffer(16)
+    b.load_state_dict(arrays, meta)
+    # WHEN both receive the same trajectory and are sampled with the same RNG
+    for buf in (a, b):
+        buf.add(trajectory(100, 3, episode=9))
+    sa, sb = a.sample(32, np.random.default_rng(5)), b.sample(32, np.random.default_rng(5))
+    # THEN they agree on contents, counts and the very samples drawn
+    assert a.size == b.size and a.total_samples == b.total_samples and a.num_trajectories == b.num_trajectories
+    for key in a.stored():
+        assert np.array_equal(a.stored()[key], b.stored()[key])
+        assert np.array_equal(sa[key], sb[key])
+
+
+def test_mismatched_fields_are_rejected():
+    buffer = ReplayBuffer(10)
+    buffer.add(trajectory(0, 3))
+    bad = trajectory(3, 3)
+    bad["obs"] = np.zeros((3, 5), np.float32)
+    with pytest.raises(ValueError, match="obs"):
+        buffer.add(bad)
+    with pytest.raises(ValueError, match="differ in length"):
+        buffer.add({**trajectory(0, 3), "beta": np.zeros(2, np.float32)})

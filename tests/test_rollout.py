@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+
+from conftest import ConstantPolicy, PointEnv, PointExpert
+from dagger_cli.core.rollout import Rollout, evaluate
+
+
+def collect(beta, mixing="env", only_save_expert=False, num_envs=4, steps=30, seed=0, terminate=True):
+    env, student, expert = PointEnv(num_envs), ConstantPolicy(0.7), PointExpert()
+    rollout = Rollout(env, student, expert, max_episode_steps=10, terminate_on_success=terminate,
+                      mixing=mixing, only_save_expert=only_save_expert)
+    return rollout.collect(steps, beta, iteration=2, seed=seed, policy_version=5), env, student, expert
+
+
+def cat(result, key):
+    return np.concatenate([t[key] for t in result.trajectories])
+
+
+def test_beta_one_is_all_expert_and_beta_zero_all_student():
+    # GIVEN beta = 1
+    result, _, student, _ = collect(1.0)
+    # THEN the student is never asked and every executed action is the expert's label
+    assert result.expert_action_frac == 1.0 and student.calls == []
+    assert np.array_equal(cat(result, "action"), cat(result, "expert_action"))
+    # GIVEN beta = 0
+    result, _, _, _ = collect(0.0)
+    # THEN the student executes every step, and the expert still labels every state
+    assert result.expert_action_frac == 0.0
+    assert np.all(cat(result, "action") == 0.7)
+    assert not np.all(cat(result, "expert_action") == 0.7)
+    assert len(cat(result, "obs")) == 4 * 30
+
+
+def test_every_visited_state_is_labelled_by_the_expert_in_the_same_step():
+    # GIVEN a half-and-half mix
+    result, _, _, _ = collect(0.5)
+    obs, label = cat(result, "obs"), cat(result, "expert_action")
+    # THEN each stored label is exactly what the expert says for the stored observation
+    assert np.allclose(label, PointExpert().act(obs))
+    used = cat(result, "expert_used")
+    assert np.allclose(cat(result, "action")[~used], 0.7)
+    assert np.allclose(cat(result, "action")[used], label[used])
+    assert 0.3 < used.mean() < 0.7
+
+
+def test_env_mixing_flips_a_coin_per_env_and_batch_mixing_one_per_step():
+    env_mix, _, _, _ = collect(0.5, mixing="env", num_envs=8, steps=10, terminate=False)
+    batch_mix, _, _, _ = collect(0.5, mixing="batch", num_envs=8, steps=10, terminate=False)
+
+    def per_step(result):  # (steps, envs) matrix of expert_used, episodes never end early here
+        return np.stack([t["expert_used"] for t in result.trajectories], axis=1)
+
+    env_used, batch_used = per_step(env_mix), per_step(batch_mix)
+    assert env_used.shape == batch_used.shape == (10, 8)
+    assert all(row.all() or not row.any() for row in batch_used)  # all envs agree at each step
+    assert any(0 < row.sum() < 8 for row in env_used)  # envs disagree somewhere
+
+
+def test_only_save_expert_keeps_only_expert_steps():
+    result, _, _, expert = collect(0.5, only_save_expert=True)
+    assert np.all(cat(result, "expert_used"))
+    labelled = sum(len(c) for c in expert.calls)
+    assert labelled == len(cat(result, "obs"))  # the expert is asked only where it acts
+
+
+def test_metadata_and_episode_segments():
+    result, env, _, _ = collect(1.0, num_envs=3, steps=30)
+    for t in result.trajectories:
+        assert len(set(t["episode_id"].tolist())) == 1  # one trajectory, one episode
+        assert set(t["beta"].tolist()) == {1.0}
+        assert set(t["iteration"].tolist()) == {2} and set(t["policy_version"].tolist()) == {5}
+    ids = [t["episode_id"][0] for t in result.trajectories]
+    assert len(ids) == len(set(ids))
+    # the expert reaches the goal, the episode ends there and a fresh one starts (partial resets with new seeds)
+    assert result.episodes.count >= 3 and result.episodes.rate("success_once") == 1.0
+    assert any(not mask.all() for _, mask in env.resets[1:])
+    assert result.env_steps == 3 * 30
+
+
+def test_episodes_end_at_the_time_limit():
+    result, _, _, _ = collect(0.0, num_envs=2, steps=30)  # the constant student rarely hits the goal
+    assert all(length <= 10 for length in result.episodes.length)
+    assert result.episodes.count >= 4
+
+
+def test_same_seed_same_rollout_different_seed_different():
+    a, _, _, _ = collect(0.5, seed=3)
+    b, _, _, _ = collect(0.5, seed=3)
+    c, _, _, _ = collect(0.5, seed=4)
+    for key in ("obs", "expert_used", "action", "episode_id"):
+        assert np.array_equal(cat(a, key), cat(b, key))
+    assert not np.array_equal(cat(a, "obs"), cat(c, "obs"))
+
+
+def test_evaluate_uses_the_policy_alone_on_fixed_seeds_for_full_episodes():
+    env = PointEnv(4)
+    result = evaluate(env, PointExpert(), num_episodes=6, reset_seed_base=100, max_episode_steps=12)
+    assert result.episodes.count == 6
+    assert result.episodes.length == [12] * 6
+    assert env.resets[0][0] == [100, 101, 102, 103]
+    assert env.resets[1][0][:2] == [104, 105]
+    summary = result.summary()
+    assert summary["success_once"] == 1.0 and summary["success_at_end"] == 1.0
+    low, high = summary["success_once_ci95"]
+    assert 0.5 < low < 1.0 and high == 1.0
+    wrong = evaluate(PointEnv(4), ConstantPolicy(-1.0), 6, 100, 12).summary()
+    assert wrong["success_once"] < 1.0
+
+
+@pytest.mark.parametrize("successes, trials", [(0, 10), (5, 10), (10, 10), (95, 100)])
+def test_wilson_interval_contains_the_estimate(successes, trials):
+    from dagger_cli.core.stats import wilson_interval
+
+    low, high = wilson_interval(successes, trials)
+    assert 0 <= low <= successes / trials <= high <= 1
+    assert wilson_interval(95, 100) == pytest.approx((0.8882, 0.9785), abs=1e-3)

@@ -1,0 +1,138 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import PointEnv, PointExpert, point_config
+from dagger_cli.core import checkpoint
+from dagger_cli.core.errors import CheckpointError
+from dagger_cli.core.runner import RunnerHooks, SyncRunner
+from dagger_cli.policies.mlp import MLPPolicy
+
+REQUIRED_METRICS = {
+    "env/success_once", "train/dagger/actor_loss", "train/dagger/beta", "train/dagger/expert_action_frac",
+    "train/actor/lr", "train/actor/grad_norm", "train/replay_buffer/num_trajectories",
+    "train/replay_buffer/total_samples", "train/replay_buffer/cache_size", "time/rollout_s", "time/train_s",
+}
+
+
+def make_runner(run_dir, cfg=None, hooks=None):
+    cfg = cfg or point_config()
+    torch.manual_seed(cfg.seed)
+    student = MLPPolicy(cfg.actor.model)
+    return SyncRunner(cfg, run_dir, PointEnv(3), student, PointExpert(), hooks=hooks, tensorboard=False)
+
+
+def weights(runner):
+    return {k: v.clone() for k, v in runner.student.module.state_dict().items()}
+
+
+class StopAfter(RunnerHooks):
+    def __init__(self, n):
+        self.n, self.runner = n, None
+
+    def iteration_done(self, iteration, total, metrics):
+        if iteration == self.n:
+            self.runner.stop_requested = True
+
+
+def test_student_learns_and_everything_is_recorded(tmp_path):
+    # GIVEN a point-reaching task and a random student
+    cfg = point_config(**{"runner.max_epochs": 5, "runner.keep_checkpoints": 2})
+    runner = make_runner(tmp_path, cfg)
+    # WHEN DAgger runs
+    summary = runner.run()
+    # THEN the student goes from failing to succeeding, evaluated alone
+    assert summary["student_init_sr"] < 0.5
+    assert summary["expert_sr"] == 1.0
+    assert summary["student_final_sr"] >= 0.8
+    assert summary["iterations"] == 5 and summary["env_steps"] == 5 * 40 * 3
+    assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4, 5]
+    for row in rows[1:]:
+        assert REQUIRED_METRICS <= set(row)
+    assert [r["train/dagger/beta"] for r in rows[1:]] == pytest.approx([1.0, 0.5, 0.25, 0.125, 0.0625])
+    assert rows[-1]["eval/success_once"] == summary["student_final_sr"]
+    assert rows[-1]["train/replay_buffer/total_samples"] == 5 * 40 * 3
+    assert rows[-1]["train/replay_buffer/cache_size"] == 500  # the window is full
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "checkpoints")] == ["iter_000004", "iter_000005"]
+
+
+def test_training_waits_for_min_buffer_size(tmp_path):
+    cfg = point_config(**{"algorithm.replay_buffer.min_buffer_size": 200, "runner.max_epochs": 2,
+                          "runner.eval_expert": False, "runner.eval_student_init": False})
+    runner = make_runner(tmp_path, cfg)
+    runner.run()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert "train/dagger/actor_loss" not in rows[0]  # 120 samples after iteration 1: no training yet
+    assert "train/dagger/actor_loss" in rows[1]  # 240 after iteration 2
+    assert runner.learner.steps == cfg.actor.update_epoch
+
+
+def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path):
+    # GIVEN an uninterrupted 4-iteration run
+    straight = make_runner(tmp_path / "a")
+    straight.run()
+    # AND a run stopped after 2 iterations, then resumed from its checkpoint in a new runner
+    hooks = StopAfter(2)
+    first = make_runner(tmp_path / "b", hooks=hooks)
+    hooks.runner = first
+    first.run()
+    assert first.iteration == 2 and not (tmp_path / "b" / "summary.json").exists()
+    resumed = make_runner(tmp_path / "b")
+    resumed.restore(checkpoint.list_checkpoints(tmp_path / "b" / "checkpoints")[-1])
+    assert resumed.iteration == 2 and resumed.beta(resumed.iteration) == 0.25
+    resumed.run()
+    # THEN the final weights, buffer and metrics equal the uninterrupted run's
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for key, value in straight.buffer.stored().items():
+        assert np.array_equal(value, resumed.buffer.stored()[key])
+    rows_a = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda r: {k: v for k, v in r.items() if not k.startswith("time/") and k != "eval/seconds"}  # noqa: E731
+    assert [strip(r) for r in rows_a] == [strip(r) for r in rows_b]
+    assert straight.summary()["student_final_sr"] == resumed.summary()["student_final_sr"]
+
+
+def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
+    # GIVEN a run checkpointed at iteration 2 whose metrics file already has a row for iteration 3 (killed before save)
+    cfg = point_config(**{"runner.max_epochs": 3, "runner.save_interval": 2})
+    runner = make_runner(tmp_path, cfg)
+    runner.run()
+    ckpt = checkpoint.checkpoint_dir(tmp_path / "checkpoints", 2)
+    assert ckpt.is_dir()
+    # WHEN it resumes from iteration 2
+    resumed = make_runner(tmp_path, cfg)
+    resumed.restore(ckpt)
+    resumed.run()
+    # THEN iteration 3 appears once
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2, 3]
+
+
+def test_interrupted_writes_are_ignored_and_cleaned(tmp_path):
+    root = tmp_path / "checkpoints"
+    runner = make_runner(tmp_path, point_config(**{"runner.max_epochs": 1}))
+    runner.run()
+    stale = root / ".iter_000002.tmp-999"
+    stale.mkdir()
+    (stale / "student.safetensors").write_bytes(b"half")
+    assert [p.name for p in checkpoint.list_checkpoints(root)] == ["iter_000001"]
+    runner.iteration = 2
+    runner.save()
+    assert not stale.exists()
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    runner = make_runner(tmp_path, point_config(**{"runner.max_epochs": 1}))
+    runner.run()
+    ckpt = checkpoint.list_checkpoints(tmp_path / "checkpoints")[-1]
+    (ckpt / "student.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(CheckpointError, match="student.safetensors"):
+        make_runner(tmp_path).restore(ckpt)
+    (ckpt / "state.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="state.json"):
+        make_runner(tmp_path).restore(ckpt)

@@ -62,6 +62,7 @@ def _evaluate(out, ckpt, preset, episodes, seed, overrides) -> dict:
     import torch
 
     from dagger_cli.core.rollout import evaluate as run_eval
+    from dagger_cli.core.runner import single_threaded_torch
     from dagger_cli.envs import make_vec_env
     from dagger_cli.policies import build_student, resolve_device
 
@@ -72,7 +73,9 @@ def _evaluate(out, ckpt, preset, episodes, seed, overrides) -> dict:
     env = make_vec_env(cfg.env, cfg.actor.model.num_action_chunks)
     try:
         e = cfg.env
-        result = run_eval(env, policy, e.eval.num_episodes, e.eval.reset_seed_base, e.max_episode_steps).summary()
+        with single_threaded_torch():
+            result = run_eval(env, policy, e.eval.num_episodes, e.eval.reset_seed_base, e.max_episode_steps)
+        result = result.summary()
     finally:
         env.close()
     return {"ckpt": str(source.weights), "preset": cfg.name, "reset_seed_base": cfg.env.eval.reset_seed_base, **result}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,18 @@ from dagger_cli.core.metrics import MetricsLogger
 from dagger_cli.core.protocols import Policy, TrainablePolicy, VecEnv
 from dagger_cli.core.replay_buffer import ReplayBuffer
 from dagger_cli.core.rollout import Rollout, evaluate
+
+
+@contextmanager
+def single_threaded_torch():
+    """One torch thread while env workers run: batch-of-a-few inference gains nothing from more, and idle
+    OpenMP threads spinning on the other cores slow the simulator down."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _eval_row(prefix: str, result: dict[str, Any]) -> dict[str, float]:
@@ -99,7 +112,9 @@ class SyncRunner:
     # EVALUATION
     def evaluate(self, policy: Policy) -> dict[str, Any]:
         e = self.cfg.env
-        return evaluate(self.env, policy, e.eval.num_episodes, e.eval.reset_seed_base, e.max_episode_steps).summary()
+        with single_threaded_torch():
+            result = evaluate(self.env, policy, e.eval.num_episodes, e.eval.reset_seed_base, e.max_episode_steps)
+        return result.summary()
 
     # CHECKPOINT
     def save(self) -> Path:
@@ -182,9 +197,10 @@ class SyncRunner:
 
         # ROLLOUT: beta-mixed actions, expert labels
         self.hooks.phase(f"collecting (beta {beta:.3f})")
-        result = self.rollout.collect(
-            cfg.env.max_steps_per_rollout_epoch, beta, iteration=k, seed=cfg.seed, policy_version=k
-        )
+        with single_threaded_torch():
+            result = self.rollout.collect(
+                cfg.env.max_steps_per_rollout_epoch, beta, iteration=k, seed=cfg.seed, policy_version=k
+            )
         for trajectory in result.trajectories:
             self.buffer.add(trajectory)
         self.results.env_steps += result.env_steps

@@ -1,0 +1,28 @@
+"""Shared bench helpers: raw vector-env stepping with random actions, the yardstick every ratio is taken against."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def random_stepping_seconds(env, env_steps: int, episode_len: int = 50, seed: int = 0) -> float:
+    """Seconds `env` takes for `env_steps` env steps (all envs together) with uniform random actions,
+    resetting every `episode_len` steps, as the DAgger loop does."""
+    rng = np.random.default_rng(seed)
+    n = env.num_envs
+    action_dim = env._low.shape[0]
+    calls = max(1, env_steps // n)
+    start = time.perf_counter()
+    env.reset([int(s) for s in rng.integers(0, 2**31, n)])
+    for k in range(calls):
+        env.step(rng.uniform(-1, 1, size=(n, 1, action_dim)).astype(np.float32))
+        if (k + 1) % episode_len == 0:
+            env.reset([int(s) for s in rng.integers(0, 2**31, n)])
+    return time.perf_counter() - start
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)

@@ -12,12 +12,11 @@ def random_stepping_seconds(env, env_steps: int, episode_len: int = 50, seed: in
     resetting every `episode_len` steps, as the DAgger loop does."""
     rng = np.random.default_rng(seed)
     n = env.num_envs
-    action_dim = env._low.shape[0]
     calls = max(1, env_steps // n)
     start = time.perf_counter()
     env.reset([int(s) for s in rng.integers(0, 2**31, n)])
     for k in range(calls):
-        env.step(rng.uniform(-1, 1, size=(n, 1, action_dim)).astype(np.float32))
+        env.step(rng.uniform(-1, 1, size=(n, 1, env.action_dim)).astype(np.float32))
         if (k + 1) % episode_len == 0:
             env.reset([int(s) for s in rng.integers(0, 2**31, n)])
     return time.perf_counter() - start

@@ -14,7 +14,7 @@ from typing import Any
 from dagger_cli import __version__
 from dagger_cli.core import checkpoint
 from dagger_cli.core.config import Config, load_config, read_yaml
-from dagger_cli.core.errors import UsageError
+from dagger_cli.core.errors import ConfigError, UsageError
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
@@ -24,11 +24,17 @@ def default_run_dir(cfg: Config) -> Path:
     return Path("runs") / cfg.name / time.strftime("%Y%m%d-%H%M%S")
 
 
-def create_run_dir(path: Path, cfg: Config, argv: list[str]) -> Path:
-    """Makes a new run dir holding the resolved config and meta.json; refuses a non-empty existing one."""
+def ensure_new_run_dir(path: Path) -> None:
+    """Refuses a run dir that exists and is not empty (nothing of an earlier run gets overwritten)."""
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UsageError(f"{path}: run dir exists and is not empty; pick another --run-dir or --resume it")
+
+
+def create_run_dir(path: Path, cfg: Config, argv: list[str]) -> Path:
+    """Makes a new run dir holding the resolved config and meta.json."""
+    path = Path(path)
+    ensure_new_run_dir(path)
     path.mkdir(parents=True, exist_ok=True)
     (path / CONFIG_FILE).write_text(cfg.to_yaml())
     import torch
@@ -44,6 +50,17 @@ def create_run_dir(path: Path, cfg: Config, argv: list[str]) -> Path:
     }
     checkpoint.write_json(path / "meta.json", meta)
     return path
+
+
+def validate_env(cfg: Config, env) -> None:
+    """The env's observation and action sizes must be those the models were configured for."""
+    model = cfg.actor.model
+    if tuple(env.obs_shape) != (model.obs_dim,):
+        raise ConfigError(f"actor.model.obs_dim is {model.obs_dim} but {cfg.env.task} observations are {env.obs_shape}")
+    if env.action_dim != model.action_dim:
+        raise ConfigError(
+            f"actor.model.action_dim is {model.action_dim} but {cfg.env.control_mode} actions have {env.action_dim}"
+        )
 
 
 def is_run_dir(path: Path) -> bool:

@@ -20,6 +20,8 @@ class PointEnv:
     """
 
     num_action_chunks = 1
+    action_dim = 1
+    obs_shape = (2,)
 
     def __init__(self, num_envs: int = 3):
         self.num_envs = num_envs

@@ -54,6 +54,14 @@ def test_shipped_completion_scripts_are_current(shell):
     assert (ROOT / "completions" / f"dagger.{shell}").read_text() == result.stdout
 
 
+def test_install_completion_writes_the_bash_script(tmp_path):
+    env = {"HOME": str(tmp_path), "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    result = dagger("--install-completion", "bash", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "_DAGGER_COMPLETE" in (tmp_path / ".bash_completions" / "dagger.sh").read_text()
+    assert "dagger.sh" in (tmp_path / ".bashrc").read_text()
+
+
 def test_help_shows_examples():
     result = dagger("train", "--help")
     assert result.returncode == 0

@@ -113,24 +113,20 @@ def _env(cfg, state) -> str:
     import numpy as np
 
     from dagger_cli.envs import make_vec_env
+    from dagger_cli.runs import validate_env
 
     one = dataclasses.replace(cfg.env, num_envs=1)
     start = time.perf_counter()
     env = make_vec_env(one, cfg.actor.model.num_action_chunks)
     try:
+        validate_env(cfg, env)
         obs = env.reset([cfg.env.eval.reset_seed_base])
-        if obs.shape[1:] != (cfg.actor.model.obs_dim,):
-            raise RuntimeError(f"actor.model.obs_dim is {cfg.actor.model.obs_dim} but {cfg.env.task} gives {obs.shape[1:]}")
-        action_dim = env._low.shape[0]
-        if action_dim != cfg.actor.model.action_dim:
-            raise RuntimeError(
-                f"actor.model.action_dim is {cfg.actor.model.action_dim} but {cfg.env.control_mode} takes {action_dim}"
-            )
-        _, success = env.step(np.zeros((1, cfg.actor.model.num_action_chunks, action_dim), np.float32))
+        env.step(np.zeros((1, cfg.actor.model.num_action_chunks, env.action_dim), np.float32))
         state["obs"] = obs
     finally:
         env.close()
-    return f"{cfg.env.task} ({env.backend} physics): reset + step ok, obs {obs.shape[1:]}, " f"started in {time.perf_counter() - start:.1f} s"
+    seconds = time.perf_counter() - start
+    return f"{cfg.env.task} ({env.backend} physics): reset + step ok, obs {obs.shape[1:]}, started in {seconds:.1f} s"
 
 
 def _student(cfg, state) -> str:

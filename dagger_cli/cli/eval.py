@@ -72,6 +72,7 @@ def _evaluate(out, ckpt, preset, episodes, seed, overrides) -> dict:
     out.log(f"[dim]evaluating {source.weights} on {cfg.env.task}: {cfg.env.eval.num_episodes} episodes[/]")
     env = make_vec_env(cfg.env, cfg.actor.model.num_action_chunks)
     try:
+        runs.validate_env(cfg, env)
         e = cfg.env
         with single_threaded_torch():
             result = run_eval(env, policy, e.eval.num_episodes, e.eval.reset_seed_base, e.max_episode_steps)

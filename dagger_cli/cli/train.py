@@ -95,8 +95,7 @@ def _train(out, preset, config, overrides, seed, run_dir, resume, started) -> di
         cfg = load_config(preset, config, overrides)
         ckpt = None
         target = Path(run_dir) if run_dir is not None else runs.default_run_dir(cfg)
-        if target.exists() and (not target.is_dir() or any(target.iterdir())):
-            raise UsageError(f"{target}: run dir exists and is not empty; pick another --run-dir or --resume it")
+        runs.ensure_new_run_dir(target)
 
     # BUILD: weights first (fast failures), then the simulator
     out.log(f"[dim]loading {cfg.name}: {cfg.env.task}, {cfg.env.num_envs} envs, {cfg.actor.model.model_type} student[/]")
@@ -112,6 +111,7 @@ def _train(out, preset, config, overrides, seed, run_dir, resume, started) -> di
     expert = build_expert(cfg, device)
     env = make_vec_env(cfg.env, cfg.actor.model.num_action_chunks)
     try:
+        runs.validate_env(cfg, env)
         if ckpt is None:
             runs.create_run_dir(target, cfg, sys.argv)
         hooks = _Hooks(out)

@@ -21,6 +21,10 @@ class VecEnv(Protocol):
     """batch size"""
     num_action_chunks: int
     """env steps executed per `step` call"""
+    action_dim: int
+    """size of one env action"""
+    obs_shape: tuple[int, ...]
+    """shape of one env's observation"""
 
     def reset(self, seeds: list[int], mask: np.ndarray | None = None) -> Obs:
         """Resets the envs where `mask` is True (all when None) with `seeds[i]`; returns every env's current obs."""

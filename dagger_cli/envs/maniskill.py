@@ -120,6 +120,7 @@ class ManiSkillVecEnv:
             self._env = self._make_cpu(gym, cfg)
         low, high = self._action_bounds
         self._low, self._high = low.astype(np.float32), high.astype(np.float32)
+        self.action_dim = int(self._low.shape[0])
 
     def _make_cpu(self, gym, cfg: EnvConfig):
         make = partial(_make_cpu_env, cfg.task, cfg.obs_mode, cfg.control_mode, cfg.max_episode_steps)
@@ -132,6 +133,7 @@ class ManiSkillVecEnv:
         except Exception as e:  # a worker that cannot build its env
             raise EnvUnavailableError(f"ManiSkill {cfg.task}: cannot start the env workers: {e}") from None
         self._action_bounds = (env.single_action_space.low, env.single_action_space.high)
+        self.obs_shape = tuple(env.single_observation_space.shape)
         return env
 
     def _make_gpu(self, gym, cfg: EnvConfig):
@@ -148,6 +150,7 @@ class ManiSkillVecEnv:
         )
         env = ManiSkillVectorEnv(env, auto_reset=False, ignore_terminations=True)
         self._action_bounds = (env.single_action_space.low, env.single_action_space.high)
+        self.obs_shape = tuple(env.single_observation_space.shape)
         return env
 
     def _to_numpy(self, obs) -> np.ndarray:
@@ -160,8 +163,8 @@ class ManiSkillVecEnv:
         if self.backend == "gpu":
             import torch
 
-            idx = torch.as_tensor(np.flatnonzero(mask))
-            obs, _ = self._env.reset(seed=[int(seeds[i]) for i in np.flatnonzero(mask)], options={"env_idx": idx})
+            idx = torch.as_tensor(np.flatnonzero(mask), device=self._env.base_env.device)
+            obs, _ = self._env.reset(seed=[int(s) for s in seeds], options={"env_idx": idx})
         else:
             obs, _ = self._env.reset(seed=[int(s) for s in seeds], options={"reset_mask": mask})
         obs = self._to_numpy(obs).copy()
@@ -170,7 +173,7 @@ class ManiSkillVecEnv:
         return obs
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        actions = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, -1, self._low.shape[0])
+        actions = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, -1, self.action_dim)
         success = np.zeros((self.num_envs, self.num_action_chunks), dtype=bool)
         obs = None
         for c in range(self.num_action_chunks):

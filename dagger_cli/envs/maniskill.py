@@ -8,7 +8,6 @@ first env is made, in every worker process. No visual is ever attached while `sc
 from __future__ import annotations
 
 import multiprocessing
-import os
 from functools import partial
 
 import numpy as np

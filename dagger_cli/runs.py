@@ -55,7 +55,7 @@ def create_run_dir(path: Path, cfg: Config, argv: list[str]) -> Path:
 def validate_env(cfg: Config, env) -> None:
     """The env's observation and action sizes must be those the models were configured for."""
     model = cfg.actor.model
-    if tuple(env.obs_shape) != (model.obs_dim,):
+    if model.model_type == "mlp" and tuple(env.obs_shape) != (model.obs_dim,):
         raise ConfigError(f"actor.model.obs_dim is {model.obs_dim} but {cfg.env.task} observations are {env.obs_shape}")
     if env.action_dim != model.action_dim:
         raise ConfigError(

@@ -90,17 +90,45 @@ class EnvConfig:
 
 # MODELS
 @dataclass
+class Pi0Config:
+    variant: Literal["full", "tiny"] = "full"
+    """`full` = PaliGemma 2B + 300M action expert (openpi's pi0); `tiny` = same code and key names, ~0.5 M params"""
+    data: Literal["libero", "robotwin"] = "libero"
+    """input/output transforms: camera slots, delta-action dims"""
+    tokenizer_path: str = "~/.cache/openpi/big_vision/paligemma_tokenizer.model"
+    """PaliGemma SentencePiece model (`dagger fetch openpi-tokenizer`)"""
+    asset_id: str = "physical-intelligence/libero"
+    """norm stats are read from <model_path>/<asset_id>/norm_stats.json (or <model_path>/assets/<asset_id>/...)"""
+    norm_stats_path: str | None = None
+    """explicit norm_stats.json (or its folder), overriding the lookup in model_path"""
+    num_steps: int = 10
+    """Euler denoising steps per action chunk (RLinf's DAgger configs: 4; openpi: 10)"""
+    max_token_len: int = 48
+    """prompt tokens"""
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """auto = bfloat16 on a GPU (openpi's fp32 exceptions kept), float32 on the CPU"""
+    gradient_checkpointing: bool = False
+    """recompute layer activations in the backward pass (less memory, slower)"""
+    train_expert_only: bool = False
+    """freeze the PaliGemma VLM; train only the action expert and projections"""
+
+
+@dataclass
 class ModelConfig:
-    model_type: Literal["mlp", "scripted"] = "mlp"
-    """`mlp` (RLinf's MLP policy) or `scripted` (the env's built-in expert; expert only)"""
+    model_type: Literal["mlp", "pi0", "scripted"] = "mlp"
+    """`mlp` (RLinf's MLP policy), `pi0`, or `scripted` (the env's built-in expert; expert only)"""
+    model_path: str | None = None
+    """π₀ checkpoint directory (safetensors or RLinf full_weights.pt, with norm stats); null = random init"""
     obs_dim: int = 42
-    """state observation size"""
+    """MLP: state observation size"""
     action_dim: int = 8
     """env action size"""
     num_action_chunks: int = 1
     """actions predicted and executed per policy call"""
     hidden_dim: int = 256
-    """width of the three tanh hidden layers"""
+    """MLP: width of the three tanh hidden layers"""
+    pi0: Pi0Config = field(default_factory=Pi0Config)
+    """π₀ settings (model_type: pi0)"""
 
 
 @dataclass
@@ -327,6 +355,8 @@ def validate(cfg: Config) -> Config:
         ("actor.model.action_dim", a.model.action_dim),
         ("actor.model.num_action_chunks", a.model.num_action_chunks),
         ("actor.model.hidden_dim", a.model.hidden_dim),
+        ("actor.model.pi0.num_steps", a.model.pi0.num_steps),
+        ("actor.model.pi0.max_token_len", a.model.pi0.max_token_len),
         ("actor.global_batch_size", a.global_batch_size),
         ("actor.micro_batch_size", a.micro_batch_size),
         ("runner.max_epochs", r.max_epochs),
@@ -357,6 +387,14 @@ def validate(cfg: Config) -> Config:
         f"{a.global_batch_size} is not a multiple of actor.micro_batch_size {a.micro_batch_size}",
     )
     _check(a.model.model_type != "scripted", "actor.model.model_type", "the student must be a learnable model")
+    for key, model in (("actor.model", a.model), ("rollout.expert_model", cfg.rollout.expert_model)):
+        if model.model_type == "pi0":
+            _check(model.action_dim <= 32, f"{key}.action_dim", f"π₀ handles at most 32 action dims, got {model.action_dim}")
+            _check(
+                model.num_action_chunks <= 50,
+                f"{key}.num_action_chunks",
+                f"π₀ predicts 50 steps; cannot execute {model.num_action_chunks}",
+            )
     x = cfg.rollout.expert_model
     if x.model_type == "scripted":
         _check(
@@ -364,13 +402,14 @@ def validate(cfg: Config) -> Config:
             "runner.expert_ckpt_path",
             "is set but rollout.expert_model.model_type is 'scripted'; set it to 'mlp' to use the checkpoint",
         )
-    else:
+    elif x.model_type == "mlp":
         _check(
             r.expert_ckpt_path is not None,
             "runner.expert_ckpt_path",
             f"is required when rollout.expert_model.model_type is {x.model_type!r}",
         )
         _check(x.obs_dim == a.model.obs_dim, "rollout.expert_model.obs_dim", "differs from actor.model.obs_dim")
+    if x.model_type != "scripted":
         _check(
             x.action_dim == a.model.action_dim, "rollout.expert_model.action_dim", "differs from actor.model.action_dim"
         )

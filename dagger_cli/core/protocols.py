@@ -57,3 +57,9 @@ class TrainablePolicy(Policy, Protocol):
     def loss(self, obs: Obs, expert_actions: np.ndarray) -> Any:
         """Mean DAgger loss (a torch scalar) of the student on `obs` against `expert_actions` (env units)."""
         ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights as CPU tensors, under the names the policy's checkpoints use (no shared storage)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...

@@ -134,7 +134,7 @@ class SyncRunner:
         return checkpoint.save_checkpoint(
             self.checkpoint_root,
             self.iteration,
-            torch_tensors={"student": self.student.module.state_dict(), "learner": learner_tensors},
+            torch_tensors={"student": self.student.state_dict(), "learner": learner_tensors},
             numpy_arrays={"replay_buffer": buffer_arrays},
             state=state,
             keep=self.cfg.runner.keep_checkpoints,
@@ -143,8 +143,7 @@ class SyncRunner:
     def restore(self, ckpt: Path) -> None:
         """Loads everything a checkpoint holds; the next `run` continues at its iteration with its beta."""
         state = checkpoint.read_state(ckpt)
-        student = checkpoint.read_tensors(ckpt, "student")
-        self.student.module.load_state_dict(student)
+        self.student.load_state_dict(checkpoint.read_tensors(ckpt, "student"))
         learner = checkpoint.read_tensors(ckpt, "learner")
         torch.set_rng_state(learner.pop("rng/torch"))
         self.learner.load_state_dict(learner, state["learner"])

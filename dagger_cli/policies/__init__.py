@@ -22,22 +22,35 @@ def resolve_device(name: str) -> str:
 
 def build_student(cfg: Config, device: str, weights: str | Path | None = None) -> TrainablePolicy:
     """The student: loaded from `weights` (default `runner.ckpt_path`), else randomly initialised (torch RNG)."""
+    weights = weights if weights is not None else cfg.runner.ckpt_path
+    if cfg.actor.model.model_type == "pi0":
+        from dagger_cli.policies.pi0 import Pi0Policy
+        from dagger_cli.policies.pi0.checkpoint import load_weights
+
+        policy = Pi0Policy(cfg.actor.model, device)
+        if weights:
+            load_weights(policy.model, weights)
+        return policy
     from dagger_cli.policies.mlp import MLPPolicy
     from dagger_cli.policies.weights import load_into
 
     policy = MLPPolicy(cfg.actor.model, device)
-    weights = weights if weights is not None else cfg.runner.ckpt_path
     if weights:
         load_into(policy.module, weights, "student")
     return policy
 
 
 def build_expert(cfg: Config, device: str) -> Policy:
-    """The scripted expert of the task, or an MLP loaded from `runner.expert_ckpt_path`."""
+    """The task's scripted expert, π₀ from `rollout.expert_model.model_path`, or an MLP from
+    `runner.expert_ckpt_path`."""
     if cfg.rollout.expert_model.model_type == "scripted":
         from dagger_cli.envs import make_scripted_expert
 
         return make_scripted_expert(cfg.env)
+    if cfg.rollout.expert_model.model_type == "pi0":
+        from dagger_cli.policies.pi0 import Pi0Policy
+
+        return Pi0Policy(cfg.rollout.expert_model, device)
     from dagger_cli.policies.mlp import MLPPolicy
     from dagger_cli.policies.weights import load_into
 

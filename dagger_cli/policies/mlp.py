@@ -67,3 +67,9 @@ class MLPPolicy:
         target = torch.as_tensor(np.asarray(expert_actions), dtype=torch.float32, device=self.device)
         target = target[:, : self.action_shape[0]].reshape(len(target), -1)
         return nn.functional.mse_loss(mean, target)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.module.load_state_dict(state)

@@ -1,0 +1,178 @@
+"""π₀ checkpoints in openpi's PyTorch layout: weights, norm stats, and the key renaming across transformers versions.
+
+A checkpoint directory holds `*.safetensors` (sorted and merged, as RLinf reads them; usually `model.safetensors`),
+or RLinf's `model_state_dict/full_weights.pt` / `actor/model_state_dict/full_weights.pt` (read weights-only), and
+`<asset_id>/norm_stats.json` (RLinf) or `assets/<asset_id>/norm_stats.json` (openpi).
+
+Key spellings accepted: transformers ≤4.51 (`paligemma.language_model.model.*`), 4.52–4.57 as openpi saves them
+(`paligemma.model.vision_tower.vision_model.*`), and 5.x (`paligemma.model.vision_tower.*`). The token embedding may
+come as `paligemma.lm_head.weight` (what `safetensors.save_model` keeps of the tied pair) or as `embed_tokens`; the
+action expert's `lm_head` is never used and may be absent. We save in openpi's own spelling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dagger_cli.core.errors import CheckpointError
+
+_PWE = "paligemma_with_expert."
+_EMBED = _PWE + "paligemma.model.language_model.embed_tokens.weight"
+_LM_HEAD = _PWE + "paligemma.lm_head.weight"
+_EXPERT_HEAD = _PWE + "gemma_expert.lm_head.weight"
+_VISION = "paligemma.model.vision_tower."
+
+
+def weight_files(path: Path) -> list[Path]:
+    """The weight files of a checkpoint (a file, or a directory in RLinf's order of preference)."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such checkpoint file or directory")
+    shards = sorted(path.glob("*.safetensors"))
+    if shards:
+        return shards
+    for candidate in ("model_state_dict/full_weights.pt", "actor/model_state_dict/full_weights.pt"):
+        if (path / candidate).is_file():
+            return [path / candidate]
+    raise CheckpointError(f"{path}: no *.safetensors or model_state_dict/full_weights.pt inside")
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    from dagger_cli.policies.weights import read_state_dict
+
+    state: dict[str, torch.Tensor] = {}
+    for file in weight_files(path):
+        state.update(read_state_dict(file))
+    return state
+
+
+def _rename(key: str, module_keys: set[str]) -> str:
+    """One checkpoint key in the module's spelling."""
+    key = key.replace("paligemma.language_model.model.", "paligemma.model.language_model.")
+    key = key.replace("paligemma.language_model.lm_head.", "paligemma.lm_head.")
+    for part in ("vision_tower.", "multi_modal_projector."):
+        key = key.replace(f"paligemma.{part}", f"paligemma.model.{part}")
+    if key not in module_keys and _VISION in key:
+        nested = key.replace(_VISION + "vision_model.", _VISION)
+        flat_to_nested = key.replace(_VISION, _VISION + "vision_model.", 1)
+        key = nested if nested in module_keys else flat_to_nested
+    return key
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Loads an openpi/RLinf checkpoint (directory or file) into `model` strictly, casting to the model's dtypes."""
+    path = Path(path).expanduser()
+    load_state(model, read_weights(path), str(path))
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Loads tensors in any accepted spelling into `model`; every problem is a CheckpointError naming `source`."""
+    path = source
+    expected = model.state_dict()
+    keys = set(expected)
+    state = {_rename(k, keys): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.startswith(("value_head.", "critic"))}
+    if _LM_HEAD in keys and _LM_HEAD not in state and _EMBED in state:
+        state[_LM_HEAD] = state[_EMBED]
+    if _EMBED in keys and _EMBED not in state and _LM_HEAD in state:
+        state[_EMBED] = state[_LM_HEAD]
+    if _EXPERT_HEAD in keys and _EXPERT_HEAD not in state:
+        state[_EXPERT_HEAD] = expected[_EXPERT_HEAD]  # unused by π₀; openpi's converter fills it randomly
+    missing = sorted(k for k in keys if k not in state)
+    unexpected = sorted(k for k in state if k not in keys)
+    if missing:
+        raise CheckpointError(f"{path}: π₀ weights lack key {missing[0]!r} ({len(missing)} missing)")
+    if unexpected:
+        raise CheckpointError(f"{path}: unexpected key {unexpected[0]!r} for this π₀ size ({len(unexpected)} extra)")
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{path}: {key} has shape {tuple(state[key].shape)}, this π₀ size needs {tuple(tensor.shape)}"
+            )
+    with torch.no_grad():
+        for name, param in list(model.named_parameters()) + list(model.named_buffers()):
+            if name in state:
+                param.copy_(state[name].to(param.dtype))
+
+
+def openpi_name(key: str) -> str:
+    """A module key in openpi's spelling (transformers 4.53: SigLIP under `vision_tower.vision_model.`)."""
+    if _VISION in key and _VISION + "vision_model." not in key:
+        return key.replace(_VISION, _VISION + "vision_model.", 1)
+    return key
+
+
+def openpi_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's tensors under openpi's names, the tied embedding stored once as `paligemma.lm_head.weight`."""
+    return {openpi_name(k): v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != _EMBED}
+
+
+def save_weights(model: torch.nn.Module, directory: Path) -> Path:
+    """Writes `<directory>/model.safetensors` atomically in openpi's layout."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / "model.safetensors"
+    tmp = directory / f".model.safetensors.tmp-{os.getpid()}"
+    save_file(openpi_state_dict(model), str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, final)
+    return final
+
+
+# NORM STATS
+class NormStats:
+    """z-score statistics of state and actions (π₀ normalises with mean and std; Pi0.5 would use quantiles)."""
+
+    def __init__(self, state_mean, state_std, actions_mean, actions_std, source: str = ""):
+        self.state_mean = np.asarray(state_mean, dtype=np.float64)
+        self.state_std = np.asarray(state_std, dtype=np.float64)
+        self.actions_mean = np.asarray(actions_mean, dtype=np.float64)
+        self.actions_std = np.asarray(actions_std, dtype=np.float64)
+        self.source = source
+
+    def to_json(self) -> dict[str, Any]:
+        def stats(mean, std):
+            return {"mean": mean.tolist(), "std": std.tolist()}
+
+        return {
+            "norm_stats": {
+                "state": stats(self.state_mean, self.state_std),
+                "actions": stats(self.actions_mean, self.actions_std),
+            }
+        }
+
+
+def norm_stats_candidates(model_path: Path | None, asset_id: str, override: str | None) -> list[Path]:
+    paths = []
+    if override:
+        o = Path(override).expanduser()
+        paths.append(o if o.suffix == ".json" else o / "norm_stats.json")
+    if model_path is not None:
+        m = Path(model_path).expanduser()
+        paths += [m / asset_id / "norm_stats.json", m / "assets" / asset_id / "norm_stats.json"]
+    return paths
+
+
+def load_norm_stats(model_path: Path | None, asset_id: str, override: str | None = None) -> NormStats:
+    candidates = norm_stats_candidates(model_path, asset_id, override)
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        looked = ", ".join(str(p) for p in candidates) or "nowhere (no model_path)"
+        raise CheckpointError(f"norm_stats.json not found (looked at {looked}); set actor.model.pi0.norm_stats_path")
+    try:
+        data = json.loads(path.read_text())["norm_stats"]
+        state, actions = data["state"], data["actions"]
+        return NormStats(state["mean"], state["std"], actions["mean"], actions["std"], source=str(path))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: missing norm_stats.{{state,actions}}.{{mean,std}} ({e})") from None

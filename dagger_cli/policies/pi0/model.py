@@ -1,0 +1,397 @@
+"""π₀ (Pi0): PaliGemma (SigLIP + Gemma 2B) prefix and a Gemma 300M action expert sharing attention, flow matching.
+
+Parameters live in stock `transformers` modules (`PaliGemmaForConditionalGeneration`, `GemmaForCausalLM`) under
+openpi's names (`paligemma_with_expert.paligemma...`, `paligemma_with_expert.gemma_expert...`, `action_in_proj`, ...),
+so openpi/RLinf PyTorch checkpoints load key for key. The forward passes are our own: the stock Gemma and PaliGemma
+forwards rescale embeddings in ways openpi does not, and their caches grow with every denoising step.
+
+- prefix = image tokens (SigLIP → projector, unscaled) + language tokens (embedding × √width), bidirectional;
+- suffix = state token (its own attention block) + action tokens (one block), attending to the whole prefix;
+- each layer: both streams' Q/K/V are concatenated along the sequence, RoPE, GQA with one KV head, fp32 softmax,
+  then each stream's own output projection, MLP and norms;
+- sampling: the prefix runs once and its K/V are reused (never extended) for `num_steps` Euler steps from t=1 to 0;
+- training: t ~ Beta(1.5, 1)·0.999 + 0.001, x_t = t·ε + (1−t)·a, loss = (ε − a − v_θ(x_t, t))² per element.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ATTENTION_MASK_VALUE = -2.3819763e38  # openpi's "minus infinity" for masked logits
+KEEP_FP32 = (  # parameters openpi keeps in float32 when the transformers run in bfloat16 (substring match)
+    "embeddings.patch_embedding",
+    "embeddings.position_embedding",
+    "input_layernorm",
+    "post_attention_layernorm",
+    "model.norm",
+)
+
+
+@dataclass(frozen=True)
+class GemmaSize:
+    width: int
+    depth: int
+    mlp_dim: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+
+
+@dataclass(frozen=True)
+class SiglipSize:
+    width: int
+    depth: int
+    mlp_dim: int
+    num_heads: int
+    patch_size: int
+    image_size: int
+
+
+@dataclass(frozen=True)
+class Pi0Size:
+    paligemma: GemmaSize
+    expert: GemmaSize
+    siglip: SiglipSize
+    vocab_size: int
+    action_dim: int = 32
+    action_horizon: int = 50
+
+
+VARIANTS = {
+    # openpi's pi0: gemma_2b + gemma_300m, SigLIP So400m/14 at 224 px (256 image tokens per camera)
+    "full": Pi0Size(
+        paligemma=GemmaSize(2048, 18, 16384, 8, 1, 256),
+        expert=GemmaSize(1024, 18, 4096, 8, 1, 256),
+        siglip=SiglipSize(1152, 27, 4304, 16, 14, 224),
+        vocab_size=257152,
+    ),
+    # same code path and key names, ~0.5 M parameters: tests and CPU smoke runs
+    "tiny": Pi0Size(
+        paligemma=GemmaSize(64, 2, 128, 8, 1, 16),
+        expert=GemmaSize(32, 2, 64, 8, 1, 16),
+        siglip=SiglipSize(32, 1, 64, 2, 56, 224),
+        vocab_size=1024,
+    ),
+}
+
+
+def _hf_configs(size: Pi0Size):
+    from transformers import CONFIG_MAPPING
+
+    def gemma_fields(g: GemmaSize) -> dict:
+        return dict(
+            hidden_size=g.width,
+            intermediate_size=g.mlp_dim,
+            num_attention_heads=g.num_heads,
+            num_key_value_heads=g.num_kv_heads,
+            head_dim=g.head_dim,
+            num_hidden_layers=g.depth,
+            vocab_size=size.vocab_size,
+            hidden_activation="gelu_pytorch_tanh",
+            rms_norm_eps=1e-6,
+            rope_theta=10000.0,
+        )
+
+    vlm = CONFIG_MAPPING["paligemma"]()
+    for key, value in gemma_fields(size.paligemma).items():
+        setattr(vlm.text_config, key, value)
+    s = size.siglip
+    vision = vlm.vision_config
+    vision.hidden_size, vision.num_hidden_layers, vision.intermediate_size = s.width, s.depth, s.mlp_dim
+    vision.num_attention_heads, vision.patch_size, vision.image_size = s.num_heads, s.patch_size, s.image_size
+    vision.projection_dim = size.paligemma.width
+    vision.projector_hidden_act = "gelu_fast"
+    vlm.projection_dim = size.paligemma.width
+    vlm.image_token_index = size.vocab_size
+    vlm.vocab_size = size.vocab_size
+    expert = CONFIG_MAPPING["gemma"](**gemma_fields(size.expert))
+    return vlm, expert
+
+
+class PaliGemmaWithExpert(nn.Module):
+    """Holds the two transformers (names as openpi's `PaliGemmaWithExpertModel`)."""
+
+    def __init__(self, size: Pi0Size):
+        super().__init__()
+        from transformers import GemmaForCausalLM, PaliGemmaForConditionalGeneration
+
+        vlm_config, expert_config = _hf_configs(size)
+        self.paligemma = PaliGemmaForConditionalGeneration(vlm_config)
+        self.gemma_expert = GemmaForCausalLM(expert_config)
+        self.gemma_expert.model.embed_tokens = None  # the expert reads embeddings, never tokens
+
+    @property
+    def vision_tower(self) -> nn.Module:
+        """SigLIP's embeddings/encoder/post_layernorm (transformers 4.x nests them under `.vision_model`)."""
+        tower = self.paligemma.model.vision_tower
+        return getattr(tower, "vision_model", tower)
+
+    @property
+    def projector(self) -> nn.Module:
+        return self.paligemma.model.multi_modal_projector
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self.paligemma.model.language_model
+
+    @property
+    def expert_model(self) -> nn.Module:
+        return self.gemma_expert.model
+
+
+def sinusoidal_time_embedding(time: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0):
+    """openpi's timestep embedding: [sin, cos] of time / period over log-spaced periods, computed in float64."""
+    dtype = torch.float64 if time.device.type != "mps" else torch.float32
+    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=dtype, device=time.device)
+    period = min_period * (max_period / min_period) ** fraction
+    angle = (2 * math.pi / period)[None, :] * time.to(dtype)[:, None]
+    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=1)
+
+
+def make_attention_2d(pad_masks: torch.Tensor, block_starts: torch.Tensor) -> torch.Tensor:
+    """(B, N) validity and (B, N) block-start flags -> (B, N, N) bool: a token sees valid tokens of its own and
+    earlier blocks (block_starts all 0 = fully bidirectional; all 1 = causal)."""
+    cumsum = torch.cumsum(block_starts, dim=1)
+    allowed = cumsum[:, None, :] <= cumsum[:, :, None]
+    return allowed & (pad_masks[:, None, :] & pad_masks[:, :, None])
+
+
+def _additive(mask_2d: torch.Tensor) -> torch.Tensor:
+    """(B, Nq, Nk) bool -> (B, 1, Nq, Nk) fp32 additive mask (fp32 even in bf16: the scores are promoted)."""
+    return torch.where(mask_2d[:, None], 0.0, ATTENTION_MASK_VALUE).to(torch.float32)
+
+
+class Pi0Model(nn.Module):
+    def __init__(self, size: Pi0Size):
+        super().__init__()
+        self.size = size
+        ew = size.expert.width
+        self.paligemma_with_expert = PaliGemmaWithExpert(size)
+        self.action_in_proj = nn.Linear(size.action_dim, ew)
+        self.action_out_proj = nn.Linear(ew, size.action_dim)
+        self.state_proj = nn.Linear(size.action_dim, ew)
+        self.action_time_mlp_in = nn.Linear(2 * ew, ew)
+        self.action_time_mlp_out = nn.Linear(ew, ew)
+        self.gradient_checkpointing = False
+
+    # PRECISION
+    def to_bfloat16_except_fp32_parts(self) -> Pi0Model:
+        """openpi's bf16 policy: the two transformers (their buffers too, so RoPE frequencies are bf16-rounded as in
+        openpi) in bf16 except patch/position embeddings and RMSNorm weights; the action/state/time projections
+        stay fp32."""
+        pwe = self.paligemma_with_expert
+        pwe.to(torch.bfloat16)
+        for name, param in pwe.named_parameters():
+            if any(part in name for part in KEEP_FP32):
+                param.data = param.data.float()
+        return self
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """dtype of the transformer layers (the embeddings are cast to it before the joint pass)."""
+        return self.paligemma_with_expert.language_model.layers[0].self_attn.q_proj.weight.dtype
+
+    # EMBEDDINGS
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 224, 224) in [-1, 1] -> (B, tokens, width). Patch and position embeddings in their own (fp32)
+        dtype, the encoder in its dtype; openpi does not rescale image tokens."""
+        tower = self.paligemma_with_expert.vision_tower
+        x = tower.embeddings(images.to(tower.embeddings.patch_embedding.weight.dtype))
+        x = x.to(tower.encoder.layers[0].self_attn.q_proj.weight.dtype)
+        x = tower.post_layernorm(tower.encoder(inputs_embeds=x).last_hidden_state)
+        projector = self.paligemma_with_expert.projector
+        return projector(x.to(projector.linear.weight.dtype))
+
+    def embed_prefix(self, images, image_masks, tokens, token_masks):
+        """Images (B, K, 3, H, W), image masks (B, K), tokens (B, L), token masks (B, L) -> (embs, pad, blocks)."""
+        embs, pads = [], []
+        batch, cameras = image_masks.shape
+        for k in range(cameras):
+            emb = self.embed_images(images[:, k])
+            embs.append(emb)
+            pads.append(image_masks[:, k, None].expand(batch, emb.shape[1]))
+        lm = self.paligemma_with_expert.language_model
+        width = lm.embed_tokens.weight.shape[1]
+        text = F.embedding(tokens, lm.embed_tokens.weight, padding_idx=0) * math.sqrt(width)
+        embs.append(text.to(embs[0].dtype) if embs else text)
+        pads.append(token_masks)
+        embs = torch.cat(embs, dim=1)
+        pads = torch.cat(pads, dim=1)
+        blocks = torch.zeros_like(pads, dtype=torch.long)
+        return embs, pads, blocks
+
+    def embed_suffix(self, state: torch.Tensor, noisy_actions: torch.Tensor, time: torch.Tensor):
+        """State (B, 32), x_t (B, H, 32), t (B,) -> suffix embeddings (B, 1 + H, width), pad masks, block starts."""
+        dtype = self.state_proj.weight.dtype
+        state_emb = self.state_proj(state.to(dtype))[:, None]
+        action_emb = self.action_in_proj(noisy_actions.to(dtype))
+        time_emb = sinusoidal_time_embedding(time, self.action_in_proj.out_features).to(time.dtype)
+        time_emb = time_emb[:, None, :].expand_as(action_emb).to(dtype)
+        x = self.action_time_mlp_in(torch.cat([action_emb, time_emb], dim=2))
+        x = self.action_time_mlp_out(F.silu(x))
+        embs = torch.cat([state_emb, x], dim=1)
+        batch, horizon = noisy_actions.shape[:2]
+        pads = torch.ones(batch, 1 + horizon, dtype=torch.bool, device=embs.device)
+        blocks = torch.zeros(batch, 1 + horizon, dtype=torch.long, device=embs.device)
+        blocks[:, 0] = 1  # the state token opens a block
+        blocks[:, 1] = 1  # the action tokens open another
+        return embs, pads, blocks
+
+    # JOINT TRANSFORMER
+    def _layers(self):
+        pwe = self.paligemma_with_expert
+        return list(zip(pwe.language_model.layers, pwe.expert_model.layers))
+
+    def _attend(self, layer_pair, hiddens, mask4d, cos, sin, cache_kv):
+        """One joint layer over the streams present in `hiddens` (None = absent). Returns (outputs, (k, v))."""
+        from transformers.models.gemma.modeling_gemma import apply_rotary_pos_emb
+
+        queries, keys, values, lengths = [], [], [], []
+        for layer, hidden in zip(layer_pair, hiddens):
+            if hidden is None:
+                continue
+            attn = layer.self_attn
+            x = layer.input_layernorm(hidden)
+            shape = (*x.shape[:-1], -1, attn.head_dim)
+            queries.append(attn.q_proj(x).view(shape).transpose(1, 2))
+            keys.append(attn.k_proj(x).view(shape).transpose(1, 2))
+            values.append(attn.v_proj(x).view(shape).transpose(1, 2))
+            lengths.append(hidden.shape[1])
+        q = torch.cat(queries, dim=2)
+        k = torch.cat(keys, dim=2)
+        v = torch.cat(values, dim=2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        new_kv = (k, v)
+        if cache_kv is not None:
+            k = torch.cat([cache_kv[0], k], dim=2)
+            v = torch.cat([cache_kv[1], v], dim=2)
+        attn0 = layer_pair[0].self_attn
+        groups = q.shape[1] // k.shape[1]
+        k_rep = k.repeat_interleave(groups, dim=1)
+        v_rep = v.repeat_interleave(groups, dim=1)
+        scores = torch.matmul(q, k_rep.transpose(2, 3)) * attn0.scaling + mask4d
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = torch.matmul(probs, v_rep).transpose(1, 2)
+        out = out.reshape(*out.shape[:2], -1)
+
+        outputs, start = [], 0
+        present = [(layer, hidden) for layer, hidden in zip(layer_pair, hiddens)]
+        for layer, hidden in present:
+            if hidden is None:
+                outputs.append(None)
+                continue
+            n = hidden.shape[1]
+            part = out[:, start : start + n].to(layer.self_attn.o_proj.weight.dtype)
+            start += n
+            h = hidden + layer.self_attn.o_proj(part)
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+            outputs.append(h)
+        return outputs, new_kv
+
+    def run(self, prefix, suffix, mask2d, positions, cache=None, keep_cache=False):
+        """Runs the joint transformer on prefix and/or suffix embeddings. `cache` = per-layer prefix (k, v) to attend
+        to; `keep_cache` returns this call's per-layer (k, v). Returns ((prefix_out, suffix_out), cache)."""
+        pwe = self.paligemma_with_expert
+        hiddens = [prefix, suffix]
+        ref = prefix if prefix is not None else suffix
+        mask4d = _additive(mask2d)
+        cos, sin = pwe.language_model.rotary_emb(ref, positions)
+        new_cache = []
+        for i, pair in enumerate(self._layers()):
+            layer_cache = cache[i] if cache is not None else None
+            if self.gradient_checkpointing and self.training:
+                hiddens, kv = torch.utils.checkpoint.checkpoint(
+                    self._attend, pair, hiddens, mask4d, cos, sin, layer_cache, use_reentrant=False
+                )
+            else:
+                hiddens, kv = self._attend(pair, hiddens, mask4d, cos, sin, layer_cache)
+            if keep_cache:
+                new_cache.append(kv)
+        outs = [
+            norm(h) if h is not None else None for norm, h in zip((pwe.language_model.norm, pwe.expert_model.norm), hiddens)
+        ]
+        return outs, (new_cache if keep_cache else None)
+
+    # FLOW MATCHING
+    def _velocity(self, suffix_out: torch.Tensor) -> torch.Tensor:
+        out = suffix_out[:, -self.size.action_horizon :].to(self.action_out_proj.weight.dtype)
+        return self.action_out_proj(out).float()
+
+    def loss(self, images, image_masks, tokens, token_masks, state, actions, noise=None, time=None) -> torch.Tensor:
+        """Per-element flow-matching loss (B, horizon, action_dim) for normalised, padded `actions`."""
+        batch = actions.shape[0]
+        if noise is None:
+            noise = torch.randn_like(actions, dtype=torch.float32)
+        if time is None:
+            beta = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0))
+            time = (beta.sample((batch,)) * 0.999 + 0.001).to(actions.device)
+        t = time[:, None, None]
+        x_t = t * noise + (1 - t) * actions
+        target = noise - actions
+        prefix, prefix_pad, prefix_blocks = self.embed_prefix(images, image_masks, tokens, token_masks)
+        suffix, suffix_pad, suffix_blocks = self.embed_suffix(state, x_t, time)
+        dtype = self.compute_dtype
+        prefix, suffix = prefix.to(dtype), suffix.to(dtype)
+        pads = torch.cat([prefix_pad, suffix_pad], dim=1)
+        blocks = torch.cat([prefix_blocks, suffix_blocks], dim=1)
+        mask2d = make_attention_2d(pads, blocks)
+        positions = torch.cumsum(pads.long(), dim=1) - 1
+        (_, suffix_out), _ = self.run(prefix, suffix, mask2d, positions)
+        return F.mse_loss(target, self._velocity(suffix_out), reduction="none")
+
+    @torch.no_grad()
+    def sample_actions(self, images, image_masks, tokens, token_masks, state, noise, num_steps: int = 10):
+        """Euler integration of the flow from noise (B, horizon, action_dim) at t=1 to actions at t=0."""
+        dtype = self.compute_dtype
+        prefix, prefix_pad, prefix_blocks = self.embed_prefix(images, image_masks, tokens, token_masks)
+        prefix = prefix.to(dtype)
+        prefix_mask = make_attention_2d(prefix_pad, prefix_blocks)
+        prefix_positions = torch.cumsum(prefix_pad.long(), dim=1) - 1
+        _, cache = self.run(prefix, None, prefix_mask, prefix_positions, keep_cache=True)
+
+        batch = noise.shape[0]
+        dt = -1.0 / num_steps
+        x_t = noise.float()
+        time = torch.tensor(1.0, dtype=torch.float32, device=noise.device)
+        offsets = prefix_pad.long().sum(dim=1, keepdim=True)
+        while time >= -dt / 2:
+            suffix, suffix_pad, suffix_blocks = self.embed_suffix(state, x_t, time.expand(batch))
+            suffix = suffix.to(dtype)
+            to_prefix = prefix_pad[:, None, :].expand(batch, suffix.shape[1], prefix_pad.shape[1])
+            mask2d = torch.cat([to_prefix, make_attention_2d(suffix_pad, suffix_blocks)], dim=2)
+            positions = offsets + torch.cumsum(suffix_pad.long(), dim=1) - 1
+            (_, suffix_out), _ = self.run(None, suffix, mask2d, positions, cache=cache)
+            x_t = x_t + dt * self._velocity(suffix_out)
+            time = time + dt
+        return x_t
+
+
+def parameter_count(size: Pi0Size) -> int:
+    """Distinct parameters of a π₀ of this size (built on the meta device: no memory, no time)."""
+    with torch.device("meta"):
+        model = Pi0Model(size)
+    return sum(p.numel() for p in model.parameters())
+
+
+def memory_estimate_gib(size: Pi0Size, precision: str, train_expert_only: bool, training: bool) -> float:
+    """Weights (+ fp32 AdamW moments and gradients of the trained part when `training`), in GiB; activations
+    come on top and grow with the micro-batch."""
+    with torch.device("meta"):
+        model = Pi0Model(size)
+    if precision == "bfloat16":
+        model.to_bfloat16_except_fp32_parts()
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    total = weights
+    if training:
+        for name, p in model.named_parameters():
+            if "gemma_expert.lm_head" in name:  # never used, never gets a gradient
+                continue
+            if train_expert_only and name.startswith("paligemma_with_expert.paligemma."):
+                continue
+            total += p.numel() * (p.element_size() + 8)  # gradient + two fp32 moments
+    return total / 2**30

@@ -1,0 +1,58 @@
+"""The PaliGemma SentencePiece tokenizer as π₀ uses it: BOS + prompt + "\\n", padded or cut to a fixed length."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from dagger_cli.core.errors import CheckpointError
+
+DEFAULT_TOKENIZER = Path(os.environ.get("OPENPI_DATA_HOME", "~/.cache/openpi")) / "big_vision" / "paligemma_tokenizer.model"
+
+
+def clean_prompt(text: str) -> str:
+    """openpi's cleaning: strip, underscores and newlines to spaces."""
+    return text.strip().replace("_", " ").replace("\n", " ")
+
+
+class PromptTokenizer:
+    """Tokenises task prompts to `max_len` ids with a validity mask."""
+
+    def __init__(self, path: str | Path, max_len: int = 48):
+        import sentencepiece
+
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise CheckpointError(
+                f"{path}: PaliGemma tokenizer not found (fetch it with `dagger fetch openpi-tokenizer` "
+                "or set actor.model.pi0.tokenizer_path)"
+            )
+        try:
+            self._sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
+        except Exception as e:  # sentencepiece raises plain RuntimeError/OSError for bad files
+            raise CheckpointError(f"{path}: not a SentencePiece model ({str(e).splitlines()[0]})") from None
+        self.path = path
+        self.max_len = max_len
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.get_piece_size()
+
+    def encode(self, prompt: str) -> tuple[np.ndarray, np.ndarray]:
+        """(ids int64 (max_len,), mask bool (max_len,)); longer prompts are cut to max_len."""
+        if prompt not in self._cache:
+            ids = self._sp.encode(clean_prompt(prompt), add_bos=True) + self._sp.encode("\n")
+            ids = ids[: self.max_len]
+            tokens = np.zeros(self.max_len, dtype=np.int64)
+            mask = np.zeros(self.max_len, dtype=bool)
+            tokens[: len(ids)] = ids
+            mask[: len(ids)] = True
+            self._cache[prompt] = (tokens, mask)
+        return self._cache[prompt]
+
+    def encode_batch(self, prompts) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [self.encode(str(p)) for p in prompts]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])

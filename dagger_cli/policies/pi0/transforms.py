@@ -1,0 +1,99 @@
+"""What goes into π₀ and what comes out, per dataset (openpi's LIBERO and Aloha/RoboTwin transforms).
+
+In: cameras → the three image slots (`base_0_rgb`, `left_wrist_0_rgb`, `right_wrist_0_rgb`; a missing camera is a
+zero image with its mask off), resize-with-pad to 224, [-1, 1]; state z-scored and zero-padded to 32; the prompt
+tokenised to 48. Actions (training labels): delta on the masked dims (relative to the current state), z-scored,
+padded to 32. Out: unnormalised, absolute again, cut to the env's action size. Labels and outputs stay in env units
+over the full horizon, so student and expert may carry different norm stats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dagger_cli.policies.pi0.checkpoint import NormStats
+from dagger_cli.policies.pi0.images import resize_with_pad, to_model_range
+
+EPS = 1e-6  # openpi's z-score epsilon
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    cameras: tuple[str | None, str | None, str | None]
+    """observation keys feeding base_0_rgb, left_wrist_0_rgb, right_wrist_0_rgb (None: zeros, masked)"""
+    delta_mask: tuple[bool, ...]
+    """action dims trained as deltas to the state (openpi's extra_delta_transform)"""
+
+
+DATA_SPECS = {
+    # LiberoInputs: agentview + wrist camera, 8-D state, 7-D actions (6 delta + absolute gripper)
+    "libero": DataSpec(("image", "wrist_image", None), (True,) * 6 + (False,)),
+    # AlohaInputs(adapt_to_pi=False): head + two wrists, 14-D [left arm 6, gripper, right arm 6, gripper]
+    "robotwin": DataSpec(("image", "left_wrist_image", "right_wrist_image"), ((True,) * 6 + (False,)) * 2),
+}
+
+
+def pad_last(x: np.ndarray, size: int) -> np.ndarray:
+    if x.shape[-1] > size:
+        raise ValueError(f"dimension {x.shape[-1]} exceeds the model's {size}")
+    return np.concatenate([x, np.zeros((*x.shape[:-1], size - x.shape[-1]), dtype=x.dtype)], axis=-1)
+
+
+class Pi0Transforms:
+    def __init__(self, spec: DataSpec, norm: NormStats, action_dim: int, model_dim: int = 32, image_size: int = 224):
+        self.spec = spec
+        self.norm = norm
+        self.action_dim = action_dim
+        self.model_dim = model_dim
+        self.image_size = image_size
+        if len(norm.actions_mean) < action_dim:
+            raise ValueError(f"{norm.source}: actions stats have {len(norm.actions_mean)} dims, the env needs {action_dim}")
+
+    def images(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """-> images (B, 3, 3, 224, 224) float32 in [-1, 1] (slot, channel-first), masks (B, 3) bool."""
+        batch = len(obs["state"])
+        out = np.zeros((batch, 3, 3, self.image_size, self.image_size), dtype=np.float32)
+        masks = np.zeros((batch, 3), dtype=bool)
+        for slot, key in enumerate(self.spec.cameras):
+            if key is None or key not in obs:
+                out[:, slot] = -1.0  # a zero uint8 image in [-1, 1]
+                continue
+            image = np.asarray(obs[key])
+            if image.dtype != np.uint8:
+                image = (255 * image).astype(np.uint8)
+            image = resize_with_pad(image, self.image_size, self.image_size)
+            out[:, slot] = to_model_range(image).transpose(0, 3, 1, 2)
+            masks[:, slot] = True
+        return out, masks
+
+    def state(self, state: np.ndarray) -> np.ndarray:
+        """Raw state (B, S) -> z-scored, padded (B, 32) float32."""
+        state = np.asarray(state, dtype=np.float64)
+        d = state.shape[-1]
+        if len(self.norm.state_mean) < d:
+            raise ValueError(f"{self.norm.source}: state stats have {len(self.norm.state_mean)} dims, the env gives {d}")
+        z = (state - self.norm.state_mean[:d]) / (self.norm.state_std[:d] + EPS)
+        return pad_last(z, self.model_dim).astype(np.float32)
+
+    def _delta(self, state: np.ndarray) -> np.ndarray:
+        """(B, action_dim) amounts the delta dims are relative to."""
+        mask = np.zeros(self.action_dim, dtype=bool)
+        mask[: len(self.spec.delta_mask)] = self.spec.delta_mask[: self.action_dim]
+        base = np.zeros((len(state), self.action_dim))
+        base[:, mask] = np.asarray(state, dtype=np.float64)[:, : self.action_dim][:, mask]
+        return base
+
+    def actions_to_model(self, actions: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """Env-unit chunks (B, H, A) -> delta, z-scored, padded (B, H, 32) float32."""
+        a = np.asarray(actions, dtype=np.float64) - self._delta(state)[:, None, :]
+        d = self.action_dim
+        z = (a - self.norm.actions_mean[:d]) / (self.norm.actions_std[:d] + EPS)
+        return pad_last(z, self.model_dim).astype(np.float32)
+
+    def actions_from_model(self, x: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """Model output (B, H, 32) -> env-unit chunks (B, H, A)."""
+        d = self.action_dim
+        a = np.asarray(x, dtype=np.float64)[..., :d] * (self.norm.actions_std[:d] + EPS) + self.norm.actions_mean[:d]
+        return (a + self._delta(state)[:, None, :]).astype(np.float32)

@@ -1,0 +1,456 @@
+"""π₀ on the CPU with a tiny random model of the real architecture (same code path and key names)."""
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytest.importorskip("sentencepiece")
+
+from dagger_cli.core.config import load_config  # noqa: E402
+from dagger_cli.core.errors import CheckpointError  # noqa: E402
+
+PROMPTS = [
+    "pick up the black bowl between the plate and the ramekin and place it on the plate",
+    "pick up the black bowl next to the cookie box and place it on the plate",
+    "put the bowl on the stove",
+    "adjust the bottle",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_path(tmp_path_factory):
+    """A SentencePiece model trained here on a few instructions (the PaliGemma one cannot be downloaded)."""
+    import sentencepiece
+
+    folder = tmp_path_factory.mktemp("tok")
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(PROMPTS * 20), model_prefix=str(folder / "tok"), vocab_size=64,
+        hard_vocab_limit=False, minloglevel=2,
+    )
+    return folder / "tok.model"
+
+
+def pi0_config(tokenizer, model_path=None, **pi0):
+    cfg = load_config("pick-cube", overrides=[
+        "actor.model.model_type=pi0", "actor.model.action_dim=7", "actor.model.num_action_chunks=10",
+        "actor.model.pi0.variant=tiny", f"actor.model.pi0.tokenizer_path={tokenizer}",
+        "actor.model.pi0.num_steps=4",
+    ] + ([f"actor.model.model_path={model_path}"] if model_path else []))
+    model = dataclasses.replace(cfg.actor.model, pi0=dataclasses.replace(cfg.actor.model.pi0, **pi0))
+    return model
+
+
+def write_norm_stats(folder, asset="physical-intelligence/libero", state_dim=8, action_dim=7, scale=1.0):
+    path = folder / asset / "norm_stats.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    stats = {
+        "state": {"mean": rng.normal(size=state_dim).tolist(), "std": (scale * rng.uniform(0.5, 2, state_dim)).tolist()},
+        "actions": {"mean": rng.normal(size=action_dim).tolist(), "std": (scale * rng.uniform(0.5, 2, action_dim)).tolist()},
+    }
+    path.write_text(json.dumps({"norm_stats": stats}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory, tokenizer_path):
+    """A tiny random π₀ laid out as RLinf's checkpoints: model.safetensors + <asset_id>/norm_stats.json."""
+    from dagger_cli.policies.pi0.checkpoint import save_weights
+    from dagger_cli.policies.pi0.model import VARIANTS, Pi0Model
+
+    folder = tmp_path_factory.mktemp("pi0")
+    torch.manual_seed(0)
+    model = Pi0Model(VARIANTS["tiny"])
+    with torch.no_grad():  # non-trivial norm weights, so that (1 + w) matters
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(torch.randn_like(p) * 0.1)
+    save_weights(model, folder)
+    write_norm_stats(folder)
+    return folder
+
+
+def observation(batch=2, seed=0, size=256):
+    rng = np.random.default_rng(seed)
+    return {
+        "image": rng.integers(0, 256, size=(batch, size, size, 3), dtype=np.uint8),
+        "wrist_image": rng.integers(0, 256, size=(batch, size, size, 3), dtype=np.uint8),
+        "state": rng.normal(size=(batch, 8)).astype(np.float32),
+        "prompt": np.array([PROMPTS[i % len(PROMPTS)] for i in range(batch)]),
+    }
+
+
+@pytest.fixture(scope="module")
+def policy(checkpoint_dir, tokenizer_path):
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    return Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir), "cpu")
+
+
+# MODEL
+def test_sample_shapes_and_determinism_given_noise(policy):
+    obs = observation()
+    noise = policy.sample_noise(2)
+    a = policy.act(obs, noise=noise)
+    assert a.shape == (2, 50, 7) and a.dtype == np.float32 and np.isfinite(a).all()
+    assert np.array_equal(policy.act(obs, noise=noise.clone()), a)
+    assert not np.array_equal(policy.act(obs, noise=policy.sample_noise(2)), a)
+
+
+def test_sampling_reuses_the_prefix_and_equals_the_joint_pass(policy):
+    # GIVEN the model's velocity at t=1 computed two ways: the cached-prefix sampler with one Euler step, and the
+    # training forward (one joint pass) with x_t = noise at t = 1, where loss = (noise - actions - v)^2
+    model, x = policy.model, policy.inputs(observation())
+    noise = policy.sample_noise(2)
+    one_step = model.sample_actions(**x, noise=noise, num_steps=1)  # x_0 = noise - v(noise, 1)
+    v_cached = noise - one_step
+    actions = torch.zeros_like(noise)
+    with torch.no_grad():
+        per_element = model.loss(**x, actions=actions, noise=noise, time=torch.ones(2))
+    # THEN (noise - 0 - v)^2 from the joint pass equals (noise - v_cached)^2
+    assert torch.allclose(per_element, (noise - v_cached) ** 2, atol=1e-5)
+
+
+def test_loss_decreases_on_a_fixed_batch(policy):
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    student = Pi0Policy(policy.cfg, "cpu")
+    model, x = student.model, student.inputs(observation(batch=4))
+    torch.manual_seed(0)
+    actions = torch.randn(4, 50, 32)
+    noise, time = torch.randn(4, 50, 32), torch.rand(4) * 0.9 + 0.05
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        loss = model.loss(**x, actions=actions, noise=noise, time=time)[:, :10, :7].mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_dagger_loss_is_cropped_to_the_executed_chunk_and_env_dims(policy):
+    # GIVEN env-unit labels over the full horizon (the whole chunk feeds x_t; only the executed part is scored)
+    obs = observation()
+    labels = policy.act(obs, noise=policy.sample_noise(2))
+    torch.manual_seed(1)
+    loss = policy.loss(obs, labels)
+    # WHEN the per-element loss is recomputed with the same draws of time and noise
+    torch.manual_seed(1)
+    time = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0)).sample((2,)) * 0.999 + 0.001
+    noise = policy.sample_noise(2)
+    actions = torch.as_tensor(policy.transforms.actions_to_model(labels, obs["state"]))
+    per_element = policy.model.loss(**policy.inputs(obs), actions=actions, noise=noise, time=time)
+    # THEN the DAgger loss is its mean over the first 10 steps and the 7 env dims only
+    assert per_element.shape == (2, 50, 32)
+    assert torch.allclose(loss, per_element[:, :10, :7].mean())
+    assert not torch.allclose(loss, per_element.mean())
+
+
+def test_gradient_checkpointing_changes_nothing(policy):
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    model = Pi0Policy(policy.cfg, "cpu").model
+    x = policy.inputs(observation())
+    torch.manual_seed(0)
+    actions, noise, time = torch.randn(2, 50, 32), torch.randn(2, 50, 32), torch.rand(2)
+    model.train()
+    grads = []
+    for flag in (False, True):
+        model.gradient_checkpointing = flag
+        model.zero_grad()
+        model.loss(**x, actions=actions, noise=noise, time=time).mean().backward()
+        grads.append(model.action_in_proj.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_train_expert_only_freezes_the_vlm(checkpoint_dir, tokenizer_path):
+    from dagger_cli.core.config import ActorConfig
+    from dagger_cli.core.learner import Learner
+    from dagger_cli.core.replay_buffer import ReplayBuffer, flatten_obs
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    student = Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir, train_expert_only=True), "cpu")
+    vlm = {k: v.clone() for k, v in student.model.paligemma_with_expert.paligemma.state_dict().items()}
+    expert = {k: v.clone() for k, v in student.model.paligemma_with_expert.gemma_expert.state_dict().items()}
+    obs = observation(batch=4)
+    buffer = ReplayBuffer(16)
+    buffer.add({**flatten_obs(obs), "expert_action": np.random.default_rng(0).normal(size=(4, 50, 7)).astype(np.float32)})
+    learner = Learner(student, ActorConfig(global_batch_size=4, micro_batch_size=2), seed=0, default_total_steps=10)
+    metrics = learner.train(buffer, 2)
+    assert np.isfinite(metrics["train/dagger/actor_loss"])
+    after = student.model.paligemma_with_expert
+    assert all(torch.equal(v, after.paligemma.state_dict()[k]) for k, v in vlm.items())
+    assert any(not torch.equal(v, after.gemma_expert.state_dict()[k]) for k, v in expert.items() if "lm_head" not in k)
+
+
+def test_bfloat16_policy_keeps_openpi_fp32_parts(policy):
+    from dagger_cli.policies.pi0.model import VARIANTS, Pi0Model
+
+    model = Pi0Model(VARIANTS["tiny"]).to_bfloat16_except_fp32_parts()
+    dtypes = {name: p.dtype for name, p in model.named_parameters()}
+    pwe = "paligemma_with_expert."
+    assert dtypes[pwe + "paligemma.model.vision_tower.embeddings.patch_embedding.weight"] == torch.float32
+    assert dtypes[pwe + "paligemma.model.language_model.layers.0.input_layernorm.weight"] == torch.float32
+    assert dtypes[pwe + "gemma_expert.model.norm.weight"] == torch.float32
+    assert dtypes[pwe + "paligemma.model.language_model.layers.0.self_attn.q_proj.weight"] == torch.bfloat16
+    assert dtypes[pwe + "paligemma.model.vision_tower.encoder.layers.0.layer_norm1.weight"] == torch.bfloat16
+    assert dtypes["action_in_proj.weight"] == torch.float32
+    x = policy.inputs(observation())
+    out = model.sample_actions(**x, noise=torch.randn(2, 50, 32), num_steps=2)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+# CHECKPOINTS
+def test_save_load_round_trip(policy, tmp_path):
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    policy.save(tmp_path / "saved")
+    again = Pi0Policy(dataclasses.replace(policy.cfg, model_path=str(tmp_path / "saved")), "cpu")
+    obs, noise = observation(), policy.sample_noise(2)
+    assert np.array_equal(again.act(obs, noise=noise), policy.act(obs, noise=noise))
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "saved" / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert "paligemma_with_expert.paligemma.lm_head.weight" in keys  # openpi keeps this one of the tied pair
+    assert "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight" not in keys
+    assert any(".vision_tower.vision_model." in k for k in keys)
+
+
+@pytest.mark.parametrize("layout", ["assets", "full_weights", "transformers_4_51", "transformers_5", "embed_only"])
+def test_checkpoint_layouts_load_to_the_same_weights(policy, checkpoint_dir, tokenizer_path, tmp_path, layout):
+    from safetensors.torch import load_file, save_file
+
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    state = load_file(str(checkpoint_dir / "model.safetensors"))
+    folder = tmp_path / layout
+    folder.mkdir()
+    pwe = "paligemma_with_expert.paligemma."
+    if layout == "assets":  # openpi: norm stats under assets/
+        shutil.copy(checkpoint_dir / "model.safetensors", folder)
+        write_norm_stats(folder / "assets")
+        shutil.copy(checkpoint_dir / "physical-intelligence/libero/norm_stats.json",
+                    folder / "assets/physical-intelligence/libero/norm_stats.json")
+    else:
+        shutil.copytree(checkpoint_dir / "physical-intelligence", folder / "physical-intelligence")
+        if layout == "full_weights":  # RLinf FSDP checkpoints
+            (folder / "model_state_dict").mkdir()
+            torch.save(state, folder / "model_state_dict" / "full_weights.pt")
+        else:
+            if layout == "transformers_4_51":
+                state = {k.replace(pwe + "model.language_model.", pwe + "language_model.model.")
+                         .replace(pwe + "lm_head.", pwe + "language_model.lm_head.")
+                         .replace(pwe + "model.vision_tower.", pwe + "vision_tower.")
+                         .replace(pwe + "model.multi_modal_projector.", pwe + "multi_modal_projector."): v
+                         for k, v in state.items()}
+            elif layout == "transformers_5":
+                state = {k.replace("vision_tower.vision_model.", "vision_tower."): v for k, v in state.items()}
+            elif layout == "embed_only":
+                state[pwe + "model.language_model.embed_tokens.weight"] = state.pop(pwe + "lm_head.weight")
+                del state["paligemma_with_expert.gemma_expert.lm_head.weight"]
+            save_file(state, str(folder / "model.safetensors"))
+    loaded = Pi0Policy(dataclasses.replace(policy.cfg, model_path=str(folder)), "cpu")
+    obs, noise = observation(), policy.sample_noise(2)
+    assert np.array_equal(loaded.act(obs, noise=noise), policy.act(obs, noise=noise))
+
+
+def test_full_size_layout_equals_openpi_on_the_meta_device():
+    """openpi's PI0Pytorch state dict (transformers 4.53 names): 778 keys, 3.501 B parameters."""
+    from dagger_cli.policies.pi0.checkpoint import openpi_name
+    from dagger_cli.policies.pi0.model import VARIANTS, Pi0Model
+
+    pg, ex, vt = "paligemma_with_expert.paligemma.", "paligemma_with_expert.gemma_expert.", "model.vision_tower.vision_model."
+    expected = {
+        pg + vt + "embeddings.patch_embedding.weight": (1152, 3, 14, 14),
+        pg + vt + "embeddings.patch_embedding.bias": (1152,),
+        pg + vt + "embeddings.position_embedding.weight": (256, 1152),
+        pg + vt + "post_layernorm.weight": (1152,), pg + vt + "post_layernorm.bias": (1152,),
+        pg + "model.multi_modal_projector.linear.weight": (2048, 1152),
+        pg + "model.multi_modal_projector.linear.bias": (2048,),
+        pg + "model.language_model.embed_tokens.weight": (257152, 2048),
+        pg + "model.language_model.norm.weight": (2048,),
+        pg + "lm_head.weight": (257152, 2048),
+        ex + "model.norm.weight": (1024,),
+        ex + "lm_head.weight": (257152, 1024),
+        "action_in_proj.weight": (1024, 32), "action_in_proj.bias": (1024,),
+        "action_out_proj.weight": (32, 1024), "action_out_proj.bias": (32,),
+        "state_proj.weight": (1024, 32), "state_proj.bias": (1024,),
+        "action_time_mlp_in.weight": (1024, 2048), "action_time_mlp_in.bias": (1024,),
+        "action_time_mlp_out.weight": (1024, 1024), "action_time_mlp_out.bias": (1024,),
+    }
+    for i in range(27):
+        p = pg + vt + f"encoder.layers.{i}."
+        for n in ("layer_norm1", "layer_norm2"):
+            expected[p + n + ".weight"] = expected[p + n + ".bias"] = (1152,)
+        for n in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            expected[p + f"self_attn.{n}.weight"] = (1152, 1152)
+            expected[p + f"self_attn.{n}.bias"] = (1152,)
+        expected[p + "mlp.fc1.weight"], expected[p + "mlp.fc1.bias"] = (4304, 1152), (4304,)
+        expected[p + "mlp.fc2.weight"], expected[p + "mlp.fc2.bias"] = (1152, 4304), (1152,)
+    for prefix, width, mlp in ((pg + "model.language_model.", 2048, 16384), (ex + "model.", 1024, 4096)):
+        for i in range(18):
+            p = prefix + f"layers.{i}."
+            expected[p + "self_attn.q_proj.weight"] = (2048, width)
+            expected[p + "self_attn.k_proj.weight"] = expected[p + "self_attn.v_proj.weight"] = (256, width)
+            expected[p + "self_attn.o_proj.weight"] = (width, 2048)
+            expected[p + "mlp.gate_proj.weight"] = expected[p + "mlp.up_proj.weight"] = (mlp, width)
+            expected[p + "mlp.down_proj.weight"] = (width, mlp)
+            expected[p + "input_layernorm.weight"] = expected[p + "post_attention_layernorm.weight"] = (width,)
+    assert len(expected) == 778
+
+    with torch.device("meta"):
+        model = Pi0Model(VARIANTS["full"])
+    ours = {openpi_name(k): tuple(v.shape) for k, v in model.state_dict().items()}
+    assert ours == expected
+    assert sum(p.numel() for p in model.parameters()) == 3_501_372_176
+
+
+# TRANSFORMS AND TOKENIZER
+def test_resize_with_pad_keeps_aspect_and_pads_black():
+    from dagger_cli.policies.pi0.images import resize_with_pad, to_model_range
+
+    wide = np.full((2, 240, 320, 3), 200, dtype=np.uint8)
+    out = resize_with_pad(wide, 224, 224)
+    assert out.shape == (2, 224, 224, 3)
+    assert (out[:, :28] == 0).all() and (out[:, -28:] == 0).all() and (out[:, 28:196] == 200).all()
+    square = np.random.default_rng(0).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)
+    assert resize_with_pad(square, 224, 224) is square
+    assert to_model_range(np.array([0, 255], np.uint8)).tolist() == [-1.0, 1.0]
+
+
+def test_libero_inputs_fill_slots_state_and_prompt(policy):
+    obs = observation(size=224)
+    x = policy.inputs(obs)
+    assert x["images"].shape == (2, 3, 3, 224, 224)
+    assert x["image_masks"].tolist() == [[True, True, False]] * 2  # no right wrist camera on LIBERO
+    assert torch.all(x["images"][:, 2] == -1)
+    expected = torch.as_tensor(obs["image"].astype(np.float32) / 127.5 - 1).permute(0, 3, 1, 2)
+    assert torch.allclose(x["images"][:, 0], expected)
+    norm = policy.transforms.norm
+    z = (obs["state"][0] - norm.state_mean) / (norm.state_std + 1e-6)
+    assert np.allclose(x["state"][0, :8].numpy(), z, atol=1e-5) and torch.all(x["state"][:, 8:] == 0)
+    assert x["tokens"].shape == (2, 48) and x["token_masks"][0].sum() > 3
+
+
+def test_actions_round_trip_and_delta_dims(policy):
+    t = policy.transforms
+    rng = np.random.default_rng(0)
+    state, actions = rng.normal(size=(3, 8)), rng.normal(size=(3, 50, 7))
+    model_actions = t.actions_to_model(actions, state)
+    assert model_actions.shape == (3, 50, 32) and np.all(model_actions[..., 7:] == 0)
+    assert np.allclose(t.actions_from_model(model_actions, state), actions, atol=1e-5)
+    # the first six dims are relative to the state, the gripper (dim 6) is absolute
+    shifted = state.copy()
+    shifted[:, :7] += 1.0
+    moved = t.actions_to_model(actions, shifted)
+    assert not np.allclose(moved[..., :6], model_actions[..., :6]) and np.allclose(moved[..., 6], model_actions[..., 6])
+
+
+def test_student_renormalises_env_unit_labels_with_its_own_stats(checkpoint_dir, tokenizer_path, tmp_path):
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    other = tmp_path / "other"
+    shutil.copytree(checkpoint_dir, other)
+    write_norm_stats(other, scale=3.0)
+    a = Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir), "cpu")
+    b = Pi0Policy(pi0_config(tokenizer_path, other), "cpu")
+    state, labels = np.zeros((1, 8)), np.ones((1, 50, 7))
+    za, zb = a.transforms.actions_to_model(labels, state), b.transforms.actions_to_model(labels, state)
+    assert not np.allclose(za, zb)
+    assert np.allclose(b.transforms.actions_from_model(zb, state), labels, atol=1e-5)
+
+
+def test_tokenizer_format(tokenizer_path):
+    import sentencepiece
+
+    from dagger_cli.policies.pi0.tokenizer import PromptTokenizer
+
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(tokenizer_path))
+    tok = PromptTokenizer(tokenizer_path, max_len=48)
+    ids, mask = tok.encode("  put_the bowl\non the stove ")
+    expected = sp.encode("put the bowl on the stove", add_bos=True) + sp.encode("\n")
+    assert ids[: len(expected)].tolist() == expected and mask.sum() == len(expected)
+    assert ids[0] == sp.bos_id() and np.all(ids[len(expected):] == 0) and not mask[len(expected):].any()
+    short = PromptTokenizer(tokenizer_path, max_len=4)
+    ids, mask = short.encode(PROMPTS[0])
+    assert len(ids) == 4 and mask.all()
+
+
+# BAD INPUT
+def test_bad_inputs_are_one_line_errors_naming_the_file(checkpoint_dir, tokenizer_path, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    def build(model_path, **pi0):
+        return Pi0Policy(pi0_config(tokenizer_path, model_path, **pi0), "cpu")
+
+    def error(model_path, **pi0) -> str:
+        with pytest.raises(CheckpointError) as e:
+            build(model_path, **pi0)
+        assert "\n" not in str(e.value)
+        return str(e.value)
+
+    assert "no such π₀ checkpoint" in error(tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no *.safetensors" in error(empty)
+
+    def variant(name, mutate):
+        folder = tmp_path / name
+        shutil.copytree(checkpoint_dir, folder)
+        state = load_file(str(folder / "model.safetensors"))
+        mutate(state)
+        save_file(state, str(folder / "model.safetensors"))
+        return folder
+
+    key = "action_in_proj.weight"
+    wrong = variant("shape", lambda s: s.__setitem__(key, torch.zeros(5, 32)))
+    assert f"{key} has shape (5, 32)" in error(wrong) and "(32, 32)" in error(wrong)
+    assert "lack key 'action_out_proj.bias'" in error(variant("missing", lambda s: s.pop("action_out_proj.bias")))
+    assert "unexpected key 'extra.weight'" in error(variant("extra", lambda s: s.__setitem__("extra.weight", torch.zeros(1))))
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(checkpoint_dir, corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"\x00" * 64)
+    assert "model.safetensors" in error(corrupt)
+
+    no_stats = tmp_path / "no_stats"
+    no_stats.mkdir()
+    shutil.copy(checkpoint_dir / "model.safetensors", no_stats)
+    message = error(no_stats)
+    assert "norm_stats.json not found" in message and "assets/physical-intelligence/libero" in message
+    bad_stats = variant("bad_stats", lambda s: None)
+    (bad_stats / "physical-intelligence/libero/norm_stats.json").write_text('{"norm_stats": {"state": {}}}')
+    assert "norm_stats.json" in error(bad_stats) and "mean" in error(bad_stats)
+
+    assert "tokenizer not found" in error(checkpoint_dir, tokenizer_path=str(tmp_path / "none.model"))
+    junk = tmp_path / "junk.model"
+    junk.write_bytes(b"junk")
+    assert "not a SentencePiece model" in error(checkpoint_dir, tokenizer_path=str(junk))
+
+
+def test_wrong_observations_are_reported(policy):
+    with pytest.raises(ValueError, match="'state', 'prompt'"):
+        policy.act({"image": np.zeros((1, 8, 8, 3), np.uint8)})
+    obs = observation()
+    obs["state"] = np.zeros((2, 40), np.float32)
+    with pytest.raises(ValueError, match="state stats have 8 dims, the env gives 40"):
+        policy.act(obs)
+
+
+def test_memory_estimate_for_check():
+    from dagger_cli.policies.pi0.model import VARIANTS, memory_estimate_gib
+
+    weights = memory_estimate_gib(VARIANTS["full"], "bfloat16", train_expert_only=False, training=False)
+    assert 6.0 < weights < 7.0  # openpi's bf16 checkpoint is ~6.5 GiB
+    full = memory_estimate_gib(VARIANTS["full"], "bfloat16", train_expert_only=False, training=True)
+    expert_only = memory_estimate_gib(VARIANTS["full"], "bfloat16", train_expert_only=True, training=True)
+    assert weights < expert_only < full

@@ -454,3 +454,23 @@ def test_memory_estimate_for_check():
     full = memory_estimate_gib(VARIANTS["full"], "bfloat16", train_expert_only=False, training=True)
     expert_only = memory_estimate_gib(VARIANTS["full"], "bfloat16", train_expert_only=True, training=True)
     assert weights < expert_only < full
+
+
+def test_check_reports_pi0_memory_and_bad_tokenizer(checkpoint_dir, tokenizer_path, tmp_path):
+    from conftest import HAVE_MANISKILL
+    from test_cli import dagger
+
+    if not HAVE_MANISKILL:
+        pytest.skip("dagger check steps the preset's simulator")
+    common = ["check", "pick-cube", "--json", "--set", "actor.model.model_type=pi0", "--set", "actor.model.action_dim=8",
+              "--set", "actor.model.pi0.variant=tiny", "--set", f"actor.model.model_path={checkpoint_dir}"]
+    # GIVEN a π₀ student whose norm stats match the env's 8-D actions
+    write_norm_stats(tmp_path / "stats", action_dim=8)
+    stats = ["--set", f"actor.model.pi0.norm_stats_path={tmp_path / 'stats/physical-intelligence/libero'}"]
+    good = dagger(*common, *stats, "--set", f"actor.model.pi0.tokenizer_path={tokenizer_path}")
+    student = {c["name"]: c for c in json.loads(good.stdout)["checks"]}["student"]
+    assert student["ok"] and "tiny π₀ in float32: weights" in student["detail"] and "training (all)" in student["detail"]
+    bad = dagger(*common, *stats, "--set", f"actor.model.pi0.tokenizer_path={tmp_path}/missing.model")
+    assert bad.returncode == 3
+    student = {c["name"]: c for c in json.loads(bad.stdout)["checks"]}["student"]
+    assert not student["ok"] and "missing.model: PaliGemma tokenizer not found" in student["detail"]

@@ -132,10 +132,30 @@ def _env(cfg, state) -> str:
 def _student(cfg, state) -> str:
     from dagger_cli.policies import build_student
 
+    model = cfg.actor.model
     policy = build_student(cfg, state.get("device", "cpu"))
     params = sum(p.numel() for p in policy.module.parameters())
-    source = f"loaded {cfg.runner.ckpt_path}" if cfg.runner.ckpt_path else "random init"
-    return f"{cfg.actor.model.model_type}, {params:,} parameters, {source}"
+    weights = model.model_path if model.model_type == "pi0" else cfg.runner.ckpt_path
+    source = f"loaded {weights}" if weights else "random init"
+    detail = f"{model.model_type}, {params:,} parameters, {source}"
+    if model.model_type == "pi0":
+        detail += f"; {_pi0_memory(model, state.get('device', 'cpu'), training=True)}"
+    return detail
+
+
+def _pi0_memory(model, device: str, training: bool) -> str:
+    from dagger_cli.policies.pi0.model import VARIANTS, memory_estimate_gib
+
+    p = model.pi0
+    precision = p.precision if p.precision != "auto" else ("bfloat16" if device == "cuda" else "float32")
+    size = VARIANTS[p.variant]
+    weights = memory_estimate_gib(size, precision, p.train_expert_only, training=False)
+    text = f"{p.variant} π₀ in {precision}: weights {weights:.1f} GiB"
+    if training:
+        total = memory_estimate_gib(size, precision, p.train_expert_only, training=True)
+        part = "action expert" if p.train_expert_only else "all"
+        text += f", training ({part}) ≈{total:.1f} GiB + activations"
+    return text
 
 
 def _expert(cfg, state) -> str:
@@ -144,8 +164,15 @@ def _expert(cfg, state) -> str:
     from dagger_cli.policies import build_expert
 
     expert = build_expert(cfg, state.get("device", "cpu"))
-    kind = cfg.rollout.expert_model.model_type
-    source = f"loaded {cfg.runner.expert_ckpt_path}" if kind != "scripted" else f"scripted ({cfg.env.task})"
+    model = cfg.rollout.expert_model
+    kind = model.model_type
+    if kind == "scripted":
+        source = f"scripted ({cfg.env.task})"
+    elif kind == "pi0":
+        source = f"π₀ {'loaded ' + model.model_path if model.model_path else 'random init'}; "
+        source += _pi0_memory(model, state.get("device", "cpu"), training=False)
+    else:
+        source = f"loaded {cfg.runner.expert_ckpt_path}"
     if "obs" in state:
         action = np.asarray(expert.act(state["obs"]))
         if action.shape[1:] != expert.action_shape or not np.isfinite(action).all():

@@ -474,3 +474,23 @@ def test_check_reports_pi0_memory_and_bad_tokenizer(checkpoint_dir, tokenizer_pa
     assert bad.returncode == 3
     student = {c["name"]: c for c in json.loads(bad.stdout)["checks"]}["student"]
     assert not student["ok"] and "missing.model: PaliGemma tokenizer not found" in student["detail"]
+
+
+def test_robotwin_inputs_use_three_cameras_and_delta_joints(tmp_path):
+    from dagger_cli.policies.pi0.checkpoint import load_norm_stats
+    from dagger_cli.policies.pi0.transforms import DATA_SPECS, Pi0Transforms
+
+    write_norm_stats(tmp_path, asset="physical-intelligence/robotwin", state_dim=14, action_dim=14)
+    t = Pi0Transforms(DATA_SPECS["robotwin"], load_norm_stats(tmp_path, "physical-intelligence/robotwin"), 14)
+    rng = np.random.default_rng(0)
+    cams = {k: rng.integers(0, 256, (2, 240, 320, 3), dtype=np.uint8)
+            for k in ("image", "left_wrist_image", "right_wrist_image")}
+    images, masks = t.images({**cams, "state": np.zeros((2, 14))})
+    assert images.shape == (2, 3, 3, 224, 224) and masks.all()
+    assert np.all(images[:, 1, :, :28] == -1)  # 240x320 is padded top and bottom
+    state, actions = rng.normal(size=(2, 14)), rng.normal(size=(2, 50, 14))
+    base = t.actions_to_model(actions, np.zeros((2, 14)))
+    moved = t.actions_to_model(actions, state)
+    delta = ~np.isclose(base[..., :14], moved[..., :14]).all(axis=(0, 1))
+    assert delta.tolist() == [True] * 6 + [False] + [True] * 6 + [False]  # grippers (6, 13) stay absolute
+    assert np.allclose(t.actions_from_model(moved, state), actions, atol=1e-5)

@@ -94,3 +94,16 @@ def test_mismatched_fields_are_rejected():
         buffer.add(bad)
     with pytest.raises(ValueError, match="differ in length"):
         buffer.add({**trajectory(0, 3), "beta": np.zeros(2, np.float32)})
+
+
+def test_text_fields_survive_the_checkpoint_as_numbers():
+    # GIVEN dict observations with a prompt per sample (as π₀ envs give them)
+    buffer = ReplayBuffer(8)
+    prompts = np.array(["put the bowl on the plate", "adjust the bottle", "pick", "é ü 中"])
+    buffer.add({"obs/prompt": prompts, "obs/state": np.zeros((4, 2), np.float32)})
+    arrays, meta = buffer.state_dict()
+    # THEN every saved array is numeric, and loading restores the exact strings
+    assert all(a.dtype.kind in "uif" for a in arrays.values())
+    restored = ReplayBuffer(8)
+    restored.load_state_dict(arrays, meta)
+    assert restored.stored()["obs/prompt"].tolist() == prompts.tolist()

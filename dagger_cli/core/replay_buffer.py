@@ -33,6 +33,19 @@ def unflatten_obs(sample: dict[str, np.ndarray]) -> Any:
     return {k[4:]: v for k, v in sample.items() if k.startswith("obs/")}
 
 
+def _numeric(array: np.ndarray) -> np.ndarray:
+    """Text arrays (dtype <Un) as uint32 code points (n, ..., width); others unchanged."""
+    if array.dtype.kind == "U":
+        return np.ascontiguousarray(array).view(np.uint32).reshape(*array.shape, -1)
+    return array
+
+
+def _from_numeric(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if dtype.kind == "U":
+        return np.ascontiguousarray(array, dtype=np.uint32).view(dtype).reshape(array.shape[:-1])
+    return array.astype(dtype, copy=False)
+
+
 class ReplayBuffer:
     """Ring buffer of labelled samples grouped into trajectories (contiguous steps of one episode)."""
 
@@ -106,7 +119,8 @@ class ReplayBuffer:
 
     # CHECKPOINT
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """(arrays, JSON-able state); arrays keep the ring's slot order so that sampling resumes identically."""
+        """(arrays, JSON-able state); arrays keep the ring's slot order so that sampling resumes identically.
+        Text fields (e.g. prompts) travel as their UTF-32 code points, so every array is numeric."""
         meta = {
             "capacity": self.capacity,
             "size": self.size,
@@ -115,7 +129,7 @@ class ReplayBuffer:
             "trajectory_ends": list(self._trajectory_ends),
             "dtypes": {k: str(v.dtype) for k, v in self._data.items()},
         }
-        return {key: array[: self.size] for key, array in self._data.items()}, meta
+        return {key: _numeric(array[: self.size]) for key, array in self._data.items()}, meta
 
     def load_state_dict(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         if meta["capacity"] != self.capacity:
@@ -124,10 +138,11 @@ class ReplayBuffer:
         self._next = 0
         self.size = 0
         if arrays:
-            self._allocate(arrays)
+            restored = {k: _from_numeric(v, np.dtype(meta["dtypes"][k])) for k, v in arrays.items()}
+            self._allocate(restored)
             size = meta["size"]
             for key, array in self._data.items():
-                array[:size] = arrays[key].astype(meta["dtypes"][key], copy=False)
+                array[:size] = restored[key]
             self.size = size
             self._next = int(meta["next"])
         self.total_samples = int(meta["total_samples"])

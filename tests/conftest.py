@@ -11,6 +11,20 @@ from dagger_cli.core.config import Config, load_config
 
 HAVE_MANISKILL = importlib.util.find_spec("mani_skill") is not None
 requires_maniskill = pytest.mark.skipif(not HAVE_MANISKILL, reason="mani-skill is not installed")
+def _libero_can_render() -> bool:
+    """LIBERO is installed and Mesa's OSMesa (or a GPU's EGL, when MUJOCO_GL=egl) is there to render with."""
+    import ctypes.util
+    import os
+
+    if importlib.util.find_spec("libero") is None:
+        return False
+    return os.environ.get("MUJOCO_GL") == "egl" or ctypes.util.find_library("OSMesa") is not None
+
+
+HAVE_LIBERO = _libero_can_render()
+requires_libero = pytest.mark.skipif(not HAVE_LIBERO, reason="LIBERO or OSMesa (apt-get install libosmesa6) missing")
+HAVE_PI0 = all(importlib.util.find_spec(m) is not None for m in ("transformers", "sentencepiece"))
+requires_pi0 = pytest.mark.skipif(not HAVE_PI0, reason="the pi0 extra (transformers, sentencepiece) is not installed")
 
 
 class PointEnv:
@@ -93,6 +107,31 @@ def point_config(**overrides) -> Config:
         "runner.device=cpu",
     ] + [f"{k}={v}" for k, v in overrides.items()]
     return load_config("pick-cube", overrides=sets)
+
+
+# π₀: a tokenizer trained here and tiny random checkpoints laid out as RLinf's
+PROMPTS = [
+    "pick up the black bowl between the plate and the ramekin and place it on the plate",
+    "pick up the black bowl next to the cookie box and place it on the plate",
+    "put the bowl on the stove",
+    "adjust the bottle",
+]
+
+
+@pytest.fixture(scope="session")
+def tokenizer_path(tmp_path_factory):
+    """A SentencePiece model trained here on a few instructions (the PaliGemma one cannot be downloaded)."""
+    from dagger_cli.policies.pi0.testing import train_tokenizer
+
+    return train_tokenizer(tmp_path_factory.mktemp("tok"), PROMPTS)
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir(tmp_path_factory, tokenizer_path):
+    """A tiny random π₀ laid out as RLinf's checkpoints: model.safetensors + <asset_id>/norm_stats.json."""
+    from dagger_cli.policies.pi0.testing import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("pi0"))
 
 
 @pytest.fixture

@@ -14,25 +14,8 @@ pytest.importorskip("sentencepiece")
 from dagger_cli.core.config import load_config  # noqa: E402
 from dagger_cli.core.errors import CheckpointError  # noqa: E402
 
-PROMPTS = [
-    "pick up the black bowl between the plate and the ramekin and place it on the plate",
-    "pick up the black bowl next to the cookie box and place it on the plate",
-    "put the bowl on the stove",
-    "adjust the bottle",
-]
-
-
-@pytest.fixture(scope="module")
-def tokenizer_path(tmp_path_factory):
-    """A SentencePiece model trained here on a few instructions (the PaliGemma one cannot be downloaded)."""
-    import sentencepiece
-
-    folder = tmp_path_factory.mktemp("tok")
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(PROMPTS * 20), model_prefix=str(folder / "tok"), vocab_size=64,
-        hard_vocab_limit=False, minloglevel=2,
-    )
-    return folder / "tok.model"
+from conftest import PROMPTS  # noqa: E402
+from dagger_cli.policies.pi0.testing import write_norm_stats  # noqa: E402
 
 
 def pi0_config(tokenizer, model_path=None, **pi0):
@@ -43,36 +26,6 @@ def pi0_config(tokenizer, model_path=None, **pi0):
     ] + ([f"actor.model.model_path={model_path}"] if model_path else []))
     model = dataclasses.replace(cfg.actor.model, pi0=dataclasses.replace(cfg.actor.model.pi0, **pi0))
     return model
-
-
-def write_norm_stats(folder, asset="physical-intelligence/libero", state_dim=8, action_dim=7, scale=1.0):
-    path = folder / asset / "norm_stats.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    stats = {
-        "state": {"mean": rng.normal(size=state_dim).tolist(), "std": (scale * rng.uniform(0.5, 2, state_dim)).tolist()},
-        "actions": {"mean": rng.normal(size=action_dim).tolist(), "std": (scale * rng.uniform(0.5, 2, action_dim)).tolist()},
-    }
-    path.write_text(json.dumps({"norm_stats": stats}))
-    return path
-
-
-@pytest.fixture(scope="module")
-def checkpoint_dir(tmp_path_factory, tokenizer_path):
-    """A tiny random π₀ laid out as RLinf's checkpoints: model.safetensors + <asset_id>/norm_stats.json."""
-    from dagger_cli.policies.pi0.checkpoint import save_weights
-    from dagger_cli.policies.pi0.model import VARIANTS, Pi0Model
-
-    folder = tmp_path_factory.mktemp("pi0")
-    torch.manual_seed(0)
-    model = Pi0Model(VARIANTS["tiny"])
-    with torch.no_grad():  # non-trivial norm weights, so that (1 + w) matters
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(torch.randn_like(p) * 0.1)
-    save_weights(model, folder)
-    write_norm_stats(folder)
-    return folder
 
 
 def observation(batch=2, seed=0, size=256):

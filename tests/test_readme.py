@@ -16,5 +16,5 @@ def test_readme_starts_with_the_main_job_then_the_tests():
 
 def test_ci_runs_the_readme_test_command_verbatim():
     _, tests = readme_commands()
-    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith(("#", "set ", "cd "))]
-    assert ci == [tests]
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert ci[-1] == tests

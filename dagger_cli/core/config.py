@@ -66,7 +66,7 @@ class EvalConfig:
 
 @dataclass
 class EnvConfig:
-    type: Literal["maniskill"] = "maniskill"
+    type: Literal["maniskill", "libero"] = "maniskill"
     """simulator adapter"""
     task: str = "PickCube-v1"
     """task id inside the simulator"""
@@ -84,6 +84,10 @@ class EnvConfig:
     """env steps each env takes per DAgger iteration (episodes reset at the start of every iteration)"""
     terminate_on_success: bool = True
     """end a training episode at its first success (evaluation always runs max_episode_steps)"""
+    image_size: int = 256
+    """LIBERO: camera render size (the policy resizes to its own)"""
+    settle_steps: int = 15
+    """LIBERO: steps of no motion with the gripper open after each reset"""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """evaluation protocol"""
 
@@ -350,6 +354,7 @@ def validate(cfg: Config) -> Config:
         ("env.num_envs", e.num_envs),
         ("env.max_episode_steps", e.max_episode_steps),
         ("env.max_steps_per_rollout_epoch", e.max_steps_per_rollout_epoch),
+        ("env.image_size", e.image_size),
         ("env.eval.num_episodes", e.eval.num_episodes),
         ("actor.model.obs_dim", a.model.obs_dim),
         ("actor.model.action_dim", a.model.action_dim),
@@ -367,6 +372,7 @@ def validate(cfg: Config) -> Config:
         ("actor.update_epoch", a.update_epoch),
         ("runner.val_check_interval", r.val_check_interval),
         ("env.eval.reset_seed_base", e.eval.reset_seed_base),
+        ("env.settle_steps", e.settle_steps),
         ("actor.optim.lr_warmup_steps", a.optim.lr_warmup_steps),
         ("actor.optim.total_training_steps", a.optim.total_training_steps),
     ]:

@@ -1,0 +1,215 @@
+"""LIBERO adapter (`libero.libero` API: `benchmark`, `OffScreenRenderEnv`), envs in forkserver worker processes.
+
+- Rendering: EGL where an NVIDIA GPU is present, Mesa's OSMesa otherwise, chosen before robosuite is imported.
+- Reset seed s selects task `s % n_tasks` and init state `(s // n_tasks) % 50`: evaluation seeds 0, 1, 2, ... give
+  RLinf's fixed, task-interleaved protocol; a new task rebuilds the worker's env.
+- After each reset: `settle_steps` steps of zero motion with the gripper open (RLinf: 15).
+- An action is a chunk of `num_action_chunks` 7-D steps; cameras render only on the chunk's last step (the only
+  observation the policy reads), through robosuite's sensor functions, so the images are pixel-identical to
+  rendering every step. Images are rotated 180° (agentview and wrist), as openpi and RLinf do.
+- Observation: `image`, `wrist_image` (uint8 H×W×3), `state` = eef pos + axis-angle + gripper qpos (8-D),
+  `prompt` = the task's language instruction. Success = the task's goal predicate, checked every step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import sys
+from functools import partial
+
+import gymnasium as gym
+import numpy as np
+
+from dagger_cli.core.config import EnvConfig
+from dagger_cli.core.errors import EnvUnavailableError
+
+CAMERAS = {"image": "agentview_image", "wrist_image": "robot0_eye_in_hand_image"}
+SETTLE_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
+
+
+def choose_renderer() -> str:
+    """Sets MUJOCO_GL / PYOPENGL_PLATFORM (unless the user did): egl with an NVIDIA GPU, osmesa otherwise."""
+    if "MUJOCO_GL" not in os.environ:
+        gpu = os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/version")
+        os.environ["MUJOCO_GL"] = "egl" if gpu else "osmesa"
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+    return os.environ["MUJOCO_GL"]
+
+
+def import_libero():
+    """The `libero.libero` benchmark module; a missing install is a one-line error."""
+    choose_renderer()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # robosuite and LIBERO print on import
+            from libero.libero import benchmark
+    except ImportError as e:
+        raise EnvUnavailableError(
+            f"LIBERO is not installed ({e.name or e}); install it with: pip install 'dagger-cli[libero]'"
+        ) from None
+    return benchmark
+
+
+def load_suite(benchmark, name: str):
+    with contextlib.redirect_stdout(sys.stderr):  # "[info] Applying task order ..."
+        return benchmark.get_benchmark_dict()[name]()
+
+
+def task_of(seed: int, n_tasks: int) -> tuple[int, int]:
+    """(task id, init state id) for a reset seed."""
+    return seed % n_tasks, (seed // n_tasks) % 50
+
+
+class LiberoTaskEnv(gym.Env):
+    """One LIBERO env in a worker process, any task of the suite (chunked actions)."""
+
+    def __init__(self, suite: str, image_size: int, settle_steps: int, chunk: int, render_every_step: bool = False):
+        self.suite = load_suite(import_libero(), suite)
+        self.image_size, self.settle_steps, self.chunk = image_size, settle_steps, chunk
+        self.render_every_step = render_every_step
+        image = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
+        self.observation_space = gym.spaces.Dict(
+            {"image": image, "wrist_image": image, "state": gym.spaces.Box(-np.inf, np.inf, (8,), np.float32)}
+        )
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (chunk, 7), np.float32)
+        self._env = None
+        self._task: int | None = None
+        self._render = True
+
+    # TASKS AND RENDERING
+    def _make(self, task_id: int) -> None:
+        from libero.libero import get_libero_path
+        from libero.libero.envs import OffScreenRenderEnv
+
+        if self._env is not None:
+            self._env.close()
+        task = self.suite.get_task(task_id)
+        bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
+        self._env = OffScreenRenderEnv(
+            bddl_file_name=bddl, camera_heights=self.image_size, camera_widths=self.image_size
+        )
+        self._env.seed(0)
+        self._init_states = self.suite.get_task_init_states(task_id)
+        self._task = task_id
+
+    def _wrap_cameras(self) -> None:
+        """Camera sensors return their last image unless `self._render` is set (re-done after every reset)."""
+        observables = self._env.env._observables
+        for name in CAMERAS.values():
+            observable = observables[name]
+            sensor = observable._sensor
+            if getattr(sensor, "_dagger_lazy", False):
+                continue
+
+            def lazy(obs_cache, sensor=sensor, observable=observable):
+                if self._render or self.render_every_step:
+                    return sensor(obs_cache)
+                return observable._current_observed_value
+
+            lazy.__modality__ = sensor.__modality__
+            lazy._dagger_lazy = True
+            observable._sensor = lazy
+
+    def _obs(self, raw: dict) -> dict:
+        from robosuite.utils.transform_utils import quat2axisangle
+
+        state = np.concatenate(
+            [raw["robot0_eef_pos"], quat2axisangle(np.array(raw["robot0_eef_quat"])), raw["robot0_gripper_qpos"]]
+        )
+        return {
+            "image": np.ascontiguousarray(raw[CAMERAS["image"]][::-1, ::-1]),
+            "wrist_image": np.ascontiguousarray(raw[CAMERAS["wrist_image"]][::-1, ::-1]),
+            "state": state.astype(np.float32),
+        }
+
+    # GYMNASIUM API
+    def reset(self, *, seed: int | None = None, options=None):
+        task, init = task_of(int(seed or 0), self.suite.n_tasks)
+        if task != self._task:
+            self._make(task)
+        self._env.reset()
+        self._wrap_cameras()
+        self._render = self.settle_steps == 0
+        raw = self._env.set_init_state(self._init_states[init])
+        for k in range(self.settle_steps):
+            self._render = k == self.settle_steps - 1
+            raw, _, _, _ = self._env.step(SETTLE_ACTION)
+        return self._obs(raw), {"task_id": task}
+
+    def step(self, actions):
+        actions = np.asarray(actions, dtype=np.float64).reshape(-1, 7)
+        success_bits = 0
+        raw = None
+        for c, action in enumerate(actions):
+            self._render = c == len(actions) - 1
+            raw, _, done, _ = self._env.step(action)
+            if done:
+                success_bits |= 1 << c
+        return self._obs(raw), 0.0, False, False, {"success_bits": success_bits}
+
+    def close(self):
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+
+def _make_worker_env(suite: str, image_size: int, settle_steps: int, chunk: int):
+    return LiberoTaskEnv(suite, image_size, settle_steps, chunk)
+
+
+class LiberoVecEnv:
+    """`VecEnv` over LIBERO tasks in gymnasium AsyncVectorEnv workers."""
+
+    def __init__(self, cfg: EnvConfig, num_action_chunks: int):
+        benchmark = import_libero()
+        suites = benchmark.get_benchmark_dict()
+        if cfg.task not in suites:
+            raise EnvUnavailableError(f"env.task: LIBERO has no suite {cfg.task!r} (known: {', '.join(sorted(suites))})")
+        suite = load_suite(benchmark, cfg.task)
+        self.prompts = [suite.get_task(i).language for i in range(suite.n_tasks)]
+        self.num_envs = cfg.num_envs
+        self.num_action_chunks = num_action_chunks
+        self.action_dim = 7
+        self.obs_shape = (8,)
+        self.backend = os.environ["MUJOCO_GL"]
+        self._task_ids = np.zeros(self.num_envs, dtype=np.int64)
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["dagger_cli.envs._libero_preload"])
+        make = partial(_make_worker_env, cfg.task, cfg.image_size, cfg.settle_steps, num_action_chunks)
+        try:
+            self._env = gym.vector.AsyncVectorEnv(
+                [make] * cfg.num_envs,
+                context="forkserver",
+                autoreset_mode=gym.vector.AutoresetMode.DISABLED,
+            )
+        except Exception as e:
+            raise EnvUnavailableError(f"LIBERO {cfg.task}: cannot start the env workers: {e}") from None
+
+    def _with_prompts(self, obs: dict) -> dict:
+        return {**obs, "prompt": np.array([self.prompts[t] for t in self._task_ids])}
+
+    def reset(self, seeds: list[int], mask: np.ndarray | None = None) -> dict:
+        mask = np.ones(self.num_envs, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+        obs, _ = self._env.reset(seed=[int(s) for s in seeds], options={"reset_mask": mask})
+        for i in np.flatnonzero(mask):
+            self._task_ids[i] = task_of(int(seeds[i]), len(self.prompts))[0]
+        return self._with_prompts(obs)
+
+    def step(self, actions: np.ndarray) -> tuple[dict, np.ndarray]:
+        actions = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, self.num_action_chunks, 7)
+        obs, _, _, _, info = self._env.step(actions)
+        bits = np.asarray(info["success_bits"], dtype=np.int64)
+        success = (bits[:, None] >> np.arange(self.num_action_chunks)) & 1
+        return self._with_prompts(obs), success.astype(bool)
+
+    def close(self) -> None:
+        env, self._env = getattr(self, "_env", None), None
+        if env is not None:
+            env.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,532 @@
+"""Pretrained checkpoints from the Hugging Face Hub: aliases, where they go, the download and a check of what came.
+
+The download is `huggingface_hub.snapshot_download`, so HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE apply as in any
+Hub client, and a re-run skips the files already complete.
+"""
+
+from __future__ import annotations
+
+import difflib
+import errno
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from dagger_cli.core.errors import DaggerError, UsageError
+
+MODEL_KEY = "actor.model.model_path"
+EXPERT_KEY = "rollout.expert_model.model_path"
+TOKENIZER_KEY = "actor.model.pi0.tokenizer_path"
+DEFAULT_TOKENIZER_PATH = "~/.cache/openpi/big_vision/paligemma_tokenizer.model"  # Pi0Config.tokenizer_path
+TOKENIZER_FILE = "big_vision/paligemma_tokenizer.model"
+WEIGHT_FILES = ("model_state_dict/full_weights.pt", "actor/model_state_dict/full_weights.pt")
+
+
+@dataclass(frozen=True)
+class Alias:
+    name: str
+    repo_id: str
+    description: str
+    config_key: str
+    kind: str = "pi0"  # "pi0" or "tokenizer"
+
+
+ALIASES: dict[str, Alias] = {
+    a.name: a
+    for a in (
+        Alias(
+            "pi0-libero", "RLinf/RLinf-Pi0-LIBERO-Spatial-Object-Goal-SFT", "π₀ student for libero-spatial", MODEL_KEY
+        ),
+        Alias(
+            "pi0-robotwin",
+            "RLinf/RLinf-Pi0-RoboTwin-SFT-adjust_bottle",
+            "π₀ student for robotwin-adjust-bottle",
+            MODEL_KEY,
+        ),
+        Alias(
+            "pi0-robotwin-expert",
+            "RLinf/RLinf-Pi0-RoboTwin-PPO-adjust_bottle",
+            "π₀ expert for robotwin-adjust-bottle",
+            EXPERT_KEY,
+        ),
+        Alias(
+            "openpi-tokenizer",
+            "RLinf/openpi_tokenizer",
+            "PaliGemma SentencePiece tokenizer",
+            TOKENIZER_KEY,
+            "tokenizer",
+        ),
+    )
+}
+
+
+# NAMES AND PLACES
+def resolve(name_or_repo: str) -> tuple[str, Alias | None]:
+    """(repo id, alias) for an alias or a repo id; anything else is a UsageError with a suggestion."""
+    if name_or_repo in ALIASES:
+        alias = ALIASES[name_or_repo]
+        return alias.repo_id, alias
+    if "/" in name_or_repo:
+        return name_or_repo, next((a for a in ALIASES.values() if a.repo_id == name_or_repo), None)
+    hint = difflib.get_close_matches(name_or_repo, list(ALIASES), n=1)
+    did = f" (did you mean {hint[0]!r}?)" if hint else ""
+    raise UsageError(
+        f"unknown model {name_or_repo!r}{did}: give an alias or a Hub repo id owner/name, see `dagger fetch --list`"
+    )
+
+
+def dagger_home() -> Path:
+    return Path(os.environ.get("DAGGER_HOME") or "~/.cache/dagger").expanduser()
+
+
+def openpi_home() -> Path:
+    return Path(os.environ.get("OPENPI_DATA_HOME") or "~/.cache/openpi").expanduser()
+
+
+def default_local_dir(name_or_repo: str) -> Path:
+    """Where `dagger fetch NAME` puts a repo: $DAGGER_HOME/checkpoints/<repo_id>, the tokenizer in openpi's cache."""
+    repo_id, alias = resolve(name_or_repo)
+    if alias is not None and alias.kind == "tokenizer":
+        return openpi_home()
+    return dagger_home() / "checkpoints" / repo_id
+
+
+def is_downloaded(alias: Alias) -> bool:
+    local = default_local_dir(alias.name)
+    if alias.kind == "tokenizer":
+        return (local / TOKENIZER_FILE).is_file()
+    return local.is_dir() and any(local.iterdir())
+
+
+def list_aliases() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": a.name,
+            "repo_id": a.repo_id,
+            "description": a.description,
+            "config_key": a.config_key,
+            "local_dir": str(default_local_dir(a.name)),
+            "downloaded": is_downloaded(a),
+        }
+        for a in ALIASES.values()
+    ]
+
+
+# LAYOUT
+@dataclass
+class Layout:
+    """What a downloaded repo holds, in the terms a preset needs."""
+
+    kind: str  # "pi0", "tokenizer" or "generic"
+    weights: list[str] = field(default_factory=list)
+    norm_stats: dict[str, str] = field(default_factory=dict)  # asset id -> file
+    tokenizer: str | None = None
+    missing: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "weights": self.weights,
+            "norm_stats": self.norm_stats,
+            "tokenizer": self.tokenizer,
+            "missing": self.missing,
+        }
+
+
+def inspect_layout(files: list[str], kind: str) -> Layout:
+    """Finds weights, norm stats and a tokenizer among repo-relative paths (`/`-separated)."""
+    layout = Layout(kind)
+    layout.weights = sorted(f for f in files if "/" not in f and f.endswith(".safetensors"))
+    if not layout.weights:
+        layout.weights = [f for f in WEIGHT_FILES if f in files][:1]
+    for f in sorted(files):
+        if f.endswith("/norm_stats.json"):
+            asset_id = f[: -len("/norm_stats.json")]
+            layout.norm_stats.setdefault(asset_id.removeprefix("assets/"), f)
+    models = sorted(f for f in files if f.endswith(".model"))
+    layout.tokenizer = TOKENIZER_FILE if TOKENIZER_FILE in models else (models[0] if models else None)
+    looks_like_pi0 = kind == "pi0" or (kind == "generic" and bool(layout.weights))
+    if looks_like_pi0 and not layout.weights:
+        layout.missing.append("weights")
+    if looks_like_pi0 and not layout.norm_stats:
+        layout.missing.append("norm_stats.json")
+    if kind == "tokenizer" and layout.tokenizer is None:
+        layout.missing.append("tokenizer")
+    return layout
+
+
+# FETCH
+@dataclass
+class FetchResult:
+    repo_id: str
+    alias: str | None
+    revision: str
+    commit: str | None
+    local_dir: Path
+    files: list[str]
+    layout: Layout
+    config_key: str | None
+    hint: str | None
+    summary: str
+    warnings: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "repo_id": self.repo_id,
+            "alias": self.alias,
+            "revision": self.revision,
+            "commit": self.commit,
+            "local_dir": str(self.local_dir),
+            "files": len(self.files),
+            "layout": self.layout.to_json(),
+            "config_key": self.config_key,
+            "hint": self.hint,
+            "warnings": self.warnings,
+        }
+
+
+def fetch(
+    repo_or_alias: str,
+    local_dir: Path | str | None = None,
+    revision: str | None = None,
+    include: list[str] | None = None,
+    progress: bool = False,
+) -> FetchResult:
+    """Downloads a repo (or the files matching `include`) into `local_dir` and checks its layout."""
+    repo_id, alias = resolve(repo_or_alias)
+    target = Path(local_dir).expanduser() if local_dir is not None else default_local_dir(repo_or_alias)
+    target = target.absolute()
+
+    import warnings as py_warnings
+
+    from huggingface_hub import snapshot_download  # also sets up its logger, which _hub_log_captured then swaps
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+
+    # Download
+    progress = progress and not are_progress_bars_disabled()
+    if not progress:
+        with py_warnings.catch_warnings():
+            py_warnings.simplefilter("ignore")  # HF_HUB_DISABLE_PROGRESS_BARS=0 wins, with a warning we don't need
+            disable_progress_bars()
+    hub_warnings: list[str] = []
+    try:
+        with _hub_log_captured(hub_warnings):
+            if progress:
+                from rich.console import Console
+                from rich.progress import BarColumn, Progress, TextColumn
+
+                bars = Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    _amount_column(),
+                    console=Console(stderr=True),
+                    transient=True,
+                )
+                with bars:
+                    snapshot_download(
+                        repo_id=repo_id,
+                        revision=revision,
+                        local_dir=target,
+                        allow_patterns=include or None,
+                        tqdm_class=rich_tqdm(bars),
+                    )
+            else:
+                snapshot_download(repo_id=repo_id, revision=revision, local_dir=target, allow_patterns=include or None)
+    except Exception as e:
+        mapped = _map_error(e, repo_or_alias, repo_id, revision, target)
+        if mapped is None:
+            raise
+        raise mapped from e
+
+    # Layout
+    files = _present_files(repo_id, revision, target)
+    kind = alias.kind if alias is not None else "generic"
+    layout = inspect_layout(files, kind)
+    config_key, hint = _config_hint(alias, layout, target)
+    warnings = [_hub_warning(w, target) for w in dict.fromkeys(hub_warnings) if not w.startswith("No files matched")]
+    if include and not any(_matches(f, include) for f in files):
+        warnings.append(f"no file of {repo_id} matches --include {' '.join(include)}")
+    warnings += [_missing_warning(m, target) for m in layout.missing]
+    return FetchResult(
+        repo_id=repo_id,
+        alias=alias.name if alias is not None else None,
+        revision=revision or "main",
+        commit=_commit(repo_id, revision),
+        local_dir=target,
+        files=files,
+        layout=layout,
+        config_key=config_key,
+        hint=hint,
+        summary=_summary(layout, hint, config_key, target),
+        warnings=warnings,
+    )
+
+
+def _present_files(repo_id: str, revision: str | None, local_dir: Path) -> list[str]:
+    """The repo's files (from the listing the download cached) that are in `local_dir`; else every file there."""
+    from huggingface_hub import get_cached_repo_tree
+
+    try:
+        listed = [f.path for f in get_cached_repo_tree(repo_id, revision=revision, local_dir=local_dir)]
+    except Exception:  # no cached listing (older huggingface_hub, or a copy made by other means)
+        listed = [
+            p.relative_to(local_dir).as_posix()
+            for p in local_dir.rglob("*")
+            if p.is_file() and not p.relative_to(local_dir).parts[0].startswith(".")
+        ]
+    return sorted(f for f in listed if (local_dir / f).is_file())
+
+
+def _matches(path: str, patterns: list[str]) -> bool:
+    from huggingface_hub.utils import filter_repo_objects
+
+    return bool(list(filter_repo_objects([path], allow_patterns=patterns)))
+
+
+def _commit(repo_id: str, revision: str | None) -> str | None:
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import REGEX_COMMIT_HASH, repo_folder_name
+
+    revision = revision or "main"
+    if REGEX_COMMIT_HASH.fullmatch(revision):
+        return revision
+    ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "refs" / revision
+    return ref.read_text().strip() if ref.is_file() else None
+
+
+def _config_hint(alias: Alias | None, layout: Layout, local_dir: Path) -> tuple[str | None, str | None]:
+    """The preset key that should point at the download, and the `--set` that does it (None: already does)."""
+    if (alias is not None and alias.kind == "tokenizer") or (alias is None and layout.tokenizer and not layout.weights):
+        if layout.tokenizer is None:
+            return TOKENIZER_KEY, None
+        path = (local_dir / layout.tokenizer).resolve()
+        if path == Path(DEFAULT_TOKENIZER_PATH).expanduser().resolve():
+            return TOKENIZER_KEY, None
+        return TOKENIZER_KEY, f"--set {TOKENIZER_KEY}={path}"
+    if alias is not None:
+        return alias.config_key, f"--set {alias.config_key}={local_dir}"
+    if layout.weights:
+        return MODEL_KEY, f"--set {MODEL_KEY}={local_dir}"
+    return None, None
+
+
+def _summary(layout: Layout, hint: str | None, config_key: str | None, local_dir: Path) -> str:
+    parts = []
+    if layout.weights:
+        more = " …" if len(layout.weights) > 1 else ""
+        n = len(layout.weights)
+        parts.append(f"weights: {layout.weights[0]}{more} ({n} file{'s' if n > 1 else ''})")
+    if layout.norm_stats:
+        parts.append(f"norm stats: {', '.join(layout.norm_stats)}")
+    if layout.tokenizer and (layout.kind == "tokenizer" or not layout.weights):
+        parts.append(f"tokenizer: {layout.tokenizer}")
+    if not parts:
+        parts.append("no π₀ weights, norm stats or tokenizer recognised")
+    if hint:
+        parts.append(f"set {hint.removeprefix('--set ')}")
+    elif config_key and layout.tokenizer:
+        parts.append(f"{config_key} already points at it")
+    return "; ".join(parts)
+
+
+def _missing_warning(what: str, local_dir: Path) -> str:
+    if what == "weights":
+        return (
+            f"no π₀ weights in {local_dir} (expected *.safetensors at the top level or "
+            "model_state_dict/full_weights.pt)"
+        )
+    if what == "norm_stats.json":
+        return (
+            f"no norm_stats.json in {local_dir} (expected <asset_id>/norm_stats.json or "
+            "assets/<asset_id>/norm_stats.json); set actor.model.pi0.norm_stats_path"
+        )
+    return f"no tokenizer (*.model) in {local_dir}"
+
+
+def _hub_warning(message: str, local_dir: Path) -> str:
+    if message.startswith("Returning existing local_dir"):
+        from huggingface_hub import constants
+
+        why = "HF_HUB_OFFLINE is set" if _offline() else f"the Hub at {constants.ENDPOINT} was not reached"
+        return f"{why}: using the copy already in {local_dir} without checking for updates"
+    return message
+
+
+@contextmanager
+def _hub_log_captured(messages: list[str]) -> Iterator[None]:
+    """Collects huggingface_hub's warnings (first lines) instead of letting them print."""
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = record.getMessage().strip()
+            if text:
+                messages.append(text.splitlines()[0])
+
+    hub = logging.getLogger("huggingface_hub")
+    saved = hub.handlers[:], hub.propagate
+    hub.handlers[:] = [_Collect(logging.WARNING)]
+    hub.propagate = False
+    try:
+        yield
+    finally:
+        hub.handlers[:], hub.propagate = saved
+
+
+# ERRORS
+def _map_error(e: Exception, name: str, repo_id: str, revision: str | None, local_dir: Path) -> DaggerError | None:
+    """A huggingface_hub failure as one actionable line (None: not one we know)."""
+    from huggingface_hub import constants, errors
+
+    def isa(error: BaseException, *names: str) -> bool:
+        return any(isinstance(error, getattr(errors, n)) for n in names if hasattr(errors, n))
+
+    endpoint = constants.ENDPOINT
+    rerun = f"re-run `dagger fetch {name}` to resume"
+    offline = _offline() or isa(e, "OfflineModeIsEnabled")
+    if isa(e, "GatedRepoError"):
+        return UsageError(
+            f"{repo_id} is a gated repository: accept its conditions at {endpoint}/{repo_id} "
+            "and set HF_TOKEN to a token of that account"
+        )
+    if isa(e, "RepositoryNotFoundError"):
+        return UsageError(f"repository {repo_id} not found on {endpoint} (if it is private, set HF_TOKEN)")
+    if isa(e, "RevisionNotFoundError"):
+        return UsageError(f"revision {revision!r} not found in {repo_id}")
+    if isa(e, "HFValidationError"):
+        return UsageError(f"{repo_id!r} is not a valid repo id (expected owner/name)")
+    if offline and isa(e, "LocalEntryNotFoundError", "OfflineModeIsEnabled"):
+        partial = isa(e, "IncompleteSnapshotError")
+        return DaggerError(
+            f"HF_HUB_OFFLINE is set and there is {'an incomplete' if partial else 'no'} copy of {repo_id} in "
+            f"{local_dir}; unset it and re-run `dagger fetch {name}` to {'resume' if partial else 'fetch it'} "
+            f"from {endpoint} (HF_ENDPOINT)"
+        )
+    if isa(e, "LocalEntryNotFoundError") and isa(e.__cause__, "HfHubHTTPError"):
+        e = e.__cause__
+    if isa(e, "HfHubHTTPError") and getattr(e, "response", None) is not None:
+        said = (getattr(e, "server_message", None) or "").strip().splitlines()
+        said = f" ({said[0]})" if said else ""
+        return DaggerError(f"the Hub at {endpoint} answered HTTP {e.response.status_code}{said} for {repo_id}; {rerun}")
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return DaggerError(f"no space left on the device of {local_dir}; free some and {rerun}")
+    if isa(e, "LocalEntryNotFoundError") or _is_network_error(e):
+        cause = e.__cause__ if isa(e, "LocalEntryNotFoundError") and e.__cause__ is not None else e
+        return DaggerError(
+            f"cannot reach the Hub at {endpoint} (HF_ENDPOINT) for {repo_id}: {_first_line(cause)}; "
+            f"check the connection and {rerun}"
+        )
+    if isinstance(e, OSError) and e.strerror:
+        return DaggerError(f"{e.filename or local_dir}: {e.strerror}")
+    return None
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    is_offline = getattr(constants, "is_offline_mode", None)
+    return bool(is_offline() if is_offline is not None else constants.HF_HUB_OFFLINE)
+
+
+def _is_network_error(e: BaseException) -> bool:
+    return isinstance(e, (ConnectionError, TimeoutError)) or type(e).__module__.split(".")[0] in (
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "requests",
+        "urllib3",
+    )
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+# PROGRESS
+def rich_tqdm(progress: Any) -> type:
+    """A tqdm stand-in for `snapshot_download(tqdm_class=...)` that draws on a `rich.progress.Progress`.
+
+    snapshot_download makes a files bar, a bytes-on-disk bar and a network-bytes bar; the last one repeats the
+    second for plain HTTP downloads, so it is kept hidden.
+    """
+    import threading
+
+    lock = threading.RLock()
+
+    class RichTqdm:
+        def __init__(self, iterable=None, desc=None, total=None, initial=0, unit="it", **_: Any):
+            self.iterable = iterable
+            self.n = initial or 0
+            self._total = total
+            self.unit = unit
+            label = "download" if unit == "B" else (desc or "")
+            visible = not (unit == "B" and desc == "Downloading bytes")
+            self.task = progress.add_task(label, total=total, completed=self.n, visible=visible, unit=unit)
+
+        @property
+        def total(self):
+            return self._total
+
+        @total.setter
+        def total(self, value):
+            self._total = value
+            progress.update(self.task, total=value)
+
+        def update(self, n=1):
+            with lock:
+                self.n += n or 0
+            progress.update(self.task, advance=n or 0)
+
+        @property
+        def format_dict(self) -> dict[str, Any]:
+            return {"n": self.n, "total": self._total, "rate": None}
+
+        def __iter__(self):
+            for item in self.iterable or ():
+                yield item
+                self.update(1)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.close()
+
+        @classmethod
+        def get_lock(cls):
+            return lock
+
+        @classmethod
+        def set_lock(cls, _lock): ...
+
+        def refresh(self, *args, **kwargs): ...
+
+        def close(self): ...
+
+        def set_description(self, *args, **kwargs): ...
+
+        def set_description_str(self, *args, **kwargs): ...
+
+        def set_postfix_str(self, *args, **kwargs): ...
+
+        def set_postfix(self, *args, **kwargs): ...
+
+    return RichTqdm
+
+
+def _amount_column():
+    from rich.progress import DownloadColumn, ProgressColumn, TransferSpeedColumn
+    from rich.text import Text
+
+    class AmountColumn(ProgressColumn):
+        """`12.3/45.6 MB 3.2 MB/s` for byte bars, `3/7` for file bars."""
+
+        def render(self, task):
+            if task.fields.get("unit") == "B":
+                return Text.assemble(DownloadColumn().render(task), " ", TransferSpeedColumn().render(task))
+            return Text(f"{int(task.completed)}/{int(task.total or 0)}", style="progress.download")
+
+    return AmountColumn()

@@ -1,0 +1,53 @@
+"""Tiny π₀ artefacts for tests, benchmarks and CPU smoke runs: a random checkpoint laid out as RLinf's and a
+SentencePiece tokenizer trained on a few prompts (the real ones come from the Hub, which tests cannot reach)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def train_tokenizer(folder: Path, prompts: list[str], vocab_size: int = 64) -> Path:
+    import sentencepiece
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(list(prompts) * 20), model_prefix=str(folder / "tok"), vocab_size=vocab_size,
+        hard_vocab_limit=False, minloglevel=2,
+    )
+    return folder / "tok.model"
+
+
+def write_norm_stats(folder: Path, asset: str = "physical-intelligence/libero", state_dim: int = 8,
+                     action_dim: int = 7, scale: float = 1.0) -> Path:
+    """Random but fixed z-score stats at <folder>/<asset>/norm_stats.json."""
+    path = Path(folder) / asset / "norm_stats.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    stats = {
+        "state": {"mean": rng.normal(size=state_dim).tolist(), "std": (scale * rng.uniform(0.5, 2, state_dim)).tolist()},
+        "actions": {"mean": rng.normal(size=action_dim).tolist(), "std": (scale * rng.uniform(0.5, 2, action_dim)).tolist()},
+    }
+    path.write_text(json.dumps({"norm_stats": stats}))
+    return path
+
+
+def make_tiny_checkpoint(folder: Path, seed: int = 0, **stats) -> Path:
+    """A random tiny π₀ (non-trivial norm weights) as model.safetensors + norm stats."""
+    import torch
+
+    from dagger_cli.policies.pi0.checkpoint import save_weights
+    from dagger_cli.policies.pi0.model import VARIANTS, Pi0Model
+
+    torch.manual_seed(seed)
+    model = Pi0Model(VARIANTS["tiny"])
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(torch.randn_like(p) * 0.1)
+    save_weights(model, folder)
+    write_norm_stats(folder, **stats)
+    return Path(folder)

@@ -1,0 +1,140 @@
+"""The real LIBERO-Spatial on the CPU (Mesa OSMesa rendering), and the libero-spatial preset end to end with tiny π₀."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import requires_libero, requires_pi0
+
+pytestmark = [requires_libero, pytest.mark.sim]
+
+
+@pytest.fixture(scope="module")
+def task_env():
+    from dagger_cli.envs.libero import LiberoTaskEnv
+
+    env = LiberoTaskEnv("libero_spatial", image_size=64, settle_steps=2, chunk=5)
+    yield env
+    env.close()
+
+
+def test_reset_from_an_init_state_step_and_render(task_env):
+    # GIVEN reset seed 13 = task 3, init state 1 (task-interleaved ids)
+    obs, info = task_env.reset(seed=13)
+    assert info["task_id"] == 3
+    assert obs["image"].shape == (64, 64, 3) and obs["image"].dtype == np.uint8 and obs["image"].std() > 5
+    assert obs["wrist_image"].shape == (64, 64, 3) and obs["state"].shape == (8,)
+    init = task_env.suite.get_task_init_states(3)[1]
+    # the bowls start where init state 1 puts them (settling moves them by millimetres at most)
+    bowl = task_env._env.sim.data.get_joint_qpos("akita_black_bowl_1_joint0")
+    reference = task_env._env.sim.get_state().flatten().copy()
+    task_env._env.set_init_state(init)
+    assert np.allclose(task_env._env.sim.data.get_joint_qpos("akita_black_bowl_1_joint0")[:3], bowl[:3], atol=5e-3)
+    task_env._env.sim.set_state_from_flattened(reference)
+    moved, _, terminated, truncated, step_info = task_env.step(np.tile([0.5, 0, 0, 0, 0, 0, -1.0], (5, 1)))
+    assert step_info["success_bits"] == 0 and not terminated and not truncated
+    assert moved["state"][0] > obs["state"][0] + 0.01  # +x end-effector motion
+    assert not np.array_equal(moved["image"], obs["image"])  # the chunk's last step was rendered
+
+
+def test_success_is_the_goal_predicate(task_env):
+    # GIVEN task 0 ("... place it on the plate") with the bowl put on the plate by hand
+    task_env.reset(seed=0)
+    sim = task_env._env.sim
+    plate = sim.data.get_joint_qpos("plate_1_joint0").copy()
+    bowl = sim.data.get_joint_qpos("akita_black_bowl_1_joint0").copy()
+    assert not task_env._env.check_success()
+    bowl[:3] = plate[:3] + np.array([0, 0, 0.03])
+    sim.data.set_joint_qpos("akita_black_bowl_1_joint0", bowl)
+    sim.forward()
+    # WHEN the env steps
+    _, _, _, _, info = task_env.step(np.tile([0, 0, 0, 0, 0, 0, -1.0], (5, 1)))
+    # THEN success is reported for the steps where the bowl rests on the plate
+    assert info["success_bits"] > 0 and task_env._env.check_success()
+
+
+def test_rendering_only_the_policy_steps_is_pixel_identical():
+    from dagger_cli.envs.libero import LiberoTaskEnv
+
+    lazy = LiberoTaskEnv("libero_spatial", 64, 2, 5)
+    always = LiberoTaskEnv("libero_spatial", 64, 2, 5, render_every_step=True)
+    try:
+        a, _ = lazy.reset(seed=21)
+        b, _ = always.reset(seed=21)
+        rng = np.random.default_rng(0)
+        for _ in range(3):
+            chunk = rng.uniform(-1, 1, (5, 7))
+            a, *_ = lazy.step(chunk)
+            b, *_ = always.step(chunk)
+            for key in a:
+                assert np.array_equal(a[key], b[key]), key
+    finally:
+        lazy.close()
+        always.close()
+
+
+def test_vector_env_gives_prompts_and_chunked_success():
+    from dagger_cli.core.config import load_config
+    from dagger_cli.envs import make_vec_env
+
+    cfg = load_config("libero-spatial", overrides=["env.num_envs=2", "env.image_size=64", "env.settle_steps=1"])
+    env = make_vec_env(cfg.env, 10)
+    try:
+        obs = env.reset([0, 7])
+        assert obs["image"].shape == (2, 64, 64, 3) and obs["state"].shape == (2, 8)
+        assert obs["prompt"].tolist() == [env.prompts[0], env.prompts[7]]
+        assert obs["prompt"][1] == "pick up the black bowl on the stove and place it on the plate"
+        obs, success = env.step(np.zeros((2, 10, 7), np.float32))
+        assert success.shape == (2, 10) and not success.any()
+        obs = env.reset([0, 12], np.array([False, True]))
+        assert obs["prompt"][1] == env.prompts[2]
+    finally:
+        env.close()
+
+
+@requires_pi0
+def test_one_training_iteration_and_eval_with_tiny_pi0(checkpoint_dir, tokenizer_path, tmp_path):
+    """The whole path, real rendering: dagger train libero-spatial (1 iteration) then dagger eval."""
+    from test_cli import dagger
+
+    run = tmp_path / "run"
+    tiny = []
+    for model in ("actor.model", "rollout.expert_model"):
+        tiny += ["--set", f"{model}.model_path={checkpoint_dir}", "--set", f"{model}.pi0.variant=tiny",
+                 "--set", f"{model}.pi0.tokenizer_path={tokenizer_path}", "--set", f"{model}.pi0.num_steps=2"]
+    small = ["--set", "env.num_envs=2", "--set", "env.image_size=64", "--set", "env.settle_steps=2",
+             "--set", "env.max_episode_steps=20", "--set", "env.max_steps_per_rollout_epoch=20",
+             "--set", "env.eval.num_episodes=2", "--set", "runner.max_epochs=1",
+             "--set", "algorithm.replay_buffer.min_buffer_size=4", "--set", "algorithm.replay_buffer.sample_window_size=64",
+             "--set", "actor.global_batch_size=4", "--set", "actor.micro_batch_size=2"]
+    result = dagger("train", "libero-spatial", "--run-dir", str(run), "--json", *tiny, *small)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["iterations"] == 1 and summary["env_steps"] == 2 * 20
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[1]["train/replay_buffer/total_samples"] == 2 * 2  # 2 envs x 2 chunk-steps, all labelled
+    assert rows[1]["train/dagger/expert_action_frac"] == 1.0 and np.isfinite(rows[1]["train/dagger/actor_loss"])
+    assert 0.0 <= summary["student_final_sr"] <= 1.0 and summary["eval_episodes"] == 2
+    evaluated = dagger("eval", "--ckpt", str(run), "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["success_once"] == summary["student_final_sr"]
+
+
+def test_check_libero_spatial(checkpoint_dir, tokenizer_path, tmp_path):
+    from test_cli import dagger
+
+    good = ["--set", f"actor.model.model_path={checkpoint_dir}", "--set", "actor.model.pi0.variant=tiny",
+            "--set", f"actor.model.pi0.tokenizer_path={tokenizer_path}", "--set", "env.image_size=64",
+            "--set", f"rollout.expert_model.model_path={checkpoint_dir}", "--set", "rollout.expert_model.pi0.variant=tiny",
+            "--set", f"rollout.expert_model.pi0.tokenizer_path={tokenizer_path}"]
+    result = dagger("check", "libero-spatial", "--json", *good)
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert "libero_spatial" in checks["env"]["detail"] and "osmesa" in checks["renderer"]["detail"]
+    # the preset as shipped points at checkpoints this machine does not have
+    bad = dagger("check", "libero-spatial", "--json")
+    assert bad.returncode == 3
+    checks = {c["name"]: c for c in json.loads(bad.stdout)["checks"]}
+    assert "RLinf-Pi0-LIBERO-Spatial-Object-Goal-SFT" in checks["student"]["detail"] and not checks["student"]["ok"]
+    assert "libero-spatial-expert" in checks["expert"]["detail"] and not checks["expert"]["ok"]

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import sys
 from functools import partial
@@ -24,6 +23,7 @@ import numpy as np
 
 from dagger_cli.core.config import EnvConfig
 from dagger_cli.core.errors import EnvUnavailableError
+from dagger_cli.envs._workers import WorkerEnvMixin, start_workers
 
 CAMERAS = {"image": "agentview_image", "wrist_image": "robot0_eye_in_hand_image"}
 SETTLE_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
@@ -158,7 +158,7 @@ def _make_worker_env(suite: str, image_size: int, settle_steps: int, chunk: int)
     return LiberoTaskEnv(suite, image_size, settle_steps, chunk)
 
 
-class LiberoVecEnv:
+class LiberoVecEnv(WorkerEnvMixin):
     """`VecEnv` over LIBERO tasks in gymnasium AsyncVectorEnv workers."""
 
     def __init__(self, cfg: EnvConfig, num_action_chunks: int):
@@ -174,17 +174,8 @@ class LiberoVecEnv:
         self.obs_shape = (8,)
         self.backend = os.environ["MUJOCO_GL"]
         self._task_ids = np.zeros(self.num_envs, dtype=np.int64)
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["dagger_cli.envs._libero_preload"])
         make = partial(_make_worker_env, cfg.task, cfg.image_size, cfg.settle_steps, num_action_chunks)
-        try:
-            self._env = gym.vector.AsyncVectorEnv(
-                [make] * cfg.num_envs,
-                context="forkserver",
-                autoreset_mode=gym.vector.AutoresetMode.DISABLED,
-            )
-        except Exception as e:
-            raise EnvUnavailableError(f"LIBERO {cfg.task}: cannot start the env workers: {e}") from None
+        self._env = start_workers([make] * cfg.num_envs, "dagger_cli.envs._libero_preload", f"LIBERO {cfg.task}")
 
     def _with_prompts(self, obs: dict) -> dict:
         return {**obs, "prompt": np.array([self.prompts[t] for t in self._task_ids])}
@@ -202,14 +193,3 @@ class LiberoVecEnv:
         bits = np.asarray(info["success_bits"], dtype=np.int64)
         success = (bits[:, None] >> np.arange(self.num_action_chunks)) & 1
         return self._with_prompts(obs), success.astype(bool)
-
-    def close(self) -> None:
-        env, self._env = getattr(self, "_env", None), None
-        if env is not None:
-            env.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass

@@ -7,13 +7,15 @@ first env is made, in every worker process. No visual is ever attached while `sc
 
 from __future__ import annotations
 
-import multiprocessing
 from functools import partial
 
 import numpy as np
 
 from dagger_cli.core.config import EnvConfig
 from dagger_cli.core.errors import EnvUnavailableError
+from dagger_cli.envs._workers import WorkerEnvMixin, start_forkserver, start_workers
+
+_PRELOAD = "dagger_cli.envs._maniskill_preload"
 
 # Observation fix-ups on reset, per task. PickCube's state obs[18] (is_grasped) is stale right after a reset: it
 # still reports the previous episode's last contacts because no physics step has run yet.
@@ -62,15 +64,6 @@ def import_maniskill():
     return gymnasium
 
 
-def start_forkserver() -> None:
-    """Starts the forkserver that CPU env workers fork from, with ManiSkill preloaded in it (once per process)."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["dagger_cli.envs._maniskill_preload"])
-    from multiprocessing import forkserver
-
-    forkserver.ensure_running()
-
-
 def _make_cpu_env(task: str, obs_mode: str, control_mode: str, max_episode_steps: int):
     """Runs in a worker process (and once in the parent, where gymnasium reads the spaces): one physx_cpu env."""
     gym = import_maniskill()
@@ -95,7 +88,7 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-class ManiSkillVecEnv:
+class ManiSkillVecEnv(WorkerEnvMixin):
     """`VecEnv` over ManiSkill; episodes are started and ended by the engine (no auto-reset)."""
 
     def __init__(self, cfg: EnvConfig, num_action_chunks: int = 1):
@@ -103,7 +96,7 @@ class ManiSkillVecEnv:
         self.num_action_chunks = num_action_chunks
         self._fixes = _RESET_OBS_FIXES.get(cfg.task, ())
         if cfg.sim_backend != "gpu":
-            start_forkserver()  # imports ManiSkill there while this process imports it too
+            start_forkserver(_PRELOAD)  # imports ManiSkill there while this process imports it too
         gym = import_maniskill()
         if cfg.task not in gym.registry:
             raise EnvUnavailableError(f"env.task: ManiSkill has no task {cfg.task!r}")
@@ -123,14 +116,7 @@ class ManiSkillVecEnv:
 
     def _make_cpu(self, gym, cfg: EnvConfig):
         make = partial(_make_cpu_env, cfg.task, cfg.obs_mode, cfg.control_mode, cfg.max_episode_steps)
-        try:
-            env = gym.vector.AsyncVectorEnv(
-                [make] * cfg.num_envs,
-                context="forkserver",
-                autoreset_mode=gym.vector.AutoresetMode.DISABLED,
-            )
-        except Exception as e:  # a worker that cannot build its env
-            raise EnvUnavailableError(f"ManiSkill {cfg.task}: cannot start the env workers: {e}") from None
+        env = start_workers([make] * cfg.num_envs, _PRELOAD, f"ManiSkill {cfg.task}")
         self._action_bounds = (env.single_action_space.low, env.single_action_space.high)
         self.obs_shape = tuple(env.single_observation_space.shape)
         return env
@@ -186,13 +172,3 @@ class ManiSkillVecEnv:
             success[:, c] = s.cpu().numpy() if hasattr(s, "cpu") else np.asarray(s, dtype=bool)
         return self._to_numpy(obs), success
 
-    def close(self) -> None:
-        env, self._env = getattr(self, "_env", None), None
-        if env is not None:
-            env.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass

@@ -138,3 +138,15 @@ def test_check_libero_spatial(checkpoint_dir, tokenizer_path, tmp_path):
     checks = {c["name"]: c for c in json.loads(bad.stdout)["checks"]}
     assert "RLinf-Pi0-LIBERO-Spatial-Object-Goal-SFT" in checks["student"]["detail"] and not checks["student"]["ok"]
     assert "libero-spatial-expert" in checks["expert"]["detail"] and not checks["expert"]["ok"]
+
+
+def test_check_reports_a_renderer_that_cannot_start(tmp_path):
+    from test_cli import dagger
+
+    # GIVEN a GL backend that cannot work here (GLX needs an X display)
+    result = dagger("check", "libero-spatial", "--json", env={"MUJOCO_GL": "glx", "DISPLAY": ""})
+    # THEN the renderer check fails with a hint, and the command exits 3
+    assert result.returncode == 3
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert not checks["renderer"]["ok"] and "MUJOCO_GL=glx" in checks["renderer"]["detail"]
+    assert "set MUJOCO_GL" in checks["renderer"]["detail"]

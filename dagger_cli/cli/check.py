@@ -67,7 +67,7 @@ def run_checks(cfg, on_result: Callable[[Check], None] | None = None) -> list[Ch
     record("torch", lambda: _torch(cfg, state))
     record("simulator", lambda: _simulator(cfg, state))
     record("renderer", lambda: _renderer(cfg, state), needs=("simulator",))
-    record("env", lambda: _env(cfg, state), needs=("simulator",))
+    record("env", lambda: _env(cfg, state), needs=("simulator", "renderer"))
     record("student", lambda: _student(cfg, state), needs=("torch",))
     record("expert", lambda: _expert(cfg, state), needs=("torch",))
     return results
@@ -115,7 +115,7 @@ def _renderer(cfg, state) -> str:
 
 
 def _libero_renderer() -> str:
-    """An offscreen GL context in a subprocess (a broken driver can hang or crash the process)."""
+    """Renders one frame offscreen in a subprocess (a broken driver can hang or crash the process)."""
     import os
     import subprocess
     import sys
@@ -123,16 +123,24 @@ def _libero_renderer() -> str:
     from dagger_cli.envs.libero import choose_renderer
 
     backend = choose_renderer()
-    probe = "import mujoco; c = mujoco.GLContext(64, 64); c.make_current(); c.free(); print('ok')"
+    probe = (
+        "import mujoco; m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><geom size=\"0.1\"/></worldbody></mujoco>');"
+        "d = mujoco.MjData(m); mujoco.mj_forward(m, d); r = mujoco.Renderer(m, 16, 16); r.update_scene(d);"
+        "print('ok', r.render().shape)"
+    )
     try:
         out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=os.environ)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"MUJOCO_GL={backend}: creating a GL context hung for 60 s") from None
+        raise RuntimeError(f"MUJOCO_GL={backend}: rendering a frame hung for 60 s") from None
     if out.returncode != 0 or "ok" not in out.stdout:
-        hint = "install libosmesa6 (apt-get install libosmesa6)" if backend == "osmesa" else "check the NVIDIA EGL driver"
+        hint = {
+            "osmesa": "install Mesa's OSMesa (apt-get install libosmesa6)",
+            "egl": "install the GPU's EGL driver (or Mesa's libegl1)",
+            "glx": "GLX needs an X display (DISPLAY)",
+        }.get(backend, f"{backend} is not a MuJoCo GL backend (egl, osmesa, glx)")
         last = (out.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"MUJOCO_GL={backend}: no offscreen GL context ({last}); {hint}, or set MUJOCO_GL")
-    return f"MUJOCO_GL={backend}: offscreen GL context ok"
+        raise RuntimeError(f"MUJOCO_GL={backend}: cannot render offscreen ({last}); {hint}, or set MUJOCO_GL")
+    return f"MUJOCO_GL={backend}: offscreen rendering ok"
 
 
 def _env(cfg, state) -> str:

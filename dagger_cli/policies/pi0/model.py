@@ -280,8 +280,7 @@ class Pi0Model(nn.Module):
         out = out.reshape(*out.shape[:2], -1)
 
         outputs, start = [], 0
-        present = [(layer, hidden) for layer, hidden in zip(layer_pair, hiddens)]
-        for layer, hidden in present:
+        for layer, hidden in zip(layer_pair, hiddens):
             if hidden is None:
                 outputs.append(None)
                 continue

@@ -31,7 +31,7 @@ def ensure_new_run_dir(path: Path) -> None:
         raise UsageError(f"{path}: run dir exists and is not empty; pick another --run-dir or --resume it")
 
 
-def create_run_dir(path: Path, cfg: Config, argv: list[str]) -> Path:
+def create_run_dir(path: Path, cfg: Config, argv: list[str], mode: str = "sync") -> Path:
     """Makes a new run dir holding the resolved config and meta.json."""
     path = Path(path)
     ensure_new_run_dir(path)
@@ -42,6 +42,7 @@ def create_run_dir(path: Path, cfg: Config, argv: list[str]) -> Path:
     meta = {
         "dagger_version": __version__,
         "argv": argv,
+        "mode": mode,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": platform.node(),
         "python": sys.version.split()[0],
@@ -63,6 +64,25 @@ def validate_env(cfg: Config, env) -> None:
         )
 
 
+def build_rollout_components(cfg: Config, worker_id: int = 0):
+    """(env, student, expert) for one rollout worker of the async pipeline; the student's weights come later."""
+    import torch
+
+    from dagger_cli.envs import make_vec_env
+    from dagger_cli.policies import build_expert, build_student, resolve_device
+
+    torch.manual_seed(cfg.seed + worker_id)
+    device = resolve_device(cfg.runner.device)
+    student, expert = build_student(cfg, device), build_expert(cfg, device)
+    env = make_vec_env(cfg.env, cfg.actor.model.num_action_chunks)
+    try:
+        validate_env(cfg, env)
+    except Exception:
+        env.close()
+        raise
+    return env, student, expert
+
+
 def is_run_dir(path: Path) -> bool:
     return (Path(path) / CONFIG_FILE).is_file()
 
@@ -80,6 +100,14 @@ def run_config(run_dir: Path, overrides: list[str] = ()) -> Config:
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = checkpoint.list_checkpoints(Path(run_dir) / "checkpoints")
     return found[-1] if found else None
+
+
+def run_mode(run_dir: Path) -> str:
+    """'sync' or 'async', as the run was started."""
+    try:
+        return json.loads((Path(run_dir) / "meta.json").read_text()).get("mode", "sync")
+    except (OSError, json.JSONDecodeError):
+        return "sync"
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:

@@ -173,3 +173,17 @@ def test_ctrl_c_stops_cleanly_with_a_checkpoint_and_resumes(finished_run, tmp_pa
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["iterations"] == 4
     assert_continued_like(finished_run[0], tmp_path / "run", stopped_at)
+
+
+def test_train_async_on_an_embedded_ray(tmp_path):
+    pytest.importorskip("ray")
+    run = tmp_path / "async"
+    result = dagger("train", "pick-cube", "--async", "--run-dir", str(run), "--json",
+                    "--set", "runner.max_epochs=3", "--set", "runner.eval_expert=false", *SMALL)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["iterations"] == 3 and summary["env_steps"] > 0
+    rows = metrics_rows(run)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    assert all("train/async/policy_lag" in r for r in rows[1:])
+    assert json.loads((run / "meta.json").read_text())["mode"] == "async"

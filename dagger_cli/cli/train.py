@@ -18,6 +18,8 @@ EXAMPLES = examples(
     "dagger train pick-cube --set runner.max_epochs=20 --set algorithm.dagger.beta_decay=0.8 --seed 1",
     "dagger train pick-cube --config my-overrides.yaml --run-dir runs/ablation-1",
     "dagger train --resume runs/pick-cube/20261124-101500",
+    "dagger train pick-cube --async",
+    "dagger train pick-cube --async --ray-address auto",
     "dagger train pick-cube --json > summary.json",
 )
 
@@ -33,13 +35,20 @@ def train(
     resume: Annotated[
         Optional[Path], typer.Option("--resume", help="Continue RUN_DIR from its last checkpoint.", metavar="RUN_DIR")
     ] = None,
+    async_mode: Annotated[
+        bool, typer.Option("--async", help="Collect on Ray rollout workers while the learner trains.")
+    ] = False,
+    ray_address: Annotated[
+        Optional[str], typer.Option("--ray-address", help="Join this Ray cluster (default: RAY_ADDRESS, else local).")
+    ] = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """Train a student with DAgger: the expert acts with probability beta, labels every state, beta decays."""
     started = time.perf_counter()
     out = Output(json_mode)
     with handle_errors():
-        summary = _train(out, preset, config, list(set_ or []), seed, run_dir, resume, started)
+        overrides = list(set_ or []) + ([f"cluster.ray_address={ray_address}"] if ray_address else [])
+        summary = _train(out, preset, config, overrides, seed, run_dir, resume, started, async_mode)
     stopped = summary["iterations"] < summary["max_epochs"]
 
     def human(console):
@@ -72,7 +81,7 @@ def _final(summary: dict) -> str:
     )
 
 
-def _train(out, preset, config, overrides, seed, run_dir, resume, started) -> dict:
+def _train(out, preset, config, overrides, seed, run_dir, resume, started, async_mode) -> dict:
     from dagger_cli import runs
     from dagger_cli.core.config import load_config
     from dagger_cli.core.errors import UsageError
@@ -89,6 +98,7 @@ def _train(out, preset, config, overrides, seed, run_dir, resume, started) -> di
         if ckpt is None:
             raise UsageError(f"--resume {resume}: no checkpoint to resume from")
         target = Path(resume)
+        async_mode = async_mode or runs.run_mode(resume) == "async"
     else:
         if preset is None:
             raise UsageError("missing PRESET (see `dagger presets`), or --resume RUN_DIR")
@@ -108,19 +118,28 @@ def _train(out, preset, config, overrides, seed, run_dir, resume, started) -> di
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.runner.device)
     student = build_student(cfg, device)
-    expert = build_expert(cfg, device)
-    env = make_vec_env(cfg.env, cfg.actor.model.num_action_chunks)
+    hooks = _Hooks(out)
+    env = None
+    if async_mode:
+        from dagger_cli.core.async_runner import AsyncRunner, worker_config
+
+        worker_config(cfg)  # env.num_envs must split evenly
+        build_expert(cfg, device)  # a bad expert checkpoint fails here, not in a worker
+        runner = AsyncRunner(cfg, target, student, build=runs.build_rollout_components, hooks=hooks)
+    else:
+        expert = build_expert(cfg, device)
+        env = make_vec_env(cfg.env, cfg.actor.model.num_action_chunks)
     try:
-        runs.validate_env(cfg, env)
+        if env is not None:
+            runs.validate_env(cfg, env)
+            runner = SyncRunner(cfg, target, env, student, expert, hooks=hooks)
         if ckpt is None:
-            runs.create_run_dir(target, cfg, sys.argv)
-        hooks = _Hooks(out)
-        runner = SyncRunner(cfg, target, env, student, expert, hooks=hooks)
+            runs.create_run_dir(target, cfg, sys.argv, mode="async" if async_mode else "sync")
         if ckpt is not None:
             runner.restore(ckpt)
             out.log(f"resuming {target} at iteration {runner.iteration} (beta {runner.beta(runner.iteration):.3f})")
         else:
-            out.log(f"run dir {target}")
+            out.log(f"run dir {target}" + (" (async, Ray)" if async_mode else ""))
         previous = signal.signal(signal.SIGINT, _stop_handler(runner, out))
         try:
             with hooks:
@@ -128,7 +147,8 @@ def _train(out, preset, config, overrides, seed, run_dir, resume, started) -> di
         finally:
             signal.signal(signal.SIGINT, previous)
     finally:
-        env.close()
+        if env is not None:
+            env.close()
     if runner.stop_requested and runner.iteration < cfg.runner.max_epochs:
         out.log(f"stopped at iteration {runner.iteration}; continue with: dagger train --resume {target}")
     return summary

@@ -37,6 +37,8 @@ class DaggerConfig:
     """keep only steps the expert executed (HG-DAgger style); False labels every visited state (classic DAgger)"""
     mixing: Literal["env", "batch"] = "env"
     """one expert/student coin per env per step (`env`), or one per step for all envs (`batch`, RLinf's behaviour)"""
+    max_policy_lag: int = 2
+    """async: a rollout worker pauses once it has run this many collections ahead of the learner's iterations"""
 
 
 @dataclass
@@ -175,6 +177,19 @@ class RolloutConfig:
     """expert: `scripted`, or `mlp` loaded from runner.expert_ckpt_path"""
 
 
+# ASYNC (Ray)
+@dataclass
+class ClusterConfig:
+    num_rollout_workers: int = 2
+    """async: Ray actors running env + student + expert; env.num_envs is split evenly between them"""
+    rollout_worker_cpus: float = 1.0
+    """async: CPUs Ray reserves per rollout worker"""
+    rollout_worker_gpus: float = 0.0
+    """async: GPUs Ray reserves per rollout worker (fractions share a GPU)"""
+    ray_address: str | None = None
+    """async: an existing Ray cluster to join (else RAY_ADDRESS, else an embedded local instance)"""
+
+
 # RUNNER
 @dataclass
 class RunnerConfig:
@@ -214,6 +229,8 @@ class Config:
     """student and learner"""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     """expert"""
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    """async pipeline placement (dagger train --async)"""
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     """iterations, evaluation, checkpoints"""
 
@@ -378,6 +395,10 @@ def validate(cfg: Config) -> Config:
     ]:
         _check(value >= 0, key, f"must not be negative, got {value}")
     _check(r.save_interval == -1 or r.save_interval > 0, "runner.save_interval", "must be positive or -1")
+    _check(d.max_policy_lag > 0, "algorithm.dagger.max_policy_lag", f"must be positive, got {d.max_policy_lag}")
+    c = cfg.cluster
+    _check(c.num_rollout_workers > 0, "cluster.num_rollout_workers", "must be positive")
+    _check(c.rollout_worker_cpus >= 0 and c.rollout_worker_gpus >= 0, "cluster.rollout_worker_cpus", "must not be negative")
     _check(a.optim.lr > 0, "actor.optim.lr", f"must be positive, got {a.optim.lr}")
     _check(0 <= a.optim.min_lr <= a.optim.lr, "actor.optim.min_lr", "must be in [0, actor.optim.lr]")
     _check(a.optim.weight_decay >= 0, "actor.optim.weight_decay", "must not be negative")

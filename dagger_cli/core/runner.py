@@ -62,6 +62,8 @@ class RunResults:
     evals: list[dict[str, Any]] = field(default_factory=list)
     train_time_s: float = 0.0
     env_steps: int = 0
+    collections: int = 0
+    """async: rollout collections started (each seeds its own episodes)"""
 
 
 class SyncRunner:

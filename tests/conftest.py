@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dagger_cli.core.config import Config, load_config
+from dagger_cli.core.runner import RunnerHooks
 
 HAVE_MANISKILL = importlib.util.find_spec("mani_skill") is not None
 requires_maniskill = pytest.mark.skipif(not HAVE_MANISKILL, reason="mani-skill is not installed")
@@ -87,6 +88,17 @@ class ConstantPolicy:
     def act(self, obs):
         self.calls.append(np.asarray(obs).copy())
         return np.full((len(obs), 1, 1), self.value, dtype=np.float32)
+
+
+class StopAfter(RunnerHooks):
+    """Runner hooks that request a clean stop after iteration `n` (as a first Ctrl-C does)."""
+
+    def __init__(self, n):
+        self.n, self.runner = n, None
+
+    def iteration_done(self, iteration, total, metrics):
+        if iteration == self.n:
+            self.runner.stop_requested = True
 
 
 def point_config(**overrides) -> Config:

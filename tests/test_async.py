@@ -10,10 +10,10 @@ import torch
 ray = pytest.importorskip("ray")
 
 from async_doubles import build_crashing, build_point, point_config  # noqa: E402
+from conftest import StopAfter  # noqa: E402
 from dagger_cli.core import checkpoint  # noqa: E402
 from dagger_cli.core.async_runner import AsyncRunner  # noqa: E402
 from dagger_cli.core.errors import DaggerError  # noqa: E402
-from dagger_cli.core.runner import RunnerHooks  # noqa: E402
 from dagger_cli.policies.mlp import MLPPolicy  # noqa: E402
 
 TESTS = str(Path(__file__).resolve().parent)
@@ -57,6 +57,9 @@ def test_new_weights_reach_the_workers_within_the_staleness_bound(tmp_path):
         assert {"train/async/policy_lag", "train/async/queue_size", "time/rollout_env_steps_per_s",
                 "time/learner_updates_per_s", "train/dagger/actor_loss"} <= set(row)
     assert rows[1]["train/dagger/beta"] == 1.0 and rows[2]["train/dagger/beta"] == 0.5  # beta per learner iteration
+    # the learner is never more than the bound ahead either: iteration k waits for (k - lag) collections per worker
+    for row in rows[1:]:
+        assert row["time/env_steps"] >= (row["step"] - 1) * 2 * 40
     assert summary["student_final_sr"] is not None and summary["expert_sr"] == 1.0
 
 
@@ -71,15 +74,6 @@ def test_a_crashed_worker_is_named_and_the_checkpoint_kept(tmp_path):
     saved = checkpoint.list_checkpoints(tmp_path / "checkpoints")
     if saved:  # whatever was saved before the crash is complete and loadable
         checkpoint.read_state(saved[-1])
-
-
-class StopAfter(RunnerHooks):
-    def __init__(self, n):
-        self.n, self.runner = n, None
-
-    def iteration_done(self, iteration, total, metrics):
-        if iteration == self.n:
-            self.runner.stop_requested = True
 
 
 def test_async_runs_resume(tmp_path):

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PointEnv, PointExpert, point_config
+from conftest import PointEnv, PointExpert, StopAfter, point_config
 from dagger_cli.core import checkpoint
 from dagger_cli.core.errors import CheckpointError
-from dagger_cli.core.runner import RunnerHooks, SyncRunner
+from dagger_cli.core.runner import SyncRunner
 from dagger_cli.policies.mlp import MLPPolicy
 
 REQUIRED_METRICS = {
@@ -26,15 +26,6 @@ def make_runner(run_dir, cfg=None, hooks=None):
 
 def weights(runner):
     return {k: v.clone() for k, v in runner.student.module.state_dict().items()}
-
-
-class StopAfter(RunnerHooks):
-    def __init__(self, n):
-        self.n, self.runner = n, None
-
-    def iteration_done(self, iteration, total, metrics):
-        if iteration == self.n:
-            self.runner.stop_requested = True
 
 
 def test_student_learns_and_everything_is_recorded(tmp_path):

@@ -4,8 +4,10 @@
   relabelling are `Rollout.collect`, exactly as in sync mode.
 - Each collection uses the newest published weights (version = learner iterations) and beta(version), so beta falls
   per unit of training as in sync mode. Workers pick up new weights between collections.
-- Staleness bound: a worker starts collection c only while c < learner iterations + `max_policy_lag`; otherwise it
-  waits for the learner. `train/async/policy_lag` is the age, in learner iterations, of the data trained on.
+- Staleness bound, both ways: a worker starts collection c only while c < learner iterations + `max_policy_lag`,
+  and the learner starts iteration k only once (k + 1 - `max_policy_lag`) collections per worker have arrived, so
+  neither side runs more than the bound ahead of the other. `train/async/policy_lag` is the age, in learner
+  iterations, of the data trained on.
 - Evaluation runs on rollout worker 0 with the weights just published (synced), student only.
 - A crashed worker ends the run with one line naming it; the last checkpoint stays as it was.
 """
@@ -24,7 +26,7 @@ from dagger_cli.core.errors import ConfigError, DaggerError
 from dagger_cli.core.metrics import MetricsLogger
 from dagger_cli.core.protocols import TrainablePolicy
 from dagger_cli.core.rollout import Rollout, evaluate
-from dagger_cli.core.runner import RunnerHooks, SyncRunner, _eval_row, single_threaded_torch
+from dagger_cli.core.runner import RunnerHooks, SyncRunner, single_threaded_torch
 
 
 class RolloutWorker:
@@ -184,6 +186,7 @@ class AsyncRunner(SyncRunner):
         cfg, n = self.cfg, self.cfg.cluster.num_rollout_workers
         lag_bound, min_size = cfg.algorithm.dagger.max_policy_lag, cfg.algorithm.replay_buffer.min_buffer_size
         collects = [self.iteration] * n  # collections each worker has started, counted like learner iterations
+        arrived = self.iteration * n  # collections the learner has received, all workers together
         pending: dict = {}
         blocked: set[int] = set()
         stats = _WindowStats()
@@ -200,17 +203,18 @@ class AsyncRunner(SyncRunner):
 
         for w in range(n):
             launch(w)
+        start = time.perf_counter()  # of the current learner iteration, waiting included
         while self.iteration < cfg.runner.max_epochs and not self.stop_requested:
-            start = time.perf_counter()
             # DRAIN: whatever the workers have finished
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0) if pending else ([], [])
-            if not ready and self.buffer.size < min_size:
+            needed = (self.iteration + 1 - lag_bound) * n
+            if not ready and (self.buffer.size < min_size or arrived < needed):
                 if not pending:
                     raise ConfigError(
                         "algorithm.replay_buffer.min_buffer_size is never reached: the workers stop "
                         f"{lag_bound} collections ahead of the learner (algorithm.dagger.max_policy_lag)"
                     )
-                self.hooks.phase("waiting for the first trajectories")
+                self.hooks.phase("waiting for trajectories")
                 ready, _ = ray.wait(list(pending), num_returns=1)
             stats.queue.append(len(ready))
             for ref in ready:
@@ -219,9 +223,10 @@ class AsyncRunner(SyncRunner):
                 for trajectory in result["trajectories"]:
                     self.buffer.add(trajectory)
                 self.results.env_steps += result["env_steps"]
+                arrived += 1
                 stats.add(result, self.iteration)
                 launch(w)
-            if self.buffer.size < min_size or cfg.actor.update_epoch == 0:
+            if self.buffer.size < min_size or arrived < needed or cfg.actor.update_epoch == 0:
                 continue
             # LEARNER: one iteration, then publish
             self.hooks.phase("training")
@@ -234,13 +239,8 @@ class AsyncRunner(SyncRunner):
             for w in sorted(blocked):
                 blocked.discard(w)
                 launch(w)
-            # EVAL: student only, synced weights
-            interval = cfg.runner.val_check_interval
-            if self.iteration == cfg.runner.max_epochs or (interval > 0 and self.iteration % interval == 0):
-                self.hooks.phase("evaluating the student")
-                ev = self.evaluate(self.student)
-                self.results.evals.append({"iteration": self.iteration, **ev})
-                row.update(_eval_row("eval", ev))
+            # EVAL: student only, with the weights just published
+            self._evaluate_if_due(row)
             elapsed = time.perf_counter() - start
             self.results.train_time_s += elapsed
             row.update(stats.row())
@@ -254,6 +254,7 @@ class AsyncRunner(SyncRunner):
                 "time/env_steps": self.results.env_steps,
             })
             stats = _WindowStats()
+            start = time.perf_counter()
             metrics.log(self.iteration, row)
             if cfg.runner.save_interval > 0 and self.iteration % cfg.runner.save_interval == 0:
                 self.save()

@@ -216,12 +216,7 @@ class SyncRunner:
         self.iteration = k + 1
 
         # EVAL: student only
-        interval = cfg.runner.val_check_interval
-        if self.iteration == cfg.runner.max_epochs or (interval > 0 and self.iteration % interval == 0):
-            self.hooks.phase("evaluating the student")
-            ev = self.evaluate(self.student)
-            self.results.evals.append({"iteration": self.iteration, **ev})
-            row.update(_eval_row("eval", ev))
+        self._evaluate_if_due(row)
         evaluated = time.perf_counter()
         self.results.train_time_s += evaluated - start
 
@@ -253,6 +248,15 @@ class SyncRunner:
         if save > 0 and self.iteration % save == 0:
             self.save()
         self.hooks.iteration_done(self.iteration, cfg.runner.max_epochs, row)
+
+    def _evaluate_if_due(self, row: dict[str, float]) -> None:
+        """Student-only evaluation every runner.val_check_interval iterations and after the last; adds eval/*."""
+        interval, last = self.cfg.runner.val_check_interval, self.cfg.runner.max_epochs
+        if self.iteration == last or (interval > 0 and self.iteration % interval == 0):
+            self.hooks.phase("evaluating the student")
+            ev = self.evaluate(self.student)
+            self.results.evals.append({"iteration": self.iteration, **ev})
+            row.update(_eval_row("eval", ev))
 
     def summary(self, wall_time_s: float | None = None) -> dict[str, Any]:
         res = self.results

@@ -149,7 +149,7 @@ class AsyncRunner(SyncRunner):
     def run(self, started_at: float | None = None) -> dict[str, Any]:
         import ray
 
-        wall_start = started_at if started_at is not None else time.perf_counter()
+        wall_start = self._wall_start = started_at if started_at is not None else time.perf_counter()
         own = self._start_ray()
         try:
             self._spawn_workers()
@@ -251,6 +251,7 @@ class AsyncRunner(SyncRunner):
                 "train/replay_buffer/cache_size": self.buffer.size,
                 "train/async/blocked_workers": len(blocked),
                 "time/iteration_s": elapsed,
+                "time/elapsed_s": time.perf_counter() - self._wall_start,
                 "time/env_steps": self.results.env_steps,
             })
             stats = _WindowStats()

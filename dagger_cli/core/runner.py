@@ -106,6 +106,7 @@ class SyncRunner:
         """set (e.g. by a Ctrl-C handler) to stop cleanly after the current iteration"""
         self._resumed_from: int | None = None
         self._last_saved: int | None = None
+        self._wall_start = time.perf_counter()
 
     @property
     def checkpoint_root(self) -> Path:
@@ -158,7 +159,7 @@ class SyncRunner:
     def run(self, started_at: float | None = None) -> dict[str, Any]:
         """Runs until runner.max_epochs or a stop request; `started_at` (perf_counter) dates the wall time."""
         cfg, r = self.cfg, self.cfg.runner
-        wall_start = started_at if started_at is not None else time.perf_counter()
+        wall_start = self._wall_start = started_at if started_at is not None else time.perf_counter()
         metrics = MetricsLogger(self.run_dir, resume_step=self._resumed_from, tensorboard=self.tensorboard)
         try:
             if self._resumed_from is None:
@@ -239,6 +240,7 @@ class SyncRunner:
                 "time/train_s": trained - collected,
                 "time/eval_s": evaluated - trained,
                 "time/iteration_s": evaluated - start,
+                "time/elapsed_s": evaluated - self._wall_start,
                 "time/env_steps": self.results.env_steps,
                 "time/env_steps_per_s": result.env_steps / max(collected - start, 1e-9),
             }

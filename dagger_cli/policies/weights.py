@@ -54,6 +54,21 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def check_state_dict(expected: dict, state: dict, source, what: str) -> None:
+    """`state` must hold exactly `expected`'s keys with its shapes; the first difference is a CheckpointError."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing:
+        raise CheckpointError(f"{source}: {what} weights lack key {missing[0]!r} ({len(missing)} missing)")
+    if unexpected:
+        raise CheckpointError(f"{source}: unexpected key {unexpected[0]!r} for the {what} model ({len(unexpected)} extra)")
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{source}: {key} has shape {tuple(state[key].shape)}, the {what} model needs {tuple(tensor.shape)}"
+            )
+
+
 def load_into(module: torch.nn.Module, path: str | Path, what: str) -> None:
     """Loads `path` into `module` strictly (RLinf value-head keys and wrapper prefixes aside)."""
     file = resolve_weights_file(path)
@@ -64,16 +79,5 @@ def load_into(module: torch.nn.Module, path: str | Path, what: str) -> None:
                 key = key[len(prefix) :]
         if not key.startswith(_IGNORED_PREFIXES):
             state[key] = value
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing:
-        raise CheckpointError(f"{file}: {what} weights lack key {missing[0]!r} ({len(missing)} missing)")
-    if unexpected:
-        raise CheckpointError(f"{file}: unexpected key {unexpected[0]!r} for the {what} model ({len(unexpected)} extra)")
-    for key, tensor in expected.items():
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(
-                f"{file}: {key} has shape {tuple(state[key].shape)}, the {what} model needs {tuple(tensor.shape)}"
-            )
+    check_state_dict(module.state_dict(), state, file, what)
     module.load_state_dict(state)

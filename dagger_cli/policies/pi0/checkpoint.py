@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from dagger_cli.core.errors import CheckpointError
+from dagger_cli.policies.weights import check_state_dict
 
 _PWE = "paligemma_with_expert."
 _EMBED = _PWE + "paligemma.model.language_model.embed_tokens.weight"
@@ -75,7 +76,6 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Loads tensors in any accepted spelling into `model`; every problem is a CheckpointError naming `source`."""
-    path = source
     expected = model.state_dict()
     keys = set(expected)
     state = {_rename(k, keys): v for k, v in state.items()}
@@ -86,17 +86,7 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: s
         state[_EMBED] = state[_LM_HEAD]
     if _EXPERT_HEAD in keys and _EXPERT_HEAD not in state:
         state[_EXPERT_HEAD] = expected[_EXPERT_HEAD]  # unused by π₀; openpi's converter fills it randomly
-    missing = sorted(k for k in keys if k not in state)
-    unexpected = sorted(k for k in state if k not in keys)
-    if missing:
-        raise CheckpointError(f"{path}: π₀ weights lack key {missing[0]!r} ({len(missing)} missing)")
-    if unexpected:
-        raise CheckpointError(f"{path}: unexpected key {unexpected[0]!r} for this π₀ size ({len(unexpected)} extra)")
-    for key, tensor in expected.items():
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(
-                f"{path}: {key} has shape {tuple(state[key].shape)}, this π₀ size needs {tuple(tensor.shape)}"
-            )
+    check_state_dict(expected, state, source, "π₀")
     with torch.no_grad():
         for name, param in list(model.named_parameters()) + list(model.named_buffers()):
             if name in state:

@@ -238,7 +238,6 @@ class SyncRunner:
                 "time/rollout_student_s": result.timings["student"],
                 "time/rollout_expert_s": result.timings["expert"],
                 "time/train_s": trained - collected,
-                "time/eval_s": evaluated - trained,
                 "time/iteration_s": evaluated - start,
                 "time/elapsed_s": evaluated - self._wall_start,
                 "time/env_steps": self.results.env_steps,

@@ -29,7 +29,7 @@ def main() -> None:
     from _common import random_stepping_seconds, table
     from dagger_cli.core.config import load_config
     from dagger_cli.core.rollout import Rollout
-    from dagger_cli.core.runner import single_threaded_torch
+    from dagger_cli.core.runner import torch_threads
     from dagger_cli.envs import make_scripted_expert, make_vec_env
     from dagger_cli.policies.mlp import MLPPolicy
 
@@ -47,7 +47,7 @@ def main() -> None:
         per_env = args.steps // args.num_envs
         for beta in (1.0, 0.5, 0.0):
             start = time.perf_counter()
-            with single_threaded_torch():  # as the runner collects
+            with torch_threads():  # as the runner collects
                 result = rollout.collect(per_env, beta, iteration=0, seed=0)
             wall = time.perf_counter() - start
             rate = result.env_steps / wall

@@ -12,7 +12,7 @@ ray = pytest.importorskip("ray")
 from async_doubles import build_crashing, build_point, point_config  # noqa: E402
 from conftest import StopAfter  # noqa: E402
 from dagger_cli.core import checkpoint  # noqa: E402
-from dagger_cli.core.async_runner import AsyncRunner  # noqa: E402
+from dagger_cli.core.async_runner import AsyncRunner, RolloutWorkerGroup  # noqa: E402
 from dagger_cli.core.errors import DaggerError  # noqa: E402
 from dagger_cli.policies.mlp import MLPPolicy  # noqa: E402
 
@@ -29,65 +29,84 @@ def local_ray():
 
 def async_config(**overrides):
     sets = {"env.num_envs": 2, "cluster.num_rollout_workers": 2, "cluster.rollout_worker_cpus": 0.5,
-            "algorithm.dagger.max_policy_lag": 1, "runner.max_epochs": 6, **overrides}
+            "algorithm.dagger.max_policy_lag": 1, "runner.max_epochs": 6, "runner.val_check_interval": 1, **overrides}
     return point_config(**sets)
 
 
-def make_runner(run_dir, cfg, build=build_point, hooks=None):
-    torch.manual_seed(cfg.seed)
-    return AsyncRunner(cfg, run_dir, MLPPolicy(cfg.actor.model), build, hooks=hooks, tensorboard=False)
+@pytest.fixture
+def make_runner():
+    groups = []
+
+    def make(run_dir, cfg, build=build_point, hooks=None):
+        groups.append(RolloutWorkerGroup(cfg, build).start())
+        torch.manual_seed(cfg.seed)
+        return AsyncRunner(cfg, run_dir, MLPPolicy(cfg.actor.model), groups[-1], hooks=hooks, tensorboard=False)
+
+    yield make
+    for group in groups:
+        group.shutdown()
 
 
-def test_new_weights_reach_the_workers_within_the_staleness_bound(tmp_path):
-    # GIVEN two workers that may run one collection ahead of the learner
-    cfg = async_config()
+@pytest.mark.parametrize("lag", [0, 1])
+def test_new_weights_reach_the_workers_within_the_staleness_bound(tmp_path, make_runner, lag):
+    # GIVEN two workers, with data allowed to trail the learner by `lag` versions
+    cfg = async_config(**{"algorithm.dagger.max_policy_lag": lag})
     runner = make_runner(tmp_path, cfg)
     # WHEN the async run trains for 6 iterations
     summary = runner.run()
-    # THEN later collections used newer weights, never more than the bound behind the learner
+    # THEN later collections used newer weights, and a worker never ran more than `lag` collections ahead
     stored = runner.buffer.stored()
     versions, index = stored["policy_version"], stored["iteration"]
     assert summary["iterations"] == 6 and versions.max() >= 1  # published weights reached the workers
     order = np.argsort(index, kind="stable")
     assert np.all(np.diff(versions[order]) >= 0)  # a later collection never uses older weights
-    assert np.all(versions >= (index + 1) / 2 - 1)  # collection i started at version >= (i+1)/workers - lag
+    assert np.all(versions >= (index + 1) / 2 - 1 - lag)  # collection i: each worker started <= version + lag + 1
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(7))
     for row in rows[1:]:
         assert {"train/async/policy_lag", "train/async/queue_size", "time/rollout_env_steps_per_s",
-                "time/learner_updates_per_s", "train/dagger/actor_loss"} <= set(row)
+                "time/learner_updates_per_s", "train/dagger/actor_loss", "eval/success_once"} <= set(row)
     assert rows[1]["train/dagger/beta"] == 1.0 and rows[2]["train/dagger/beta"] == 0.5  # beta per learner iteration
-    # the learner is never more than the bound ahead either: iteration k waits for (k - lag) collections per worker
-    for row in rows[1:]:
-        assert row["time/env_steps"] >= (row["step"] - 1) * 2 * 40
-    assert summary["student_final_sr"] is not None and summary["expert_sr"] == 1.0
+    # AND the learner never trained on data more than `lag` versions old
+    lags = [r["train/async/policy_lag_max"] for r in rows[1:] if r["train/async/policy_lag_max"] is not None]
+    assert lags and max(lags) <= lag
+    if lag == 0:  # as in sync mode: iteration k trained on every worker's collection with weights k - 1
+        assert [r["time/env_steps"] for r in rows[1:]] == [k * 2 * 40 for k in range(1, 7)]
+    assert summary["student_final_sr"] == rows[-1]["eval/success_once"] and summary["expert_sr"] == 1.0
+    assert rows[0]["eval_expert/success_once"] == 1.0 and "eval/success_once" in rows[0]
 
 
-def test_a_crashed_worker_is_named_and_the_checkpoint_kept(tmp_path):
+def test_a_crashed_worker_is_named_and_the_checkpoint_kept(tmp_path, make_runner):
     cfg = async_config(**{"runner.max_epochs": 50})
     runner = make_runner(tmp_path, cfg, build=build_crashing)
     with pytest.raises(DaggerError) as e:
         runner.run()
     message = str(e.value)
-    assert "rollout worker 1 failed while collecting" in message and "simulated simulator crash" in message
+    assert "rollout worker 1 failed while " in message and "simulated simulator crash" in message
     assert "\n" not in message
     saved = checkpoint.list_checkpoints(tmp_path / "checkpoints")
     if saved:  # whatever was saved before the crash is complete and loadable
         checkpoint.read_state(saved[-1])
 
 
-def test_async_runs_resume(tmp_path):
-    cfg = async_config(**{"runner.max_epochs": 4})
+def test_async_runs_resume(tmp_path, make_runner):
+    # GIVEN an async run asked to stop after iteration 2 (the learner may have gone on while evaluations came in)
+    cfg = async_config(**{"runner.max_epochs": 8})
     hooks = StopAfter(2)
     first = make_runner(tmp_path, cfg, hooks=hooks)
     hooks.runner = first
     first.run()
-    assert first.iteration == 2 and not (tmp_path / "summary.json").exists()
+    stopped = first.iteration
+    assert 2 <= stopped < 8 and not (tmp_path / "summary.json").exists()
+    # WHEN it is resumed from its last checkpoint
     resumed = make_runner(tmp_path, cfg)
     resumed.restore(checkpoint.list_checkpoints(tmp_path / "checkpoints")[-1])
-    assert resumed.iteration == 2 and resumed.beta(resumed.iteration) == 0.25
+    assert resumed.iteration == stopped and resumed.beta(resumed.iteration) == 0.5**stopped
     summary = resumed.run()
-    assert summary["iterations"] == 4
-    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [0, 1, 2, 3, 4]
+    # THEN it continues there, with every row once and the evaluations of before the stop kept
+    assert summary["iterations"] == 8
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(9))
+    assert all("eval/success_once" in r for r in rows)
+    assert [e["iteration"] for e in resumed.results.evals] == list(range(1, 9))
     assert resumed.buffer.total_samples > first.buffer.total_samples

@@ -55,7 +55,7 @@ def test_scripted_expert_solves_pick_cube(env):
 
     expert = make_scripted_expert(load_config("pick-cube").env)
     # WHEN it acts alone
-    result = evaluate(env, expert, num_episodes=100, reset_seed_base=0, max_episode_steps=50).summary()
+    result = evaluate(env, expert, seeds=range(100), max_episode_steps=50).summary()
     # THEN it succeeds at least 99% of the time and holds the cube at the goal to the end
     assert result["success_once"] >= 0.99
     assert result["success_at_end"] >= 0.99

@@ -94,7 +94,7 @@ def test_same_seed_same_rollout_different_seed_different():
 
 def test_evaluate_uses_the_policy_alone_on_fixed_seeds_for_full_episodes():
     env = PointEnv(4)
-    result = evaluate(env, PointExpert(), num_episodes=6, reset_seed_base=100, max_episode_steps=12)
+    result = evaluate(env, PointExpert(), seeds=range(100, 106), max_episode_steps=12)
     assert result.episodes.count == 6
     assert result.episodes.length == [12] * 6
     assert env.resets[0][0] == [100, 101, 102, 103]
@@ -103,7 +103,7 @@ def test_evaluate_uses_the_policy_alone_on_fixed_seeds_for_full_episodes():
     assert summary["success_once"] == 1.0 and summary["success_at_end"] == 1.0
     low, high = summary["success_once_ci95"]
     assert 0.5 < low < 1.0 and high == 1.0
-    wrong = evaluate(PointEnv(4), ConstantPolicy(-1.0), 6, 100, 12).summary()
+    wrong = evaluate(PointEnv(4), ConstantPolicy(-1.0), range(100, 106), 12).summary()
     assert wrong["success_once"] < 1.0
 
 

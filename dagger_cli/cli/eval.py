@@ -62,7 +62,7 @@ def _evaluate(out, ckpt, preset, episodes, seed, overrides) -> dict:
     import torch
 
     from dagger_cli.core.rollout import evaluate as run_eval
-    from dagger_cli.core.runner import single_threaded_torch
+    from dagger_cli.core.runner import torch_threads
     from dagger_cli.envs import make_vec_env
     from dagger_cli.policies import build_student, resolve_device
 
@@ -74,8 +74,8 @@ def _evaluate(out, ckpt, preset, episodes, seed, overrides) -> dict:
     try:
         runs.validate_env(cfg, env)
         e = cfg.env
-        with single_threaded_torch():
-            result = run_eval(env, policy, e.eval.num_episodes, e.eval.reset_seed_base, e.max_episode_steps)
+        with torch_threads():
+            result = run_eval(env, policy, e.eval.seeds, e.max_episode_steps)
         result = result.summary()
     finally:
         env.close()

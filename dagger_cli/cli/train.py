@@ -107,38 +107,41 @@ def _train(out, preset, config, overrides, seed, run_dir, resume, started, async
         target = Path(run_dir) if run_dir is not None else runs.default_run_dir(cfg)
         runs.ensure_new_run_dir(target)
 
-    # BUILD: weights first (fast failures), then the simulator
+    # BUILD: async workers start first (they build their envs and models meanwhile), then weights (fast failures),
+    # then the simulator
     out.log(f"[dim]loading {cfg.name}: {cfg.env.task}, {cfg.env.num_envs} envs, {cfg.actor.model.model_type} student[/]")
-    import torch
-
-    from dagger_cli.core.runner import SyncRunner
-    from dagger_cli.envs import make_vec_env
-    from dagger_cli.policies import build_expert, build_student, resolve_device
-
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.runner.device)
-    student = build_student(cfg, device)
-    hooks = _Hooks(out)
-    env = None
+    env = workers = None
     if async_mode:
-        from dagger_cli.core.async_runner import AsyncRunner, worker_config
+        from dagger_cli.core.async_runner import RolloutWorkerGroup, worker_config
 
         worker_config(cfg)  # env.num_envs must split evenly
-        build_expert(cfg, device)  # a bad expert checkpoint fails here, not in a worker
-        runner = AsyncRunner(cfg, target, student, build=runs.build_rollout_components, hooks=hooks)
-    else:
-        expert = build_expert(cfg, device)
-        env = make_vec_env(cfg.env, cfg.actor.model.num_action_chunks)
+        workers = RolloutWorkerGroup(cfg, runs.build_rollout_components).start()
     try:
-        if env is not None:
+        import torch
+
+        from dagger_cli.core.runner import SyncRunner
+        from dagger_cli.envs import make_vec_env
+        from dagger_cli.policies import build_expert, build_student, resolve_device
+
+        torch.manual_seed(cfg.seed)
+        device = resolve_device(cfg.runner.device)
+        student = build_student(cfg, device)
+        hooks = _Hooks(out)
+        if workers is not None:
+            from dagger_cli.core.async_runner import AsyncRunner
+
+            workers.wait_ready()  # a worker's bad expert checkpoint or missing simulator fails here
+            runner = AsyncRunner(cfg, target, student, workers, hooks=hooks)
+        else:
+            expert = build_expert(cfg, device)
+            env = make_vec_env(cfg.env, cfg.actor.model.num_action_chunks)
             runs.validate_env(cfg, env)
             runner = SyncRunner(cfg, target, env, student, expert, hooks=hooks)
-        if ckpt is None:
-            runs.create_run_dir(target, cfg, sys.argv, mode="async" if async_mode else "sync")
         if ckpt is not None:
             runner.restore(ckpt)
             out.log(f"resuming {target} at iteration {runner.iteration} (beta {runner.beta(runner.iteration):.3f})")
         else:
+            runs.create_run_dir(target, cfg, sys.argv, mode="async" if async_mode else "sync")
             out.log(f"run dir {target}" + (" (async, Ray)" if async_mode else ""))
         previous = signal.signal(signal.SIGINT, _stop_handler(runner, out))
         try:
@@ -149,6 +152,8 @@ def _train(out, preset, config, overrides, seed, run_dir, resume, started, async
     finally:
         if env is not None:
             env.close()
+        if workers is not None:
+            workers.shutdown()
     if runner.stop_requested and runner.iteration < cfg.runner.max_epochs:
         out.log(f"stopped at iteration {runner.iteration}; continue with: dagger train --resume {target}")
     return summary

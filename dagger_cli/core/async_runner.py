@@ -1,36 +1,44 @@
-"""Asynchronous DAgger on Ray: rollout workers collect while the learner, in this process, trains.
+"""Asynchronous DAgger on Ray: rollout workers collect and evaluate while the learner, in this process, trains.
 
 - Rollout workers are Ray actors, each with its share of the envs, a student and the expert; beta mixing and
   relabelling are `Rollout.collect`, exactly as in sync mode.
 - Each collection uses the newest published weights (version = learner iterations) and beta(version), so beta falls
   per unit of training as in sync mode. Workers pick up new weights between collections.
-- Staleness bound, both ways: a worker starts collection c only while c < learner iterations + `max_policy_lag`,
-  and the learner starts iteration k only once (k + 1 - `max_policy_lag`) collections per worker have arrived, so
-  neither side runs more than the bound ahead of the other. `train/async/policy_lag` is the age, in learner
-  iterations, of the data trained on.
-- Evaluation runs on rollout worker 0 with the weights just published (synced), student only.
+- Staleness bound L = `max_policy_lag`, both ways: a worker starts its c-th collection only with weights of version
+  >= c - L (it pauses otherwise), and the learner starts iteration k + 1 only while no collection made with weights
+  older than k + 1 - L is outstanding. Data thus reaches the learner at most L versions old
+  (`train/async/policy_lag`, mean and max). L = 0 trains every iteration on the previous weights' data, as sync mode
+  does, with evaluation overlapped and the workers' envs stepping side by side.
+- Evaluation: the student with the weights of the iteration being evaluated (synced before it starts), its episodes
+  shared out over all workers. The learner does not wait for it: an iteration's metrics row is logged once its
+  evaluation is in, rows stay in iteration order, and the run ends only after the last evaluation.
 - A crashed worker ends the run with one line naming it; the last checkpoint stays as it was.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from dagger_cli.core.config import Config
 from dagger_cli.core.errors import ConfigError, DaggerError
 from dagger_cli.core.metrics import MetricsLogger
 from dagger_cli.core.protocols import TrainablePolicy
-from dagger_cli.core.rollout import Rollout, evaluate
-from dagger_cli.core.runner import RunnerHooks, SyncRunner, single_threaded_torch
+from dagger_cli.core.rollout import EvalResult, Rollout, evaluate
+from dagger_cli.core.runner import RunnerHooks, SyncRunner, _eval_row, torch_threads
 
 
 class RolloutWorker:
-    """Runs in a Ray actor: env + student + expert, collecting labelled trajectories on request."""
+    """Runs in a Ray actor: env + student + expert, collecting labelled trajectories or evaluating on request."""
 
     def __init__(self, cfg: Config, worker_id: int, build: Callable):
         self.cfg, self.worker_id = cfg, worker_id
@@ -53,7 +61,7 @@ class RolloutWorker:
     def collect(self, version: int, weights: dict, beta: float, index: int) -> dict[str, Any]:
         self._sync(version, weights)
         start = time.perf_counter()
-        with single_threaded_torch():
+        with torch_threads():
             r = self.rollout.collect(
                 self.cfg.env.max_steps_per_rollout_epoch, beta, iteration=index, seed=self.cfg.seed, policy_version=version
             )
@@ -63,15 +71,14 @@ class RolloutWorker:
             "seconds": time.perf_counter() - start,
         }
 
-    def evaluate(self, version: int | None, weights: dict | None) -> dict[str, Any]:
-        """The student with `weights`, or the expert when `weights` is None."""
+    def evaluate(self, version: int | None, weights: dict | None, seeds: list[int]) -> EvalResult:
+        """The student with `weights`, or the expert when `weights` is None, one episode per seed."""
         policy = self.expert
         if weights is not None:
             self._sync(version, weights)
             policy = self.student
-        e = self.cfg.env
-        with single_threaded_torch():
-            return evaluate(self.env, policy, e.eval.num_episodes, e.eval.reset_seed_base, e.max_episode_steps).summary()
+        with torch_threads():
+            return evaluate(self.env, policy, seeds, self.cfg.env.max_episode_steps)
 
     def close(self) -> None:
         self.env.close()
@@ -79,189 +86,356 @@ class RolloutWorker:
 
 def worker_config(cfg: Config) -> Config:
     """The config one rollout worker runs: its share of env.num_envs."""
-    import dataclasses
-
     n = cfg.cluster.num_rollout_workers
     if cfg.env.num_envs % n:
         raise ConfigError(f"env.num_envs {cfg.env.num_envs} is not a multiple of cluster.num_rollout_workers {n}")
     return dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, num_envs=cfg.env.num_envs // n))
 
 
-class AsyncRunner(SyncRunner):
-    """Overlaps collection (Ray actors) with training (this process)."""
+def ray_get(refs, what: str, worker: int | None = None, note: str = ""):
+    """`ray.get`, with a worker's failure as one DaggerError line naming the worker."""
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
 
-    def __init__(self, cfg: Config, run_dir: Path, student: TrainablePolicy, build: Callable,
-                 hooks: RunnerHooks | None = None, tensorboard: bool = True):
-        super().__init__(cfg, run_dir, env=None, student=student, expert=None, hooks=hooks, tensorboard=tensorboard)
-        self.build = build
-        self._workers: list = []
-        self._weights_ref = None
+    try:
+        return ray.get(refs)
+    except (RayActorError, RayTaskError) as e:
+        cause = getattr(e, "cause", None) or e
+        if isinstance(cause, DaggerError):
+            raise cause from None
+        line = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+        who = f"rollout worker {worker}" if worker is not None else "a rollout worker"
+        raise DaggerError(f"{who} failed while {what}: {line}{note}") from None
 
-    # RAY
-    def _start_ray(self) -> bool:
-        """Joins cluster.ray_address / RAY_ADDRESS, or starts an embedded instance; True if we started it."""
+
+class RolloutWorkerGroup:
+    """Ray (an embedded local instance, or the cluster at cluster.ray_address / RAY_ADDRESS) and one actor per
+    rollout worker. `start` returns at once; the actors build their envs and models while this process goes on."""
+
+    def __init__(self, cfg: Config, build: Callable):
+        self.cfg, self.build = cfg, build
+        self.actors: list = []
+        self._own_ray = False
+
+    def start(self) -> "RolloutWorkerGroup":
         try:
             import ray
         except ImportError:
             raise DaggerError("dagger train --async needs Ray: pip install 'dagger-cli[ray]'") from None
 
-        if ray.is_initialized():
-            return False
-        address = self.cfg.cluster.ray_address or os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, namespace="dagger", log_to_driver=False)
-            return False
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, namespace="dagger",
-                 object_store_memory=256 * 1024**2)
-        return True
-
-    def _spawn_workers(self) -> None:
-        import ray
-
+        if not ray.is_initialized():
+            address = self.cfg.cluster.ray_address or os.environ.get("RAY_ADDRESS")
+            if address:
+                ray.init(address=address, namespace="dagger", log_to_driver=False)
+            else:
+                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, namespace="dagger",
+                         object_store_memory=256 * 1024**2)
+                self._own_ray = True
         c = self.cfg.cluster
         actor = ray.remote(num_cpus=c.rollout_worker_cpus, num_gpus=c.rollout_worker_gpus)(RolloutWorker)
         wcfg = worker_config(self.cfg)
-        self._workers = [actor.remote(wcfg, i, self.build) for i in range(c.num_rollout_workers)]
-        self._get([w.ping.remote() for w in self._workers], "starting")
+        self.actors = [actor.remote(wcfg, i, self.build) for i in range(c.num_rollout_workers)]
+        return self
+
+    def wait_ready(self) -> None:
+        """Blocks until every worker has built its env and models; a worker that cannot is one error line."""
+        for i, actor in enumerate(self.actors):
+            ray_get(actor.ping.remote(), "starting", i)
+
+    def learner_threads(self) -> int:
+        """cluster.learner_threads, else (embedded Ray) the CPUs the workers do not reserve, else torch's default."""
+        c = self.cfg.cluster
+        if c.learner_threads:
+            return c.learner_threads
+        if self._own_ray:
+            return max(1, int((os.cpu_count() or 1) - c.num_rollout_workers * c.rollout_worker_cpus))
+        return torch.get_num_threads()
+
+    def shutdown(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+        if self._own_ray:
+            ray.shutdown()
+            self._own_ray = False
+
+
+@dataclasses.dataclass
+class _Evaluation:
+    """One policy's evaluation, handed out in chunks of episodes to whichever worker is free."""
+
+    what: str
+    """student, initial student or expert"""
+    version: int | None
+    weights: Any
+    """object ref of the student's weights; None for the expert"""
+    chunks: deque
+    """seed lists not yet handed out"""
+    parts: list = dataclasses.field(default_factory=list)
+    outstanding: int = 0
+    started: float | None = None
+    finished: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return not self.chunks and self.outstanding == 0
+
+
+@dataclasses.dataclass
+class _Row:
+    """An iteration's metrics, logged once its evaluations are in."""
+
+    iteration: int
+    metrics: dict[str, float]
+    evals: list[_Evaluation]
+
+
+class AsyncRunner(SyncRunner):
+    """Overlaps collection and evaluation (Ray actors) with training (this process). Each worker has one task at
+    a time; a free worker collects if the staleness bound lets it, else takes the next chunk of evaluation episodes,
+    so evaluations run in the time the learner trains instead of holding up the data it waits for."""
+
+    def __init__(self, cfg: Config, run_dir: Path, student: TrainablePolicy, workers: RolloutWorkerGroup,
+                 hooks: RunnerHooks | None = None, tensorboard: bool = True):
+        super().__init__(cfg, run_dir, env=None, student=student, expert=None, hooks=hooks, tensorboard=tensorboard)
+        self.workers = workers
+        self._weights_ref = None
+        self._rows: deque[_Row] = deque()
+        n = cfg.cluster.num_rollout_workers
+        per_worker = cfg.env.num_envs // n
+        self._chunk = per_worker * math.ceil(4 / per_worker)  # evaluation episodes per task
+        self._inflight: dict = {}  # ref -> (worker, "collect", version) or (worker, "eval", _Evaluation)
+        self._idle: set[int] = set(range(n))
+        self._collects = [0] * n  # collections each worker has started, counted like learner iterations
+        self._delivered = [-1] * n  # newest weights version each worker has delivered a collection with
+        self._arrived: list = []  # (worker, version, result) of collections not yet in the buffer
+        self._stats = _WindowStats()
 
     def _get(self, refs, what: str, worker: int | None = None):
-        import ray
-        from ray.exceptions import RayActorError, RayTaskError
-
-        try:
-            return ray.get(refs)
-        except (RayActorError, RayTaskError) as e:
-            cause = getattr(e, "cause", None) or e
-            if isinstance(cause, DaggerError):
-                raise cause from None
-            line = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
-            who = f"rollout worker {worker}" if worker is not None else "a rollout worker"
-            saved = f"; last checkpoint: iteration {self._last_saved}" if self._last_saved else ""
-            raise DaggerError(f"{who} failed while {what}: {line}{saved}") from None
-
-    # EVALUATION ON WORKER 0 (latest weights)
-    def evaluate(self, policy) -> dict[str, Any]:
-        if policy is None:
-            return self._get(self._workers[0].evaluate.remote(None, None), "evaluating the expert", 0)
-        return self._get(self._workers[0].evaluate.remote(self.iteration, self._weights_ref), "evaluating", 0)
+        saved = f"; last checkpoint: iteration {self._last_saved}" if self._last_saved else ""
+        return ray_get(refs, what, worker, saved)
 
     # MAIN LOOP
     def run(self, started_at: float | None = None) -> dict[str, Any]:
-        import ray
-
-        wall_start = self._wall_start = started_at if started_at is not None else time.perf_counter()
-        own = self._start_ray()
+        self._wall_start = started_at if started_at is not None else time.perf_counter()
+        metrics = MetricsLogger(self.run_dir, resume_step=self._resumed_from, tensorboard=self.tensorboard)
         try:
-            self._spawn_workers()
+            self.workers.wait_ready()
             self._publish()
-            metrics = MetricsLogger(self.run_dir, resume_step=self._resumed_from, tensorboard=self.tensorboard)
-            try:
-                if self._resumed_from is None:
-                    self._initial_evaluations(metrics)
-                self._loop(metrics)
-                if self.iteration > 0 and self._last_saved != self.iteration:
-                    self.save()
-            finally:
-                metrics.close()
+            if self._resumed_from is None:
+                metrics.add_text("config", "```\n" + self.cfg.to_yaml() + "\n```")
+            self._loop(metrics)
+            self._finish_evaluations(metrics)
+            if self.iteration > 0 and (self._last_saved, self._saved_evals) != (self.iteration, len(self.results.evals)):
+                self.save()  # again if evaluations came in after this iteration's checkpoint
         finally:
-            for w in self._workers:
-                ray.kill(w)
-            if own:
-                ray.shutdown()
-        summary = self.summary(wall_time_s=time.perf_counter() - wall_start)
+            metrics.close()
+        summary = self.summary(wall_time_s=time.perf_counter() - self._wall_start)
         if self.iteration >= self.cfg.runner.max_epochs:
             from dagger_cli.core import checkpoint
 
             checkpoint.write_json(self.run_dir / "summary.json", summary)
         return summary
 
+    def _loop(self, metrics: MetricsLogger) -> None:
+        """The learner trains in a thread, so that this one keeps handing out tasks the moment workers are free;
+        collections that arrive meanwhile enter the buffer once the iteration is done."""
+        import ray
+
+        cfg = self.cfg
+        n = len(self.workers.actors)
+        self._collects = [self.iteration] * n
+        self._delivered = [self.iteration - 1] * n  # a resumed buffer holds the previous weights' data
+        self._dispatch()  # collections first
+        if self._resumed_from is None:
+            self._queue_initial_evaluations()
+            self._dispatch()
+        start = time.perf_counter()  # of the current learner iteration, waiting included
+        training = None
+        with ThreadPoolExecutor(1, thread_name_prefix="learner") as learner:
+            while training is not None or (self.iteration < cfg.runner.max_epochs and not self.stop_requested):
+                # RECEIVE: whatever the workers have finished; free workers get their next task
+                if self._inflight:
+                    self._receive(ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=0)[0])
+                if training is None:
+                    self._absorb()
+                self._flush(metrics)
+                if training is not None:
+                    if not training.done():
+                        if self._inflight:
+                            ray.wait(list(self._inflight), num_returns=1, timeout=0.05)
+                        else:
+                            wait([training], timeout=0.05)
+                        continue
+                    self._iteration_done(training.result(), start, metrics)
+                    training, start = None, time.perf_counter()
+                    continue
+                if not self._may_train():
+                    if not self._inflight:
+                        raise ConfigError(
+                            "algorithm.replay_buffer.min_buffer_size is never reached: with "
+                            f"algorithm.dagger.max_policy_lag {cfg.algorithm.dagger.max_policy_lag} the workers "
+                            f"collect {cfg.algorithm.dagger.max_policy_lag + 1} times each before the first learner "
+                            "iteration"
+                        )
+                    self.hooks.phase("waiting for trajectories")
+                    ray.wait(list(self._inflight), num_returns=1)
+                    continue
+                # LEARNER: one iteration in the thread
+                self.hooks.phase("training")
+                training = learner.submit(self._train, self.workers.learner_threads())
+
+    def _train(self, threads: int) -> dict[str, float]:
+        t = time.perf_counter()
+        with torch_threads(threads):
+            row = self.learner.train(self.buffer, self.cfg.actor.update_epoch)
+        row["time/train_s"] = time.perf_counter() - t
+        row["time/learner_updates_per_s"] = self.cfg.actor.update_epoch / max(row["time/train_s"], 1e-9)
+        return row
+
+    def _iteration_done(self, row: dict[str, float], start: float, metrics: MetricsLogger) -> None:
+        """Publishes the new weights, queues their evaluation, and checkpoints."""
+        cfg = self.cfg
+        self.iteration += 1
+        self._publish()
+        # EVAL: student only, these weights, in the workers' spare time
+        evals = [self._evaluation("student", self.iteration, self._weights_ref)] if self._eval_due() else []
+        self._rows.append(_Row(self.iteration, row, evals))
+        self._dispatch()
+        elapsed = time.perf_counter() - start
+        self.results.train_time_s += elapsed
+        row.update(self._stats.row())
+        row.update({
+            "train/dagger/beta": self.beta(self.iteration - 1),
+            "train/replay_buffer/num_trajectories": self.buffer.num_trajectories,
+            "train/replay_buffer/total_samples": self.buffer.total_samples,
+            "train/replay_buffer/cache_size": self.buffer.size,
+            "train/async/blocked_workers": sum(not self._may_collect(w) for w in range(len(self._collects))),
+            "time/iteration_s": elapsed,
+            "time/env_steps": self.results.env_steps,
+        })
+        self._stats = _WindowStats()
+        last = self.iteration >= cfg.runner.max_epochs or self.stop_requested
+        if not last and cfg.runner.save_interval > 0 and self.iteration % cfg.runner.save_interval == 0:
+            self.save()  # the last one waits for the last evaluation, so that its results hold it
+
+    def _finish_evaluations(self, metrics: MetricsLogger) -> None:
+        """After the last iteration: the outstanding evaluations (collections still running are received too)."""
+        import ray
+
+        while any(not ev.done for row in self._rows for ev in row.evals):
+            self.hooks.phase("evaluating the student")
+            self._dispatch()
+            self._receive(ray.wait(list(self._inflight), num_returns=1)[0])
+        self._absorb()
+        self._flush(metrics)
+
+    # SCHEDULING
+    def _may_collect(self, w: int) -> bool:
+        """Worker w may start another collection: the run goes on and it stays within max_policy_lag."""
+        if self.iteration >= self.cfg.runner.max_epochs or self.stop_requested:
+            return False
+        return self._collects[w] <= self.iteration + self.cfg.algorithm.dagger.max_policy_lag
+
+    def _may_train(self) -> bool:
+        """Enough data, every worker has delivered data of weights >= iteration - lag, and nothing older than
+        iteration + 1 - lag is still being collected (it would arrive more than lag versions old)."""
+        lag = self.cfg.algorithm.dagger.max_policy_lag
+        if self.buffer.size < self.cfg.algorithm.replay_buffer.min_buffer_size:
+            return False
+        if min(self._delivered) < self.iteration - lag:
+            return False
+        return all(task[2] >= self.iteration + 1 - lag for task in self._inflight.values() if task[1] == "collect")
+
+    def _dispatch(self) -> None:
+        """Gives every free worker its next task: a collection if allowed, else the oldest evaluation's next chunk.
+        An evaluation of weights the learner has already replaced goes first: evaluations use the time the learner
+        trains, and fall at most one iteration behind."""
+        actors = self.workers.actors
+        for w in sorted(self._idle):
+            pending = [ev for row in self._rows for ev in row.evals if ev.chunks]
+            late = pending and (pending[0].version or 0) < self.iteration
+            if not late and self._may_collect(w):
+                index = self.results.collections  # unique per collection: seeds its episodes and coins
+                self.results.collections += 1
+                self._collects[w] += 1
+                ref = actors[w].collect.remote(self.iteration, self._weights_ref, self.beta(self.iteration), index)
+                self._inflight[ref] = (w, "collect", self.iteration)
+            else:
+                if not pending:
+                    continue
+                ev = pending[0]
+                ev.started = ev.started or time.perf_counter()
+                ev.outstanding += 1
+                self._inflight[actors[w].evaluate.remote(ev.version, ev.weights, ev.chunks.popleft())] = (w, "eval", ev)
+            self._idle.discard(w)
+
+    def _receive(self, refs: list) -> None:
+        """Takes finished tasks back (collections wait in `_arrived` for `_absorb`) and re-dispatches."""
+        for ref in refs:
+            w, kind, payload = self._inflight.pop(ref)
+            self._idle.add(w)
+            if kind == "eval":
+                payload.parts.append(self._get(ref, f"evaluating the {payload.what}", w))
+                payload.outstanding -= 1
+                if payload.done:
+                    payload.finished = time.perf_counter()
+            else:
+                self._arrived.append((w, payload, self._get(ref, "collecting", w)))
+        self._stats.queue.append(len(self._arrived))
+        self._dispatch()
+
+    def _absorb(self) -> None:
+        """Arrived collections into the replay buffer (never while the learner samples from it)."""
+        for w, version, result in self._arrived:
+            for trajectory in result["trajectories"]:
+                self.buffer.add(trajectory)
+            self.results.env_steps += result["env_steps"]
+            self._delivered[w] = max(self._delivered[w], version)
+            self._stats.add(result, self.iteration)
+        self._arrived = []
+
     def _publish(self) -> None:
         import ray
 
         self._weights_ref = ray.put(self.student.state_dict())
 
-    def _loop(self, metrics: MetricsLogger) -> None:
-        import ray
+    # EVALUATION: episodes shared out over the workers in chunks
+    def _evaluation(self, what: str, version: int | None, weights) -> _Evaluation:
+        seeds = self.cfg.env.eval.seeds
+        chunks = deque(seeds[i : i + self._chunk] for i in range(0, len(seeds), self._chunk))
+        return _Evaluation(what, version, weights, chunks)
 
-        cfg, n = self.cfg, self.cfg.cluster.num_rollout_workers
-        lag_bound, min_size = cfg.algorithm.dagger.max_policy_lag, cfg.algorithm.replay_buffer.min_buffer_size
-        collects = [self.iteration] * n  # collections each worker has started, counted like learner iterations
-        arrived = self.iteration * n  # collections the learner has received, all workers together
-        pending: dict = {}
-        blocked: set[int] = set()
-        stats = _WindowStats()
+    def _queue_initial_evaluations(self) -> None:
+        """The initial student and the expert, as row 0."""
+        r, evals = self.cfg.runner, []
+        if r.eval_student_init and self.results.student_init is None:
+            evals.append(self._evaluation("initial student", self.iteration, self._weights_ref))
+        if r.eval_expert and self.results.expert is None:
+            evals.append(self._evaluation("expert", None, None))
+        if evals:
+            self._rows.append(_Row(0, {}, evals))
 
-        def launch(w: int) -> None:
-            if collects[w] >= self.iteration + lag_bound:
-                blocked.add(w)
-                return
-            index = self.results.collections  # unique per collection: seeds its episodes and coins
-            self.results.collections += 1
-            ref = self._workers[w].collect.remote(self.iteration, self._weights_ref, self.beta(self.iteration), index)
-            pending[ref] = w
-            collects[w] += 1
-
-        for w in range(n):
-            launch(w)
-        start = time.perf_counter()  # of the current learner iteration, waiting included
-        while self.iteration < cfg.runner.max_epochs and not self.stop_requested:
-            # DRAIN: whatever the workers have finished
-            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0) if pending else ([], [])
-            needed = (self.iteration + 1 - lag_bound) * n
-            if not ready and (self.buffer.size < min_size or arrived < needed):
-                if not pending:
-                    raise ConfigError(
-                        "algorithm.replay_buffer.min_buffer_size is never reached: the workers stop "
-                        f"{lag_bound} collections ahead of the learner (algorithm.dagger.max_policy_lag)"
-                    )
-                self.hooks.phase("waiting for trajectories")
-                ready, _ = ray.wait(list(pending), num_returns=1)
-            stats.queue.append(len(ready))
-            for ref in ready:
-                w = pending.pop(ref)
-                result = self._get(ref, "collecting", w)
-                for trajectory in result["trajectories"]:
-                    self.buffer.add(trajectory)
-                self.results.env_steps += result["env_steps"]
-                arrived += 1
-                stats.add(result, self.iteration)
-                launch(w)
-            if self.buffer.size < min_size or arrived < needed or cfg.actor.update_epoch == 0:
+    def _flush(self, metrics: MetricsLogger) -> None:
+        """Logs the rows whose evaluations are all in, in iteration order."""
+        while self._rows and all(ev.done for ev in self._rows[0].evals):
+            row = self._rows.popleft()
+            for ev in row.evals:
+                result = EvalResult.merge(ev.parts, seconds=ev.finished - ev.started).summary()
+                if ev.what == "student":
+                    self.results.evals.append({"iteration": row.iteration, **result})
+                else:
+                    setattr(self.results, "expert" if ev.what == "expert" else "student_init", result)
+                    self.hooks.evaluated(ev.what, result)
+                row.metrics.update(_eval_row("eval_expert" if ev.what == "expert" else "eval", result))
+            if row.iteration == 0:
+                metrics.log(0, row.metrics)
                 continue
-            # LEARNER: one iteration, then publish
-            self.hooks.phase("training")
-            t = time.perf_counter()
-            row = self.learner.train(self.buffer, cfg.actor.update_epoch)
-            row["time/train_s"] = time.perf_counter() - t
-            row["time/learner_updates_per_s"] = cfg.actor.update_epoch / max(row["time/train_s"], 1e-9)
-            self.iteration += 1
-            self._publish()
-            for w in sorted(blocked):
-                blocked.discard(w)
-                launch(w)
-            # EVAL: student only, with the weights just published
-            self._evaluate_if_due(row)
-            elapsed = time.perf_counter() - start
-            self.results.train_time_s += elapsed
-            row.update(stats.row())
-            row.update({
-                "train/dagger/beta": self.beta(self.iteration - 1),
-                "train/replay_buffer/num_trajectories": self.buffer.num_trajectories,
-                "train/replay_buffer/total_samples": self.buffer.total_samples,
-                "train/replay_buffer/cache_size": self.buffer.size,
-                "train/async/blocked_workers": len(blocked),
-                "time/iteration_s": elapsed,
-                "time/elapsed_s": time.perf_counter() - self._wall_start,
-                "time/env_steps": self.results.env_steps,
-            })
-            stats = _WindowStats()
-            start = time.perf_counter()
-            metrics.log(self.iteration, row)
-            if cfg.runner.save_interval > 0 and self.iteration % cfg.runner.save_interval == 0:
-                self.save()
-            self.hooks.iteration_done(self.iteration, cfg.runner.max_epochs, row)
-        for ref in pending:
-            ray.cancel(ref)
+            row.metrics["time/elapsed_s"] = time.perf_counter() - self._wall_start
+            metrics.log(row.iteration, row.metrics)
+            self.hooks.iteration_done(row.iteration, self.cfg.runner.max_epochs, row.metrics)
 
 
 class _WindowStats:
@@ -299,6 +473,7 @@ class _WindowStats:
             "env/num_trajectories": len(self.success_once),
             "train/dagger/expert_action_frac": mean(self.expert_frac),
             "train/async/policy_lag": mean(self.lags),
+            "train/async/policy_lag_max": float(max(self.lags)) if self.lags else float("nan"),
             "train/async/queue_size": float(max(self.queue)) if self.queue else 0.0,
             "time/rollout_env_steps": self.env_steps,
             "time/rollout_env_steps_per_s": self.env_steps / self.env_seconds if self.env_seconds else float("nan"),

@@ -70,7 +70,7 @@ def save_checkpoint(
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".iter_*.tmp-*"):
+    for stale in [*root.glob(".iter_*.tmp-*"), *root.glob(".iter_*.old-*")]:
         shutil.rmtree(stale, ignore_errors=True)
     final = checkpoint_dir(root, iteration)
     tmp = root / f".{final.name}.tmp-{os.getpid()}"
@@ -83,10 +83,12 @@ def save_checkpoint(
     for file in tmp.iterdir():
         with open(file, "rb") as f:
             os.fsync(f.fileno())
-    if final.exists():
-        shutil.rmtree(final)
+    replaced = root / f".{final.name}.old-{os.getpid()}"
+    if final.exists():  # saved again (same iteration, newer results): the old copy goes only once the new one is in
+        os.replace(final, replaced)
     os.replace(tmp, final)
     _fsync_dir(root)
+    shutil.rmtree(replaced, ignore_errors=True)
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -37,8 +37,8 @@ class DaggerConfig:
     """keep only steps the expert executed (HG-DAgger style); False labels every visited state (classic DAgger)"""
     mixing: Literal["env", "batch"] = "env"
     """one expert/student coin per env per step (`env`), or one per step for all envs (`batch`, RLinf's behaviour)"""
-    max_policy_lag: int = 2
-    """async: a rollout worker pauses once it has run this many collections ahead of the learner's iterations"""
+    max_policy_lag: int = 1
+    """async: most learner iterations by which trained-on data may trail the learner (0: as fresh as sync mode)"""
 
 
 @dataclass
@@ -64,6 +64,10 @@ class EvalConfig:
     """student-only evaluation episodes, each run to max_episode_steps"""
     reset_seed_base: int = 0
     """evaluation episode i resets with seed reset_seed_base + i (the same initial states in every run)"""
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.reset_seed_base + i for i in range(self.num_episodes)]
 
 
 @dataclass
@@ -186,6 +190,8 @@ class ClusterConfig:
     """async: CPUs Ray reserves per rollout worker"""
     rollout_worker_gpus: float = 0.0
     """async: GPUs Ray reserves per rollout worker (fractions share a GPU)"""
+    learner_threads: int = 0
+    """async: torch CPU threads of the learner (in the driver); 0 = the CPUs an embedded Ray leaves to it"""
     ray_address: str | None = None
     """async: an existing Ray cluster to join (else RAY_ADDRESS, else an embedded local instance)"""
 
@@ -395,10 +401,11 @@ def validate(cfg: Config) -> Config:
     ]:
         _check(value >= 0, key, f"must not be negative, got {value}")
     _check(r.save_interval == -1 or r.save_interval > 0, "runner.save_interval", "must be positive or -1")
-    _check(d.max_policy_lag > 0, "algorithm.dagger.max_policy_lag", f"must be positive, got {d.max_policy_lag}")
+    _check(d.max_policy_lag >= 0, "algorithm.dagger.max_policy_lag", f"must not be negative, got {d.max_policy_lag}")
     c = cfg.cluster
     _check(c.num_rollout_workers > 0, "cluster.num_rollout_workers", "must be positive")
     _check(c.rollout_worker_cpus >= 0 and c.rollout_worker_gpus >= 0, "cluster.rollout_worker_cpus", "must not be negative")
+    _check(c.learner_threads >= 0, "cluster.learner_threads", f"must not be negative, got {c.learner_threads}")
     _check(a.optim.lr > 0, "actor.optim.lr", f"must be positive, got {a.optim.lr}")
     _check(0 <= a.optim.min_lr <= a.optim.lr, "actor.optim.min_lr", "must be in [0, actor.optim.lr]")
     _check(a.optim.weight_decay >= 0, "actor.optim.weight_decay", "must not be negative")

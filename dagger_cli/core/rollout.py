@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -206,6 +207,15 @@ class EvalResult:
     episodes: EpisodeStats
     seconds: float
 
+    @classmethod
+    def merge(cls, parts: list["EvalResult"], seconds: float) -> "EvalResult":
+        """One result from parts evaluated apart, which took `seconds` of wall time together."""
+        episodes = EpisodeStats()
+        for part in parts:
+            for name in ("success_once", "success_at_end", "length"):
+                getattr(episodes, name).extend(getattr(part.episodes, name))
+        return cls(episodes, seconds)
+
     def summary(self) -> dict[str, float]:
         from dagger_cli.core.stats import wilson_interval
 
@@ -222,13 +232,13 @@ class EvalResult:
         }
 
 
-def evaluate(env: VecEnv, policy: Policy, num_episodes: int, reset_seed_base: int, max_episode_steps: int) -> EvalResult:
-    """Runs `policy` alone for `num_episodes` full-length episodes on fixed seeds (no early termination)."""
+def evaluate(env: VecEnv, policy: Policy, seeds: Sequence[int], max_episode_steps: int) -> EvalResult:
+    """Runs `policy` alone for one full-length episode per reset seed (no early termination)."""
     start = time.perf_counter()
     n, chunks = env.num_envs, env.num_action_chunks
     episodes = EpisodeStats()
-    seeds = [reset_seed_base + i for i in range(num_episodes)]
-    for first in range(0, num_episodes, n):
+    seeds = list(seeds)
+    for first in range(0, len(seeds), n):
         batch = seeds[first : first + n]
         active = len(batch)
         batch = batch + [batch[-1]] * (n - active)  # pad the last round; padded envs are not counted

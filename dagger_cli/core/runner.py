@@ -22,11 +22,11 @@ from dagger_cli.core.rollout import Rollout, evaluate
 
 
 @contextmanager
-def single_threaded_torch():
-    """One torch thread while env workers run: batch-of-a-few inference gains nothing from more, and idle
-    OpenMP threads spinning on the other cores slow the simulator down."""
+def torch_threads(n: int = 1):
+    """`n` torch threads inside the block. One while env workers run: batch-of-a-few inference gains nothing from
+    more, and idle OpenMP threads spinning on the other cores slow the simulator down."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
@@ -106,6 +106,7 @@ class SyncRunner:
         """set (e.g. by a Ctrl-C handler) to stop cleanly after the current iteration"""
         self._resumed_from: int | None = None
         self._last_saved: int | None = None
+        self._saved_evals = 0
         self._wall_start = time.perf_counter()
 
     @property
@@ -115,8 +116,8 @@ class SyncRunner:
     # EVALUATION
     def evaluate(self, policy: Policy) -> dict[str, Any]:
         e = self.cfg.env
-        with single_threaded_torch():
-            result = evaluate(self.env, policy, e.eval.num_episodes, e.eval.reset_seed_base, e.max_episode_steps)
+        with torch_threads():
+            result = evaluate(self.env, policy, e.eval.seeds, e.max_episode_steps)
         return result.summary()
 
     # CHECKPOINT
@@ -134,6 +135,7 @@ class SyncRunner:
             "results": self.results.__dict__,
         }
         self._last_saved = self.iteration
+        self._saved_evals = len(self.results.evals)
         return checkpoint.save_checkpoint(
             self.checkpoint_root,
             self.iteration,
@@ -199,7 +201,7 @@ class SyncRunner:
 
         # ROLLOUT: beta-mixed actions, expert labels
         self.hooks.phase(f"collecting (beta {beta:.3f})")
-        with single_threaded_torch():
+        with torch_threads():
             result = self.rollout.collect(
                 cfg.env.max_steps_per_rollout_epoch, beta, iteration=k, seed=cfg.seed, policy_version=k
             )
@@ -250,10 +252,14 @@ class SyncRunner:
             self.save()
         self.hooks.iteration_done(self.iteration, cfg.runner.max_epochs, row)
 
-    def _evaluate_if_due(self, row: dict[str, float]) -> None:
-        """Student-only evaluation every runner.val_check_interval iterations and after the last; adds eval/*."""
+    def _eval_due(self) -> bool:
+        """Student-only evaluation is due every runner.val_check_interval iterations and after the last."""
         interval, last = self.cfg.runner.val_check_interval, self.cfg.runner.max_epochs
-        if self.iteration == last or (interval > 0 and self.iteration % interval == 0):
+        return self.iteration == last or (interval > 0 and self.iteration % interval == 0)
+
+    def _evaluate_if_due(self, row: dict[str, float]) -> None:
+        """Adds eval/* to `row` when an evaluation is due."""
+        if self._eval_due():
             self.hooks.phase("evaluating the student")
             ev = self.evaluate(self.student)
             self.results.evals.append({"iteration": self.iteration, **ev})

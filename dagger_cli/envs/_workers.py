@@ -17,15 +17,19 @@ def start_forkserver(preload: str) -> None:
     forkserver.ensure_running()
 
 
-def start_workers(make_fns: list, preload: str, what: str):
-    """One worker per env; episodes are the engine's business, so gymnasium's auto-reset is off."""
+def start_workers(make_fns: list, preload: str, what: str, in_process: bool = False):
+    """One worker per env, or (`in_process`) the envs stepped in this process; episodes are the engine's business,
+    so gymnasium's auto-reset is off."""
     import gymnasium as gym
 
-    start_forkserver(preload)
+    disabled = gym.vector.AutoresetMode.DISABLED
     try:
-        return gym.vector.AsyncVectorEnv(
-            make_fns, context="forkserver", autoreset_mode=gym.vector.AutoresetMode.DISABLED
-        )
+        if in_process:
+            return gym.vector.SyncVectorEnv(make_fns, autoreset_mode=disabled)
+        start_forkserver(preload)
+        return gym.vector.AsyncVectorEnv(make_fns, context="forkserver", autoreset_mode=disabled)
+    except EnvUnavailableError:
+        raise
     except Exception as e:  # a worker that cannot build its env
         raise EnvUnavailableError(f"{what}: cannot start the env workers: {e}") from None
 

@@ -1,4 +1,5 @@
-"""ManiSkill 3 adapter: CPU physics in gymnasium AsyncVectorEnv workers, or ManiSkill's batched GPU simulation.
+"""ManiSkill 3 adapter: CPU physics in gymnasium AsyncVectorEnv workers (one env: in this process), or ManiSkill's
+batched GPU simulation.
 
 Works without Vulkan: rendering is off (`render_backend="none"`) and, where no render device exists, SAPIEN's
 `RenderMaterial` (which ManiSkill builds eagerly for cubes and spheres) is replaced by an inert stand-in before the
@@ -79,7 +80,7 @@ def _make_cpu_env(task: str, obs_mode: str, control_mode: str, max_episode_steps
         num_envs=1,
         max_episode_steps=max_episode_steps,
     )
-    return CPUGymWrapper(env)
+    return CPUGymWrapper(env, ignore_terminations=True)  # episodes end where the engine says
 
 
 def _cuda_available() -> bool:
@@ -95,7 +96,8 @@ class ManiSkillVecEnv(WorkerEnvMixin):
         self.num_envs = cfg.num_envs
         self.num_action_chunks = num_action_chunks
         self._fixes = _RESET_OBS_FIXES.get(cfg.task, ())
-        if cfg.sim_backend != "gpu":
+        self._in_process = cfg.num_envs == 1  # a worker process would only add a pipe round trip per step
+        if cfg.sim_backend != "gpu" and not self._in_process:
             start_forkserver(_PRELOAD)  # imports ManiSkill there while this process imports it too
         gym = import_maniskill()
         if cfg.task not in gym.registry:
@@ -116,7 +118,7 @@ class ManiSkillVecEnv(WorkerEnvMixin):
 
     def _make_cpu(self, gym, cfg: EnvConfig):
         make = partial(_make_cpu_env, cfg.task, cfg.obs_mode, cfg.control_mode, cfg.max_episode_steps)
-        env = start_workers([make] * cfg.num_envs, _PRELOAD, f"ManiSkill {cfg.task}")
+        env = start_workers([make] * cfg.num_envs, _PRELOAD, f"ManiSkill {cfg.task}", in_process=self._in_process)
         self._action_bounds = (env.single_action_space.low, env.single_action_space.high)
         self.obs_shape = tuple(env.single_observation_space.shape)
         return env

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,6 +145,19 @@ def checkpoint_dir(tmp_path_factory, tokenizer_path):
     from dagger_cli.policies.pi0.testing import make_tiny_checkpoint
 
     return make_tiny_checkpoint(tmp_path_factory.mktemp("pi0"))
+
+
+@pytest.fixture(scope="session")
+def robotwin_checkpoint_dir(tmp_path_factory, tokenizer_path):
+    """A tiny random π₀ with RoboTwin's 14-D norm stats under physical-intelligence/robotwin."""
+    from dagger_cli.policies.pi0.testing import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("pi0-robotwin"), asset="physical-intelligence/robotwin",
+                                state_dim=14, action_dim=14)
+
+
+FAKE_ROBOTWIN = Path(__file__).resolve().parent / "fake_robotwin"
+"""A stand-in RoboTwin runtime with the real VectorEnv contract: point ROBOTWIN_PATH at it."""
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -108,6 +109,34 @@ def ray_get(refs, what: str, worker: int | None = None, note: str = ""):
         raise DaggerError(f"{who} failed while {what}: {line}{note}") from None
 
 
+FORWARDED_ENV = ("ROBOTWIN_PATH", "ROBOTWIN_ASSETS_ROOT", "ASSETS_PATH", "ROBOT_PLATFORM", "MUJOCO_GL",
+                 "PYOPENGL_PLATFORM", "DAGGER_HOME", "HF_HOME", "HF_HUB_OFFLINE")
+"""variables the rollout workers' simulators and model loaders read, passed to the workers of a joined cluster"""
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """A HOST:PORT nobody listens on is one error line (ray.init would retry for minutes)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # "auto", ray:// client addresses: Ray resolves those itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise DaggerError(f"cannot join the Ray cluster at {address}: nothing answers there ({e.strerror or e}); "
+                          "start it with `ray start --head` or fix cluster.ray_address / --ray-address / RAY_ADDRESS") from None
+
+
+def _token_auth_for_joining() -> None:
+    """Ray >= 2.59 clusters want an auth token, and a driver sends its token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
+    ~/.ray/auth_token) only in token mode, decided when Ray is imported; clusters without auth accept it too."""
+    token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if "RAY_AUTH_MODE" not in os.environ and (token or (Path.home() / ".ray" / "auth_token").is_file()):
+        if "ray" not in sys.modules:
+            os.environ["RAY_AUTH_MODE"] = "token"
+
+
 class RolloutWorkerGroup:
     """Ray (an embedded local instance, or the cluster at cluster.ray_address / RAY_ADDRESS) and one actor per
     rollout worker. `start` returns at once; the actors build their envs and models while this process goes on."""
@@ -118,15 +147,17 @@ class RolloutWorkerGroup:
         self._own_ray = False
 
     def start(self) -> "RolloutWorkerGroup":
+        address = self.cfg.cluster.ray_address or os.environ.get("RAY_ADDRESS")
+        if address:
+            _token_auth_for_joining()  # read when Ray is imported
         try:
             import ray
         except ImportError:
             raise DaggerError("dagger train --async needs Ray: pip install 'dagger-cli[ray]'") from None
 
         if not ray.is_initialized():
-            address = self.cfg.cluster.ray_address or os.environ.get("RAY_ADDRESS")
             if address:
-                ray.init(address=address, namespace="dagger", log_to_driver=False)
+                self._join(ray, address)
             else:
                 ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, namespace="dagger",
                          object_store_memory=256 * 1024**2)
@@ -136,6 +167,21 @@ class RolloutWorkerGroup:
         wcfg = worker_config(self.cfg)
         self.actors = [actor.remote(wcfg, i, self.build) for i in range(c.num_rollout_workers)]
         return self
+
+    @staticmethod
+    def _join(ray, address: str) -> None:
+        """Connects to a running cluster, passing on the variables its workers need (they would not see them)."""
+        _check_reachable(address)
+        forwarded = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        try:
+            ray.init(address=address, namespace="dagger", log_to_driver=False,
+                     runtime_env={"env_vars": forwarded} if forwarded else None)
+        except (ConnectionError, RuntimeError) as e:
+            line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DaggerError(
+                f"cannot join the Ray cluster at {address} ({line}); check the address (cluster.ray_address, "
+                "--ray-address, RAY_ADDRESS) and that RAY_AUTH_TOKEN or ~/.ray/auth_token matches the cluster's"
+            ) from None
 
     def wait_ready(self) -> None:
         """Blocks until every worker has built its env and models; a worker that cannot is one error line."""

@@ -71,8 +71,22 @@ class EvalConfig:
 
 
 @dataclass
+class RoboTwinConfig:
+    embodiment: str = "aloha-agilex"
+    """robot under assets/embodiments/ (RLinf's adjust_bottle: aloha-agilex, dual arm, 14-D)"""
+    planner_backend: Literal["mplib", "curobo"] = "mplib"
+    """motion planner that time-parametrises every action chunk (RoboTwin's own default would be curobo)"""
+    task_config: str = "demo_clean"
+    """RoboTwin task config the scene follows (demo_clean: no domain randomisation)"""
+    train_seeds_path: str | None = None
+    """JSON of training "success seeds" in RLinf's format ({task: {success_seeds: [...]}}); null = bundled"""
+    eval_seeds_path: str | None = None
+    """JSON of evaluation seeds, same format; null = bundled"""
+
+
+@dataclass
 class EnvConfig:
-    type: Literal["maniskill", "libero"] = "maniskill"
+    type: Literal["maniskill", "libero", "robotwin"] = "maniskill"
     """simulator adapter"""
     task: str = "PickCube-v1"
     """task id inside the simulator"""
@@ -94,6 +108,10 @@ class EnvConfig:
     """LIBERO: camera render size (the policy resizes to its own)"""
     settle_steps: int = 15
     """LIBERO: steps of no motion with the gripper open after each reset"""
+    assets_path: str | None = None
+    """RoboTwin: folder holding assets/ (sets ROBOTWIN_ASSETS_ROOT and ASSETS_PATH for the runtime)"""
+    robotwin: RoboTwinConfig = field(default_factory=RoboTwinConfig)
+    """RoboTwin: embodiment, planner, seeds"""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """evaluation protocol"""
 

@@ -16,6 +16,10 @@ def make_vec_env(cfg: EnvConfig, num_action_chunks: int = 1) -> VecEnv:
         from dagger_cli.envs.libero import LiberoVecEnv
 
         return LiberoVecEnv(cfg, num_action_chunks)
+    if cfg.type == "robotwin":
+        from dagger_cli.envs.robotwin import RoboTwinVecEnv
+
+        return RoboTwinVecEnv(cfg, num_action_chunks)
     raise ValueError(f"unknown env type {cfg.type!r}")
 
 

@@ -1,0 +1,1 @@
+"""A stand-in for RoboTwin's runtime package, for tests only (put its parent on ROBOTWIN_PATH)."""

@@ -127,3 +127,35 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     (ckpt / "state.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="state.json"):
         make_runner(tmp_path).restore(ckpt)
+
+
+class NoisyPolicy:
+    """Samples like π₀: torch's global generator decides the action; remembers what it did."""
+
+    action_shape = (1, 1)
+
+    def __init__(self):
+        self.actions = []
+
+    def act(self, obs):
+        self.actions.append(torch.randn(len(obs), 1, 1).numpy())
+        return self.actions[-1]
+
+
+def test_evaluation_of_a_sampling_policy_repeats_and_leaves_trainings_random_stream_alone():
+    from dagger_cli.core.runner import evaluate_policy
+
+    # GIVEN a policy whose actions come from torch's global generator, evaluated from two generator states
+    torch.manual_seed(1)
+    first, second, other = NoisyPolicy(), NoisyPolicy(), NoisyPolicy()
+    evaluate_policy(PointEnv(2), first, [5, 6, 7], 12)
+    after_first = torch.get_rng_state()
+    torch.manual_seed(2)
+    evaluate_policy(PointEnv(2), second, [5, 6, 7], 12)
+    # THEN it acted identically (its noise is seeded by the protocol), and the caller's stream did not move
+    assert np.array_equal(np.concatenate(first.actions), np.concatenate(second.actions))
+    torch.manual_seed(1)
+    assert torch.equal(after_first, torch.get_rng_state())
+    # AND a different protocol draws different noise
+    evaluate_policy(PointEnv(2), other, [8, 9, 10], 12)
+    assert not np.array_equal(np.concatenate(first.actions), np.concatenate(other.actions))

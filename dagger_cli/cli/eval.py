@@ -61,8 +61,7 @@ def _evaluate(out, ckpt, preset, episodes, seed, overrides) -> dict:
 
     import torch
 
-    from dagger_cli.core.rollout import evaluate as run_eval
-    from dagger_cli.core.runner import torch_threads
+    from dagger_cli.core.runner import evaluate_policy
     from dagger_cli.envs import make_vec_env
     from dagger_cli.policies import build_student, resolve_device
 
@@ -74,9 +73,7 @@ def _evaluate(out, ckpt, preset, episodes, seed, overrides) -> dict:
     try:
         runs.validate_env(cfg, env)
         e = cfg.env
-        with torch_threads():
-            result = run_eval(env, policy, e.eval.seeds, e.max_episode_steps)
-        result = result.summary()
+        result = evaluate_policy(env, policy, e.eval.seeds, e.max_episode_steps).summary()
     finally:
         env.close()
     return {"ckpt": str(source.weights), "preset": cfg.name, "reset_seed_base": cfg.env.eval.reset_seed_base, **result}

@@ -34,8 +34,8 @@ from dagger_cli.core.config import Config
 from dagger_cli.core.errors import ConfigError, DaggerError
 from dagger_cli.core.metrics import MetricsLogger
 from dagger_cli.core.protocols import TrainablePolicy
-from dagger_cli.core.rollout import EvalResult, Rollout, evaluate
-from dagger_cli.core.runner import RunnerHooks, SyncRunner, _eval_row, torch_threads
+from dagger_cli.core.rollout import EvalResult, Rollout
+from dagger_cli.core.runner import RunnerHooks, SyncRunner, _eval_row, evaluate_policy, torch_threads
 
 
 class RolloutWorker:
@@ -78,8 +78,7 @@ class RolloutWorker:
         if weights is not None:
             self._sync(version, weights)
             policy = self.student
-        with torch_threads():
-            return evaluate(self.env, policy, seeds, self.cfg.env.max_episode_steps)
+        return evaluate_policy(self.env, policy, seeds, self.cfg.env.max_episode_steps)
 
     def close(self) -> None:
         self.env.close()
@@ -132,9 +131,9 @@ def _token_auth_for_joining() -> None:
     """Ray >= 2.59 clusters want an auth token, and a driver sends its token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
     ~/.ray/auth_token) only in token mode, decided when Ray is imported; clusters without auth accept it too."""
     token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
-    if "RAY_AUTH_MODE" not in os.environ and (token or (Path.home() / ".ray" / "auth_token").is_file()):
-        if "ray" not in sys.modules:
-            os.environ["RAY_AUTH_MODE"] = "token"
+    found = token or (Path.home() / ".ray" / "auth_token").is_file()
+    if found and "RAY_AUTH_MODE" not in os.environ and "ray" not in sys.modules:
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 class RolloutWorkerGroup:
@@ -197,9 +196,12 @@ class RolloutWorkerGroup:
             return max(1, int((os.cpu_count() or 1) - c.num_rollout_workers * c.rollout_worker_cpus))
         return torch.get_num_threads()
 
-    def shutdown(self) -> None:
+    def shutdown(self, grace_s: float = 10.0) -> None:
+        """Lets each worker close its envs (simulator worker processes), then ends the actors and an embedded Ray."""
         import ray
 
+        if self.actors:
+            ray.wait([a.close.remote() for a in self.actors], num_returns=len(self.actors), timeout=grace_s)
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []

@@ -33,6 +33,15 @@ def torch_threads(n: int = 1):
         torch.set_num_threads(previous)
 
 
+def evaluate_policy(env: VecEnv, policy: Policy, seeds: list[int], max_episode_steps: int):
+    """`rollout.evaluate` on one torch thread, with sampling policies (π₀'s flow-matching noise comes from torch's
+    global generator) drawing from a generator seeded by the first reset seed: an evaluation repeats exactly, and
+    training's random stream is left as it was."""
+    with torch_threads(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seeds[0] if seeds else 0)
+        return evaluate(env, policy, seeds, max_episode_steps)
+
+
 def _eval_row(prefix: str, result: dict[str, Any]) -> dict[str, float]:
     """Metric names for an evaluation summary: `eval/success_once`, ...; durations go under `time/`."""
     row = {f"{prefix}/{k}": v for k, v in result.items() if k not in ("seconds", "success_once_ci95")}
@@ -116,9 +125,7 @@ class SyncRunner:
     # EVALUATION
     def evaluate(self, policy: Policy) -> dict[str, Any]:
         e = self.cfg.env
-        with torch_threads():
-            result = evaluate(self.env, policy, e.eval.seeds, e.max_episode_steps)
-        return result.summary()
+        return evaluate_policy(self.env, policy, e.eval.seeds, e.max_episode_steps).summary()
 
     # CHECKPOINT
     def save(self) -> Path:

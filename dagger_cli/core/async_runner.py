@@ -9,8 +9,10 @@
   older than k + 1 - L is outstanding. Data thus reaches the learner at most L versions old
   (`train/async/policy_lag`, mean and max). L = 0 trains every iteration on the previous weights' data, as sync mode
   does, with evaluation overlapped and the workers' envs stepping side by side.
-- Evaluation: the student with the weights of the iteration being evaluated (synced before it starts), its episodes
-  shared out over all workers. The learner does not wait for it: an iteration's metrics row is logged once its
+- Scheduling: each worker has one task at a time, handed out by this process while the learner trains in a thread:
+  a collection when the bound allows, else the next chunk of evaluation episodes. Evaluation uses the weights of
+  the iteration it reports, runs in the workers' spare time, and goes ahead of collections once the learner has
+  replaced those weights, so it falls at most one iteration behind. An iteration's metrics row is logged once its
   evaluation is in, rows stay in iteration order, and the run ends only after the last evaluation.
 - A crashed worker ends the run with one line naming it; the last checkpoint stays as it was.
 """

@@ -77,6 +77,7 @@ def _make_cpu_env(task: str, obs_mode: str, control_mode: str, max_episode_steps
         render_mode=None,
         sim_backend="physx_cpu",
         render_backend="none",
+        reward_mode="none",  # DAgger reads success only; PickCube's dense reward is ~8% of a step
         num_envs=1,
         max_episode_steps=max_episode_steps,
     )
@@ -132,6 +133,7 @@ class ManiSkillVecEnv(WorkerEnvMixin):
             control_mode=cfg.control_mode,
             render_mode=None,
             sim_backend="physx_cuda",
+            reward_mode="none",
             num_envs=cfg.num_envs,
             max_episode_steps=cfg.max_episode_steps,
         )

@@ -36,7 +36,7 @@ from dagger_cli.core.config import Config
 from dagger_cli.core.errors import ConfigError, DaggerError
 from dagger_cli.core.metrics import MetricsLogger
 from dagger_cli.core.protocols import TrainablePolicy
-from dagger_cli.core.rollout import EvalResult, Rollout
+from dagger_cli.core.rollout import EpisodeStats, EvalResult, Rollout
 from dagger_cli.core.runner import RunnerHooks, SyncRunner, _eval_row, evaluate_policy, torch_threads
 
 
@@ -492,9 +492,7 @@ class _WindowStats:
     """Rollout statistics between two learner iterations."""
 
     def __init__(self):
-        self.success_once: list[bool] = []
-        self.success_at_end: list[bool] = []
-        self.lengths: list[int] = []
+        self.episodes = EpisodeStats()
         self.lags: list[int] = []
         self.queue: list[int] = []
         self.expert_frac: list[float] = []
@@ -503,10 +501,7 @@ class _WindowStats:
         self.timings = {"env": 0.0, "student": 0.0, "expert": 0.0}
 
     def add(self, result: dict, learner_version: int) -> None:
-        ep = result["episodes"]
-        self.success_once += ep.success_once
-        self.success_at_end += ep.success_at_end
-        self.lengths += ep.length
+        self.episodes.extend(result["episodes"])
         self.lags.append(learner_version - result["version"])
         self.expert_frac.append(result["expert_action_frac"])
         self.env_steps += result["env_steps"]
@@ -517,10 +512,7 @@ class _WindowStats:
     def row(self) -> dict[str, float]:
         mean = lambda xs: float(np.mean(xs)) if xs else float("nan")  # noqa: E731
         return {
-            "env/success_once": mean(self.success_once),
-            "env/success_at_end": mean(self.success_at_end),
-            "env/episode_len": mean(self.lengths),
-            "env/num_trajectories": len(self.success_once),
+            **self.episodes.metrics(),
             "train/dagger/expert_action_frac": mean(self.expert_frac),
             "train/async/policy_lag": mean(self.lags),
             "train/async/policy_lag_max": float(max(self.lags)) if self.lags else float("nan"),

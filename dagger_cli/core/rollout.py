@@ -42,9 +42,22 @@ class EpisodeStats:
         self.success_at_end.append(bool(success_at_end))
         self.length.append(int(length))
 
+    def extend(self, other: "EpisodeStats") -> None:
+        for name in ("success_once", "success_at_end", "length"):
+            getattr(self, name).extend(getattr(other, name))
+
     @property
     def count(self) -> int:
         return len(self.success_once)
+
+    def metrics(self) -> dict[str, float]:
+        """The training episodes' `env/*` metrics."""
+        return {
+            "env/success_once": self.rate("success_once"),
+            "env/success_at_end": self.rate("success_at_end"),
+            "env/episode_len": float(np.mean(self.length)) if self.count else float("nan"),
+            "env/num_trajectories": self.count,
+        }
 
     def rate(self, name: str) -> float:
         values = getattr(self, name)
@@ -212,8 +225,7 @@ class EvalResult:
         """One result from parts evaluated apart, which took `seconds` of wall time together."""
         episodes = EpisodeStats()
         for part in parts:
-            for name in ("success_once", "success_at_end", "length"):
-                getattr(episodes, name).extend(getattr(part.episodes, name))
+            episodes.extend(part.episodes)
         return cls(episodes, seconds)
 
     def summary(self) -> dict[str, float]:

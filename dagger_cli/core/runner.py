@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from dagger_cli.core import checkpoint
@@ -233,10 +232,7 @@ class SyncRunner:
         ep = result.episodes
         row.update(
             {
-                "env/success_once": ep.rate("success_once"),
-                "env/success_at_end": ep.rate("success_at_end"),
-                "env/episode_len": float(np.mean(ep.length)) if ep.count else float("nan"),
-                "env/num_trajectories": ep.count,
+                **ep.metrics(),
                 "train/dagger/beta": beta,
                 "train/dagger/expert_action_frac": result.expert_action_frac,
                 "train/replay_buffer/num_trajectories": self.buffer.num_trajectories,

@@ -124,10 +124,6 @@ def _renderer(cfg, state) -> str:
 
 def _libero_renderer() -> str:
     """Renders one frame offscreen in a subprocess (a broken driver can hang or crash the process)."""
-    import os
-    import subprocess
-    import sys
-
     from dagger_cli.envs.libero import choose_renderer
 
     backend = choose_renderer()
@@ -136,17 +132,16 @@ def _libero_renderer() -> str:
         "d = mujoco.MjData(m); mujoco.mj_forward(m, d); r = mujoco.Renderer(m, 16, 16); r.update_scene(d);"
         "print('ok', r.render().shape)"
     )
-    try:
-        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=os.environ)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"MUJOCO_GL={backend}: rendering a frame hung for 60 s") from None
-    if out.returncode != 0 or "ok" not in out.stdout:
+    code, stdout, stderr = _run_probe(probe, 60)
+    if code is None:
+        raise RuntimeError(f"MUJOCO_GL={backend}: rendering a frame hung for 60 s")
+    if code != 0 or "ok" not in stdout:
         hint = {
             "osmesa": "install Mesa's OSMesa (apt-get install libosmesa6)",
             "egl": "install the GPU's EGL driver (or Mesa's libegl1)",
             "glx": "GLX needs an X display (DISPLAY)",
         }.get(backend, f"{backend} is not a MuJoCo GL backend (egl, osmesa, glx)")
-        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        last = (stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"MUJOCO_GL={backend}: cannot render offscreen ({last}); {hint}, or set MUJOCO_GL")
     return f"MUJOCO_GL={backend}: offscreen rendering ok"
 
@@ -277,16 +272,10 @@ def _checkout_patch_warnings() -> list[str]:
     return warnings
 
 
-def _assets_root(cfg) -> Path:
-    raw = cfg.env.assets_path or os.environ.get("ROBOTWIN_ASSETS_ROOT")
-    if not raw:
-        raise RuntimeError("env.assets_path is not set; set it to the folder holding assets/ "
-                           "(fetch it with `robotwin-download-assets --output DIR`, from rlinf-robotwin-runtime)")
-    return Path(raw).expanduser().resolve()
-
-
 def _robotwin_assets(cfg) -> str:
-    root = _assets_root(cfg)
+    from dagger_cli.envs.robotwin import assets_root
+
+    root = assets_root(cfg.env.assets_path)
     fetch = f"fetch them with `robotwin-download-assets --output {root}` (from rlinf-robotwin-runtime)"
     if not root.is_dir():
         raise RuntimeError(f"env.assets_path {root} does not exist; {fetch}")
@@ -361,17 +350,11 @@ def _assets_revision(root: Path, fetch: str) -> str:
 def _robotwin_environment(cfg) -> str:
     from dagger_cli.envs.robotwin import set_environment
 
-    values = set_environment(cfg.env.assets_path)
-    root = values.get("ROBOTWIN_ASSETS_ROOT")
-    if not root:
-        raise RuntimeError("ROBOTWIN_ASSETS_ROOT is unset; set env.assets_path (the folder holding assets/)")
-    warnings = []
-    if values.get("ASSETS_PATH") != root:
-        warnings.append(f"ASSETS_PATH={values.get('ASSETS_PATH')} differs (a checkout reads it; set env.assets_path)")
-    if values.get("ROBOT_PLATFORM") != "ALOHA":
-        warnings.append(f"ROBOT_PLATFORM={values.get('ROBOT_PLATFORM')}, RLinf exports ALOHA")
+    values = set_environment(cfg.env.assets_path)  # one line naming env.assets_path when there is none
     shown = ", ".join(f"{k}={v}" for k, v in values.items())
-    return shown + (f"; warning: {'; '.join(warnings)}" if warnings else "")
+    if values.get("ROBOT_PLATFORM") != "ALOHA":
+        shown += f"; warning: ROBOT_PLATFORM={values.get('ROBOT_PLATFORM')}, RLinf exports ALOHA"
+    return shown
 
 
 def _robotwin_planner(cfg) -> str:

@@ -38,12 +38,20 @@ INSTALL_HINT = (
 
 
 # RUNTIME
+def assets_root(assets_path: str | None) -> Path:
+    """The assets folder: env.assets_path, else ROBOTWIN_ASSETS_ROOT; one error line when neither is set."""
+    raw = assets_path or os.environ.get("ROBOTWIN_ASSETS_ROOT")
+    if not raw:
+        raise ConfigError("env.assets_path: RoboTwin needs its assets folder (the parent of assets/; "
+                          "`robotwin-download-assets --output DIR` from rlinf-robotwin-runtime fetches it)")
+    return Path(raw).expanduser().resolve()
+
+
 def set_environment(assets_path: str | None) -> dict[str, str]:
-    """Exports what the runtime reads; returns the effective values."""
-    if assets_path:
-        root = str(Path(assets_path).expanduser().resolve())
-        os.environ["ROBOTWIN_ASSETS_ROOT"] = root
-        os.environ["ASSETS_PATH"] = root
+    """Exports what the runtime reads, both assets variables from one folder; returns the effective values."""
+    root = str(assets_root(assets_path))
+    os.environ["ROBOTWIN_ASSETS_ROOT"] = root
+    os.environ["ASSETS_PATH"] = root
     os.environ.setdefault("ROBOT_PLATFORM", "ALOHA")
     keys = ("ROBOTWIN_ASSETS_ROOT", "ASSETS_PATH", "ROBOT_PLATFORM", "ROBOTWIN_PATH")
     return {k: os.environ[k] for k in keys if k in os.environ}
@@ -131,8 +139,6 @@ class RoboTwinVecEnv:
         self.obs_shape = (ACTION_DIM,)
         self.train_seeds = load_seeds(cfg.robotwin.train_seeds_path, "train", cfg.task)
         self.eval_seeds = load_seeds(cfg.robotwin.eval_seeds_path, "eval", cfg.task)
-        if not cfg.assets_path and "ROBOTWIN_ASSETS_ROOT" not in os.environ:
-            raise ConfigError("env.assets_path: RoboTwin needs its assets folder (the parent of assets/)")
         set_environment(cfg.assets_path)
         vector_env = import_vector_env()
         self._scene_seeds = [self.scene_seed(i) for i in range(self.num_envs)]

@@ -11,7 +11,7 @@ import errno
 import logging
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -127,13 +127,7 @@ class Layout:
     missing: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "weights": self.weights,
-            "norm_stats": self.norm_stats,
-            "tokenizer": self.tokenizer,
-            "missing": self.missing,
-        }
+        return asdict(self)
 
 
 def inspect_layout(files: list[str], kind: str) -> Layout:

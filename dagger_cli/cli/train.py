@@ -112,9 +112,8 @@ def _train(out, preset, config, overrides, seed, run_dir, resume, started, async
     out.log(f"[dim]loading {cfg.name}: {cfg.env.task}, {cfg.env.num_envs} envs, {cfg.actor.model.model_type} student[/]")
     env = workers = None
     if async_mode:
-        from dagger_cli.core.async_runner import RolloutWorkerGroup, worker_config
+        from dagger_cli.core.async_runner import RolloutWorkerGroup
 
-        worker_config(cfg)  # env.num_envs must split evenly
         workers = RolloutWorkerGroup(cfg, runs.build_rollout_components).start()
     try:
         import torch

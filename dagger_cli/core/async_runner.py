@@ -148,6 +148,7 @@ class RolloutWorkerGroup:
         self._own_ray = False
 
     def start(self) -> "RolloutWorkerGroup":
+        wcfg = worker_config(self.cfg)  # an uneven env split fails before Ray starts
         address = self.cfg.cluster.ray_address or os.environ.get("RAY_ADDRESS")
         if address:
             _token_auth_for_joining()  # read when Ray is imported
@@ -165,7 +166,6 @@ class RolloutWorkerGroup:
                 self._own_ray = True
         c = self.cfg.cluster
         actor = ray.remote(num_cpus=c.rollout_worker_cpus, num_gpus=c.rollout_worker_gpus)(RolloutWorker)
-        wcfg = worker_config(self.cfg)
         self.actors = [actor.remote(wcfg, i, self.build) for i in range(c.num_rollout_workers)]
         return self
 

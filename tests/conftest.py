@@ -64,6 +64,58 @@ class PointEnv:
         pass
 
 
+INSTRUCTIONS = ["go", "reach the goal", "move the point to the goal and stop there",
+                "déplace le point jusqu'au but → ✓, puis arrête-toi là, s'il te plaît"]
+
+
+class PromptPointEnv(PointEnv):
+    """PointEnv with dict observations {"state", "prompt"}: each episode's instruction, one of INSTRUCTIONS (2 to 67
+    characters), follows from its reset seed, as LIBERO's task does."""
+
+    def __init__(self, num_envs: int = 3):
+        super().__init__(num_envs)
+        self.prompts = np.array([INSTRUCTIONS[0]] * num_envs, dtype=object)
+
+    def _obs(self, state):
+        return {"state": state, "prompt": np.array(self.prompts.tolist())}
+
+    def reset(self, seeds, mask=None):
+        mask = np.ones(self.num_envs, dtype=bool) if mask is None else mask
+        for i in np.flatnonzero(mask):
+            self.prompts[i] = INSTRUCTIONS[seeds[i] % len(INSTRUCTIONS)]
+        return self._obs(super().reset(seeds, mask))
+
+    def step(self, actions):
+        state, success = super().step(actions)
+        return self._obs(state), success
+
+
+class StateOf:
+    """A policy for PromptPointEnv: `inner` on obs["state"], recording every prompt it is shown."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.action_shape = inner.action_shape
+        self.module = getattr(inner, "module", None)
+        self.prompts: set[str] = set()
+
+    def _state(self, obs):
+        self.prompts.update(str(p) for p in obs["prompt"])
+        return obs["state"]
+
+    def act(self, obs):
+        return self.inner.act(self._state(obs))
+
+    def loss(self, obs, expert_actions):
+        return self.inner.loss(self._state(obs), expert_actions)
+
+    def state_dict(self):
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state):
+        self.inner.load_state_dict(state)
+
+
 class PointExpert:
     """Moves straight to the goal."""
 

@@ -40,7 +40,7 @@ def test_help_and_presets_import_nothing_heavy(argv):
 def test_completion_lists_presets_without_heavy_imports():
     env = {"_DAGGER_COMPLETE": "complete_bash", "COMP_WORDS": "dagger train pi", "COMP_CWORD": "2"}
     result = dagger(env=env)
-    assert result.returncode == 0 and result.stdout.split() == ["pick-cube"]
+    assert result.returncode == 0 and result.stdout.split() == ["pick-cube", "pick-cube-pi0"]
     code = NO_HEAVY_IMPORTS.format(argv=["dagger"])
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env})
     assert "HEAVY []" in result.stderr

@@ -282,9 +282,8 @@ def test_resize_with_pad_keeps_aspect_and_pads_black():
 def test_libero_inputs_fill_slots_state_and_prompt(policy):
     obs = observation(size=224)
     x = policy.inputs(obs)
-    assert x["images"].shape == (2, 3, 3, 224, 224)
-    assert x["image_masks"].tolist() == [[True, True, False]] * 2  # no right wrist camera on LIBERO
-    assert torch.all(x["images"][:, 2] == -1)
+    assert x["images"].shape == (2, 2, 3, 224, 224)  # LIBERO has no right wrist camera: that slot is left out
+    assert x["image_masks"].tolist() == [[True, True]] * 2
     expected = torch.as_tensor(obs["image"].astype(np.float32) / 127.5 - 1).permute(0, 3, 1, 2)
     assert torch.allclose(x["images"][:, 0], expected)
     norm = policy.transforms.norm
@@ -378,8 +377,12 @@ def test_bad_inputs_are_one_line_errors_naming_the_file(checkpoint_dir, tokenize
     no_stats = tmp_path / "no_stats"
     no_stats.mkdir()
     shutil.copy(checkpoint_dir / "model.safetensors", no_stats)
-    message = error(no_stats)
-    assert "norm_stats.json not found" in message and "assets/physical-intelligence/libero" in message
+    assert build(no_stats).needs_norm_stats  # a student computes its stats from the first iteration's labels
+    with pytest.raises(CheckpointError) as e:  # an expert must bring its own
+        Pi0Policy(pi0_config(tokenizer_path, no_stats), "cpu", trainable=False)
+    assert "norm_stats.json not found" in str(e.value) and "assets/physical-intelligence/libero" in str(e.value)
+    missing_override = error(checkpoint_dir, norm_stats_path=str(tmp_path / "nowhere"))
+    assert "norm_stats.json not found" in missing_override and "nowhere" in missing_override
     bad_stats = variant("bad_stats", lambda s: None)
     (bad_stats / "physical-intelligence/libero/norm_stats.json").write_text('{"norm_stats": {"state": {}}}')
     assert "norm_stats.json" in error(bad_stats) and "mean" in error(bad_stats)
@@ -402,11 +405,18 @@ def test_wrong_observations_are_reported(policy):
 def test_memory_estimate_for_check():
     from dagger_cli.policies.pi0.model import VARIANTS, memory_estimate_gib
 
-    weights = memory_estimate_gib(VARIANTS["full"], "bfloat16", train_expert_only=False, training=False)
-    assert 6.0 < weights < 7.0  # openpi's bf16 checkpoint is ~6.5 GiB
-    full = memory_estimate_gib(VARIANTS["full"], "bfloat16", train_expert_only=False, training=True)
-    expert_only = memory_estimate_gib(VARIANTS["full"], "bfloat16", train_expert_only=True, training=True)
-    assert weights < expert_only < full
+    full, params = VARIANTS["full"], 3_501_372_176
+    trained = params - 257152 * 1024  # the action expert's lm_head is never used and gets no gradient
+    # an expert stored in bf16: openpi's bf16 checkpoint is ~6.5 GiB, and nothing trains
+    weights, total = memory_estimate_gib(full, "bfloat16", train_expert_only=False, trainable=False)
+    assert 6.0 < weights < 7.0 and total == weights
+    # a bf16 student trains fp32 master weights: 4 B each, + 4 B gradient and 8 B of AdamW moments per trained one
+    weights, total = memory_estimate_gib(full, "bfloat16", train_expert_only=False, trainable=True)
+    assert weights == pytest.approx(params * 4 / 2**30) and total == pytest.approx((params * 4 + trained * 12) / 2**30)
+    assert (weights, total) == memory_estimate_gib(full, "float32", train_expert_only=False, trainable=True)
+    # train_expert_only: the frozen VLM is stored in bf16, only the expert and projections carry optimizer state
+    _, expert_only = memory_estimate_gib(full, "bfloat16", train_expert_only=True, trainable=True)
+    assert 6.5 < expert_only < memory_estimate_gib(full, "float32", True, True)[1] < total
 
 
 def test_check_reports_pi0_memory_and_bad_tokenizer(checkpoint_dir, tokenizer_path, tmp_path):
@@ -447,3 +457,169 @@ def test_robotwin_inputs_use_three_cameras_and_delta_joints(tmp_path):
     delta = ~np.isclose(base[..., :14], moved[..., :14]).all(axis=(0, 1))
     assert delta.tolist() == [True] * 6 + [False] + [True] * 6 + [False]  # grippers (6, 13) stay absolute
     assert np.allclose(t.actions_from_model(moved, state), actions, atol=1e-5)
+
+
+# PRECISION
+def test_bfloat16_training_keeps_fp32_master_weights_and_follows_the_fp32_update(checkpoint_dir, tokenizer_path):
+    """At lr 1e-5 an Adam step is below half a bf16 ulp of a typical weight: bf16 parameters would not move."""
+    from dagger_cli.core.config import ActorConfig, OptimConfig
+    from dagger_cli.core.learner import Learner
+    from dagger_cli.core.replay_buffer import ReplayBuffer, flatten_obs
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    # GIVEN the same tiny π₀ in float32 and in bfloat16 precision, and one buffer of LIBERO-shaped samples
+    obs = observation(batch=8)
+    labels = np.random.default_rng(0).normal(size=(8, 50, 7)).astype(np.float32)
+    buffer = ReplayBuffer(8)
+    buffer.add({**flatten_obs(obs), "expert_action": labels})
+    cfg = ActorConfig(optim=OptimConfig(lr=1e-5, betas=[0.9, 0.95], weight_decay=1e-10, clip_grad=5.0),
+                      global_batch_size=8, micro_batch_size=4)
+    updates = {}
+    for precision in ("float32", "bfloat16"):
+        student = Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir, precision=precision), "cpu")
+        before = {n: p.detach().clone() for n, p in student.model.named_parameters()}
+        torch.manual_seed(0)  # the same flow-matching times and noise in both runs
+        Learner(student, cfg, seed=0, default_total_steps=10).train(buffer, 3)
+        # THEN the trained parameters and the optimizer state stay fp32
+        assert all(p.dtype == torch.float32 for p in student.model.parameters())
+        moved = [(p.detach() - before[n]).flatten() for n, p in student.model.named_parameters()]
+        updates[precision] = torch.cat(moved)
+    # AND most elements that the fp32 update moves move under bf16 autocast, by about as much
+    fp32, bf16 = updates["float32"], updates["bfloat16"]
+    moved = fp32 != 0
+    assert moved.float().mean() > 0.5
+    assert (bf16[moved] != 0).float().mean() > 0.99
+    relative = (bf16 - fp32).norm() / fp32.norm()
+    # measured: 100% moved, relative difference 0.044 (bf16 parameters, as before fp32 master weights: 81%, 0.48)
+    assert relative < 0.1, relative
+    cosine = torch.nn.functional.cosine_similarity(bf16, fp32, dim=0)
+    assert cosine > 0.99, cosine
+
+
+def test_bfloat16_expert_is_stored_in_bf16_and_student_runs_under_autocast(checkpoint_dir, tokenizer_path):
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    cfg = pi0_config(tokenizer_path, checkpoint_dir, precision="bfloat16")
+    expert = Pi0Policy(cfg, "cpu", trainable=False)
+    q = "paligemma_with_expert.paligemma.model.language_model.layers.0.self_attn.q_proj.weight"
+    assert dict(expert.model.named_parameters())[q].dtype == torch.bfloat16
+    assert not any(p.requires_grad for p in expert.model.parameters())
+    frozen_cfg = pi0_config(tokenizer_path, checkpoint_dir, precision="bfloat16", train_expert_only=True)
+    frozen_vlm = Pi0Policy(frozen_cfg, "cpu")
+    params = dict(frozen_vlm.model.named_parameters())
+    assert params[q].dtype == torch.bfloat16  # not trained: stored as the expert's
+    assert params[q.replace("paligemma.model.language_model", "gemma_expert.model")].dtype == torch.float32
+    obs, noise = observation(), expert.sample_noise(2)
+    fp32 = Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir, precision="float32"), "cpu").act(obs, noise=noise)
+    for policy in (expert, frozen_vlm, Pi0Policy(cfg, "cpu")):
+        actions = policy.act(obs, noise=noise)
+        assert np.isfinite(actions).all() and not np.array_equal(actions, fp32)  # bf16 arithmetic did happen
+        assert np.abs(actions - fp32).max() < 0.1 * np.abs(fp32).max()
+
+
+# CAMERA SLOTS, STATE OBSERVATIONS, LABELS, NORM STATS
+def test_a_slot_masked_in_every_sample_is_skipped_without_changing_the_result(policy, monkeypatch):
+    model = policy.model
+    x = policy.inputs(observation())
+    # GIVEN the LIBERO inputs (2 slots) and the same with openpi's masked zero third slot
+    three = dict(x, images=torch.cat([x["images"], -torch.ones_like(x["images"][:, :1])], dim=1),
+                 image_masks=torch.cat([x["image_masks"], torch.zeros_like(x["image_masks"][:, :1])], dim=1))
+    calls = []
+    embed = model.embed_images
+    monkeypatch.setattr(model, "embed_images", lambda images: calls.append(1) or embed(images))
+    noise, time = policy.sample_noise(2), torch.full((2,), 0.5)
+    actions = torch.randn(2, 50, 32)
+    with torch.no_grad():
+        results = [(model.sample_actions(**inputs, noise=noise, num_steps=3),
+                    model.loss(**inputs, actions=actions, noise=noise, time=time)) for inputs in (x, three)]
+    # THEN SigLIP ran for the two real cameras only (2 inputs x sample and loss x 2 cameras), and the outputs agree
+    assert len(calls) == 8
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_state_observations_with_the_default_prompt_run_no_vision_tower(checkpoint_dir, tokenizer_path, monkeypatch):
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    stats = write_norm_stats(checkpoint_dir.parent / "state-stats", state_dim=6, action_dim=3).parent
+    cfg = pi0_config(tokenizer_path, checkpoint_dir, data="state", default_prompt="put the bowl on the stove",
+                     norm_stats_path=str(stats))
+    policy = Pi0Policy(dataclasses.replace(cfg, action_dim=3, num_action_chunks=1), "cpu")
+    monkeypatch.setattr(policy.model, "embed_images", lambda images: pytest.fail("no camera, no SigLIP"))
+    state = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    x = policy.inputs(state)
+    assert x["images"].shape[1] == 0 and x["image_masks"].shape == (4, 0)
+    tokens, _ = policy.tokenizer.encode("put the bowl on the stove")
+    assert (x["tokens"].numpy() == tokens).all()
+    assert policy.act(state).shape == (4, 50, 3)
+    # the same as an explicit prompt
+    noise = policy.sample_noise(4)
+    explicit = {"state": state, "prompt": np.array(["put the bowl on the stove"] * 4)}
+    assert np.array_equal(policy.act(state, noise=noise), policy.act(explicit, noise=noise))
+    no_default = Pi0Policy(dataclasses.replace(cfg, action_dim=3, num_action_chunks=1,
+                                               pi0=dataclasses.replace(cfg.pi0, default_prompt=None)), "cpu")
+    with pytest.raises(ValueError, match="default_prompt"):
+        no_default.act(state)
+
+
+def test_labels_shorter_than_the_horizon_extend_with_their_last_step(policy):
+    # GIVEN a one-step label (a feedback expert labels the step it would take) and the same label held for 50 steps
+    obs = observation()
+    one_step = np.random.default_rng(0).normal(size=(2, 1, 7)).astype(np.float32)
+    student = dataclasses.replace(policy.cfg, num_action_chunks=1)
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    short = Pi0Policy(student, "cpu")
+    losses = []
+    for labels in (one_step, np.repeat(one_step, 50, axis=1)):
+        torch.manual_seed(3)
+        losses.append(short.loss(obs, labels))
+    # THEN both give the same loss; a label shorter than the executed chunk is refused
+    assert torch.equal(losses[0], losses[1])
+    with pytest.raises(ValueError, match="labels must be"):
+        policy.loss(obs, one_step)  # this policy executes 10 steps
+
+
+def test_a_student_without_norm_stats_fits_them_and_carries_them(checkpoint_dir, tokenizer_path, tmp_path):
+    from dagger_cli.policies.pi0 import Pi0Policy
+    from dagger_cli.policies.pi0.checkpoint import MIN_STD
+
+    no_stats = tmp_path / "no_stats"
+    no_stats.mkdir()
+    shutil.copy(checkpoint_dir / "model.safetensors", no_stats)
+    cfg = pi0_config(tokenizer_path, no_stats)
+    # GIVEN a student whose checkpoint has no norm stats
+    student = Pi0Policy(cfg, "cpu")
+    assert student.needs_norm_stats and not any(k.startswith("norm_stats/") for k in student.state_dict())
+    # WHEN it fits them on expert-labelled data (LIBERO: six delta dims and an absolute gripper)
+    obs = observation(batch=16)
+    rng = np.random.default_rng(1)
+    labels = (obs["state"][:, None, :7] + rng.normal(3.0, 2.0, size=(16, 50, 7))).astype(np.float32)
+    labels[..., 6] = 5.0  # a gripper that never moved
+    student.fit_norm_stats(obs, labels)
+    # THEN the data's z-scores have mean 0 and std 1 (the constant dim's std floored), and the stats travel
+    assert not student.needs_norm_stats
+    z = student.transforms.actions_to_model(labels, obs["state"])[..., :6].reshape(-1, 6)
+    assert np.allclose(z.mean(0), 0, atol=1e-5) and np.allclose(z.std(0), 1, atol=1e-3)
+    assert student.transforms.norm.actions_std[6] == MIN_STD
+    assert np.allclose(student.transforms.norm.state_mean, obs["state"].mean(0))
+    state = student.state_dict()
+    fresh = Pi0Policy(cfg, "cpu")
+    fresh.load_state_dict(state)
+    noise = student.sample_noise(16)
+    assert not fresh.needs_norm_stats and np.array_equal(fresh.act(obs, noise=noise), student.act(obs, noise=noise))
+    # AND `save` writes a checkpoint directory that loads with them
+    student.save(tmp_path / "saved")
+    saved = Pi0Policy(dataclasses.replace(cfg, model_path=str(tmp_path / "saved")), "cpu")
+    assert not saved.needs_norm_stats and np.allclose(saved.act(obs, noise=noise), student.act(obs, noise=noise))
+
+
+def test_bundled_tokenizer_resolves_inside_the_package():
+    from dagger_cli.policies.pi0.tokenizer import PromptTokenizer, resolve_tokenizer_path
+
+    path = resolve_tokenizer_path("bundled:instructions.model")
+    assert path.is_file() and path.parent.name == "assets"
+    ids, mask = PromptTokenizer("bundled:instructions.model", 8).encode("pick up the cube")
+    assert mask.sum() == 7 and 0 not in ids[1:5]  # BOS, four known words, then "\n"
+    with pytest.raises(CheckpointError, match="tokenizer not found"):
+        PromptTokenizer("bundled:nothing.model")

@@ -107,3 +107,70 @@ def test_text_fields_survive_the_checkpoint_as_numbers():
     restored = ReplayBuffer(8)
     restored.load_state_dict(arrays, meta)
     assert restored.stored()["obs/prompt"].tolist() == prompts.tolist()
+
+
+def test_text_of_any_length_arrives_whole_in_later_batches():
+    # GIVEN a buffer whose first trajectory holds a short prompt
+    buffer = ReplayBuffer(6)
+    buffer.add({"obs/prompt": np.array(["short"] * 2), "obs/state": np.zeros((2, 2), np.float32)})
+    # WHEN later trajectories bring longer ones, as numpy text of other widths and as Python strings
+    longer = "a much longer instruction, with ünïcödé → and more"
+    buffer.add({"obs/prompt": np.array([longer] * 3), "obs/state": np.ones((3, 2), np.float32)})
+    buffer.add({"obs/prompt": np.array(["mid length", longer], dtype=object), "obs/state": np.ones((2, 2), np.float32)})
+    # THEN every stored and sampled prompt is whole, also after a checkpoint round trip
+    expected = ["short", longer, longer, longer, "mid length", longer]
+    assert buffer.stored()["obs/prompt"].tolist() == expected
+    assert set(buffer.sample(64, np.random.default_rng(0))["obs/prompt"].tolist()) == set(expected)
+    arrays, meta = buffer.state_dict()
+    restored = ReplayBuffer(6)
+    restored.load_state_dict(arrays, meta)
+    assert restored.stored()["obs/prompt"].tolist() == expected
+
+
+def test_the_text_table_holds_only_the_strings_still_stored():
+    # GIVEN a small ring that sees a new instruction in every trajectory (RoboTwin's vary per episode)
+    buffer = ReplayBuffer(10)
+    for t in range(200):
+        buffer.add({"obs/prompt": np.array([f"instruction number {t} " + "x" * t] * 3)})
+    # THEN the table reuses the entries of overwritten prompts, and the checkpoint carries only live ones
+    stored = buffer.stored()["obs/prompt"].tolist()
+    assert stored == [f"instruction number {t} " + "x" * t for t in (196, 197, 197, 197, 198, 198, 198, 199, 199, 199)]
+    _, meta = buffer.state_dict()
+    assert len([s for s in meta["text"]["obs/prompt"] if s is not None]) == 4
+    assert len(meta["text"]["obs/prompt"]) <= 10
+    # AND resuming from it continues to reuse entries correctly
+    restored = ReplayBuffer(10)
+    restored.load_state_dict(*buffer.state_dict())
+    for buf in (buffer, restored):
+        buf.add({"obs/prompt": np.array(["new"] * 9)})
+    assert restored.stored()["obs/prompt"].tolist() == buffer.stored()["obs/prompt"].tolist() == [
+        "instruction number 199 " + "x" * 199] + ["new"] * 9
+
+
+def test_a_checkpoint_with_text_as_code_points_still_loads():
+    # GIVEN a buffer state saved before the text table (text as UTF-32 code points, its <U dtype in the state)
+    prompts = np.array(["put the bowl on the plate", "adjust"])
+    arrays = {"obs/prompt": prompts.view(np.uint32).reshape(2, -1)}
+    meta = {"capacity": 4, "size": 2, "next": 2, "total_samples": 2, "trajectory_ends": [2],
+            "dtypes": {"obs/prompt": str(prompts.dtype)}}
+    buffer = ReplayBuffer(4)
+    buffer.load_state_dict(arrays, meta)
+    buffer.add({"obs/prompt": np.array(["a longer prompt than any of the first ones"])})
+    assert buffer.stored()["obs/prompt"].tolist() == [*prompts.tolist(), "a longer prompt than any of the first ones"]
+
+
+def test_later_batches_must_match_the_first_in_kind():
+    buffer = ReplayBuffer(10)
+    buffer.add(trajectory(0, 3))
+    for key, value, message in [
+        ("iteration", np.full(3, 2.5), "iteration.*int32.*float64"),
+        ("obs", np.array([["a", "b"]] * 3), "obs"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            buffer.add({**trajectory(3, 3), key: value})
+    with pytest.raises(ValueError, match="holds text"):
+        text = ReplayBuffer(4)
+        text.add({"obs/prompt": np.array(["x"])})
+        text.add({"obs/prompt": np.array([1.0])})
+    assert buffer.size == 3  # nothing of a refused trajectory was stored
+    buffer.add({**trajectory(3, 3), "obs": np.zeros((3, 2), np.float64)})  # narrowing within a kind is fine

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from conftest import ConstantPolicy, PointEnv, PointExpert
+from conftest import INSTRUCTIONS, ConstantPolicy, PointEnv, PointExpert, PromptPointEnv, StateOf
+from dagger_cli.core.errors import ConfigError
 from dagger_cli.core.rollout import Rollout, evaluate
 
 
@@ -114,3 +115,38 @@ def test_wilson_interval_contains_the_estimate(successes, trials):
     low, high = wilson_interval(successes, trials)
     assert 0 <= low <= successes / trials <= high <= 1
     assert wilson_interval(95, 100) == pytest.approx((0.8882, 0.9785), abs=1e-3)
+
+
+def test_prompts_that_grow_after_the_first_step_are_stored_whole():
+    # GIVEN an env whose episodes carry instructions of different lengths
+    env, expert = PromptPointEnv(3), StateOf(PointExpert())
+    student = StateOf(ConstantPolicy(0.7))
+    rollout = Rollout(env, student, expert, max_episode_steps=5)
+    # WHEN a rollout runs through several episodes per env, the first step's prompts all shorter than a later one
+    result = rollout.collect(40, 0.5, iteration=0, seed=8)  # seed 8: the first episodes draw short instructions
+    first_step = [t["obs/prompt"][0] for t in result.trajectories if t["episode_id"][0] < 3]  # episodes 0, 1, 2
+    assert len(first_step) == 3
+    assert max(map(len, first_step)) < len(INSTRUCTIONS[-1])
+    # THEN every stored prompt is one of the env's instructions, in full, the longest included
+    prompts = cat(result, "obs/prompt").tolist()
+    assert set(prompts) <= set(INSTRUCTIONS) and INSTRUCTIONS[-1] in prompts and INSTRUCTIONS[0] in prompts
+    assert set(prompts) == expert.prompts  # what the expert labelled is what was stored
+
+
+def test_policies_whose_actions_do_not_fit_the_env_are_refused():
+    env = PointEnv(2)
+    env.num_action_chunks = 3
+
+    class OneStep(ConstantPolicy):
+        pass
+
+    # an expert that labels fewer steps than the env executes per call
+    with pytest.raises(ConfigError, match="executes 3 actions per step but the expert predicts only 1"):
+        Rollout(env, ConstantPolicy(0.0), OneStep(0.0), max_episode_steps=6)
+    # an act() whose output does not have the shape the policy declares (numpy would broadcast it)
+    wrong = ConstantPolicy(0.0)
+    wrong.act = lambda obs: np.zeros((len(obs), 1), np.float32)
+    rollout = Rollout(PointEnv(2), ConstantPolicy(0.0), PointExpert(), max_episode_steps=6)
+    rollout.student = wrong
+    with pytest.raises(ValueError, match=r"student returned actions of shape \(2, 1\), expected \(2, 1, 1\)"):
+        rollout.collect(4, 0.0, iteration=0, seed=0)

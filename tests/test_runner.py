@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PointEnv, PointExpert, StopAfter, point_config
+from conftest import INSTRUCTIONS, PointEnv, PointExpert, PromptPointEnv, StateOf, StopAfter, point_config
 from dagger_cli.core import checkpoint
 from dagger_cli.core.errors import CheckpointError
 from dagger_cli.core.runner import SyncRunner
@@ -86,6 +86,32 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path):
     strip = lambda r: {k: v for k, v in r.items() if not k.startswith("time/") and k != "eval/seconds"}  # noqa: E731
     assert [strip(r) for r in rows_a] == [strip(r) for r in rows_b]
     assert straight.summary()["student_final_sr"] == resumed.summary()["student_final_sr"]
+
+
+def test_prompts_stay_whole_through_training_checkpoint_and_resume(tmp_path):
+    # GIVEN an env whose instructions grow longer after every env's first episode, and a run stopped after 2 of 3
+    # iterations and resumed from its checkpoint
+    def runner(run_dir, hooks=None):
+        cfg = point_config(**{"runner.max_epochs": 3, "env.max_episode_steps": 8})
+        torch.manual_seed(cfg.seed)
+        student = StateOf(MLPPolicy(cfg.actor.model))
+        expert = StateOf(PointExpert())
+        return SyncRunner(cfg, run_dir, PromptPointEnv(3), student, expert, hooks=hooks, tensorboard=False)
+
+    straight = runner(tmp_path / "a")
+    straight.run()
+    hooks = StopAfter(2)
+    first = runner(tmp_path / "b", hooks)
+    hooks.runner = first
+    first.run()
+    resumed = runner(tmp_path / "b")
+    resumed.restore(checkpoint.list_checkpoints(tmp_path / "b" / "checkpoints")[-1])
+    resumed.run()
+    # THEN the learner trained on whole prompts, the buffer holds them whole, and the resumed run holds the same
+    assert straight.student.prompts <= set(INSTRUCTIONS) and INSTRUCTIONS[-1] in straight.student.prompts
+    stored = straight.buffer.stored()["obs/prompt"].tolist()
+    assert set(stored) <= set(INSTRUCTIONS) and INSTRUCTIONS[-1] in stored
+    assert resumed.buffer.stored()["obs/prompt"].tolist() == stored
 
 
 def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):

@@ -500,6 +500,8 @@ def _student(cfg, state) -> str:
     detail = f"{model.model_type}, {params:,} parameters, {source}"
     if model.model_type == "pi0":
         detail += f"; {_pi0_memory(model, state.get('device', 'cpu'), training=True)}"
+    if getattr(policy, "needs_norm_stats", False):
+        detail += "; no norm stats: computed from the first iteration's expert labels"
     return detail
 
 
@@ -527,14 +529,19 @@ def _pi0_memory(model, device: str, training: bool) -> str:
 
     p = model.pi0
     precision = p.precision if p.precision != "auto" else ("bfloat16" if device == "cuda" else "float32")
-    size = VARIANTS[p.variant]
-    weights = memory_estimate_gib(size, precision, p.train_expert_only, training=False)
-    text = f"{p.variant} π₀ in {precision}: weights {weights:.1f} GiB"
+    weights, total = memory_estimate_gib(VARIANTS[p.variant], precision, p.train_expert_only, trainable=training)
+    how = ""
+    if precision == "bfloat16":
+        how = " (fp32 master weights, bf16 autocast)" if training else " (stored in bf16)"
+    text = f"{p.variant} π₀ in {precision}{how}: weights {_size(weights)}"
     if training:
-        total = memory_estimate_gib(size, precision, p.train_expert_only, training=True)
         part = "action expert" if p.train_expert_only else "all"
-        text += f", training ({part}) ≈{total:.1f} GiB + activations"
+        text += f", training ({part}) ≈{_size(total)} + activations"
     return text
+
+
+def _size(gib: float) -> str:
+    return f"{gib:.1f} GiB" if gib >= 1 else f"{gib * 1024:.0f} MiB"
 
 
 def _expert(cfg, state) -> str:

@@ -66,6 +66,11 @@ def _evaluate(out, ckpt, preset, episodes, seed, overrides) -> dict:
     from dagger_cli.policies import build_student, resolve_device
 
     policy = build_student(cfg, resolve_device(cfg.runner.device), source.weights)
+    if getattr(policy, "needs_norm_stats", False):
+        from dagger_cli.core.errors import CheckpointError
+
+        raise CheckpointError(f"{source.weights}: the student has no norm stats (a checkpoint saved before its first "
+                              "iteration?); set actor.model.pi0.norm_stats_path")
     policy.module.eval()
     torch.set_grad_enabled(False)
     out.log(f"[dim]evaluating {source.weights} on {cfg.env.task}: {cfg.env.eval.num_episodes} episodes[/]")

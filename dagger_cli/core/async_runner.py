@@ -37,7 +37,9 @@ from dagger_cli.core.errors import ConfigError, DaggerError
 from dagger_cli.core.metrics import MetricsLogger
 from dagger_cli.core.protocols import TrainablePolicy
 from dagger_cli.core.rollout import EpisodeStats, EvalResult, Rollout
-from dagger_cli.core.runner import RunnerHooks, SyncRunner, _eval_row, evaluate_policy, torch_threads
+from dagger_cli.core.runner import (
+    RunnerHooks, SyncRunner, _eval_row, evaluate_policy, fit_norm_stats_if_needed, torch_threads,
+)
 
 
 class RolloutWorker:
@@ -442,6 +444,7 @@ class AsyncRunner(SyncRunner):
         for w, version, result in self._arrived:
             for trajectory in result["trajectories"]:
                 self.buffer.add(trajectory)
+            fit_norm_stats_if_needed(self.student, self.buffer)
             self.results.env_steps += result["env_steps"]
             self._delivered[w] = max(self._delivered[w], version)
             self._stats.add(result, self.iteration)

@@ -119,10 +119,13 @@ class EnvConfig:
 # MODELS
 @dataclass
 class Pi0Config:
-    variant: Literal["full", "tiny"] = "full"
-    """`full` = PaliGemma 2B + 300M action expert (openpi's pi0); `tiny` = same code and key names, ~0.5 M params"""
-    data: Literal["libero", "robotwin"] = "libero"
-    """input/output transforms: camera slots, delta-action dims"""
+    variant: Literal["full", "small", "tiny"] = "full"
+    """`full` = PaliGemma 2B + 300M action expert (openpi's pi0); `small`, `tiny` = same code and key names, for
+    CPU runs and tests (see `dagger_cli.policies.pi0.model.VARIANTS`)"""
+    data: Literal["libero", "robotwin", "state"] = "libero"
+    """input/output transforms: camera slots, delta-action dims (`state`: state observations, no camera)"""
+    default_prompt: str | None = None
+    """prompt for observations that carry none (openpi's default_prompt), e.g. ManiSkill state observations"""
     tokenizer_path: str = "~/.cache/openpi/big_vision/paligemma_tokenizer.model"
     """PaliGemma SentencePiece model (`dagger fetch openpi-tokenizer`)"""
     asset_id: str = "physical-intelligence/libero"
@@ -134,7 +137,8 @@ class Pi0Config:
     max_token_len: int = 48
     """prompt tokens"""
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
-    """auto = bfloat16 on a GPU (openpi's fp32 exceptions kept), float32 on the CPU"""
+    """bfloat16: a student trains fp32 master weights under bf16 autocast, an expert is stored in bf16 (openpi's
+    fp32 exceptions kept); auto = bfloat16 on CUDA, float32 elsewhere"""
     gradient_checkpointing: bool = False
     """recompute layer activations in the backward pass (less memory, slower)"""
     train_expert_only: bool = False

@@ -49,7 +49,12 @@ class Policy(Protocol):
 
 
 class TrainablePolicy(Policy, Protocol):
-    """A student: a policy with parameters and a DAgger loss against expert labels."""
+    """A student: a policy with parameters and a DAgger loss against expert labels.
+
+    Optional: a student that normalises its inputs and labels but has no stats yet sets `needs_norm_stats` and
+    implements `fit_norm_stats(obs, expert_actions)`; the runners call it once, with the first iteration's
+    expert-labelled samples, and `state_dict` then carries the stats.
+    """
 
     module: Any
     """the torch.nn.Module holding every trainable parameter"""

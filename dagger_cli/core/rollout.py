@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dagger_cli.core.errors import ConfigError
 from dagger_cli.core.protocols import Obs, Policy, VecEnv
 from dagger_cli.core.replay_buffer import flatten_obs
 
@@ -78,6 +79,44 @@ class RolloutResult:
     """seconds spent in env / student / expert / other"""
 
 
+def checked_actions(actions, rows: int, policy: Policy, who: str) -> np.ndarray:
+    """`policy.act`'s output for `rows` observations, which must be shaped (rows, *policy.action_shape)."""
+    actions = np.asarray(actions, dtype=np.float32)
+    expected = (rows, *policy.action_shape)
+    if actions.shape != expected:
+        raise ValueError(f"the {who} returned actions of shape {actions.shape}, expected {expected}")
+    return actions
+
+
+def check_action_shape(env: VecEnv, policy: Policy, who: str) -> None:
+    """A policy must predict at least the actions the env executes per step, each of the env's size."""
+    horizon, dim = policy.action_shape
+    if dim != env.action_dim:
+        raise ConfigError(f"the {who} predicts {dim}-D actions but the env takes {env.action_dim}-D ones")
+    if horizon < env.num_action_chunks:
+        raise ConfigError(
+            f"actor.model.num_action_chunks: the env executes {env.num_action_chunks} actions per step but the "
+            f"{who} predicts only {horizon}"
+        )
+
+
+def _stage(steps: dict[str, np.ndarray], k: int, record: dict[str, np.ndarray], calls: int) -> None:
+    """Puts step `k`'s record into the (calls, envs, ...) staging arrays, made at the first step. Text is staged as
+    Python strings, so no step's prompt is cut to the width of the first step's."""
+    if not steps:
+        for key, value in record.items():
+            value = np.asarray(value)
+            dtype = object if value.dtype.kind in "UO" else value.dtype
+            steps[key] = np.zeros((calls, *value.shape), dtype=dtype)
+    for key, value in record.items():
+        value, array = np.asarray(value), steps[key]
+        if value.shape != array.shape[1:]:
+            raise ValueError(f"observation field {key!r} changed shape from {array.shape[1:]} to {value.shape}")
+        if array.dtype != object and not np.can_cast(value.dtype, array.dtype, casting="same_kind"):
+            raise ValueError(f"observation field {key!r} changed dtype from {array.dtype} to {value.dtype}")
+        array[k] = value
+
+
 class Rollout:
     """Collects DAgger data: the beta-mixed policy acts, the expert labels every visited state."""
 
@@ -93,6 +132,8 @@ class Rollout:
     ):
         if mixing not in ("env", "batch"):
             raise ValueError(f"mixing must be 'env' or 'batch', got {mixing!r}")
+        for who, policy in (("expert", expert), ("student", student)):
+            check_action_shape(env, policy, who)
         self.env = env
         self.student = student
         self.expert = expert
@@ -138,15 +179,18 @@ class Rollout:
 
             # ALGO LOGIC: expert labels (batched), student acts where the coin says so
             expert_label = np.zeros((n, *self.expert.action_shape), dtype=np.float32)
-            executed = np.zeros((n, chunks, self.expert.action_shape[1]), dtype=np.float32)
+            executed = np.zeros((n, chunks, env.action_dim), dtype=np.float32)
             if label_rows.any():
                 t = time.perf_counter()
-                expert_label[label_rows] = self.expert.act(take(obs, np.flatnonzero(label_rows)))
+                rows = np.flatnonzero(label_rows)
+                expert_label[rows] = checked_actions(self.expert.act(take(obs, rows)), len(rows), self.expert, "expert")
                 timings["expert"] += time.perf_counter() - t
                 executed[expert_acts] = expert_label[expert_acts, :chunks]
             if student_rows.any():
                 t = time.perf_counter()
-                executed[student_rows] = self.student.act(take(obs, np.flatnonzero(student_rows)))[:, :chunks]
+                rows = np.flatnonzero(student_rows)
+                actions = checked_actions(self.student.act(take(obs, rows)), len(rows), self.student, "student")
+                executed[rows] = actions[:, :chunks]
                 timings["student"] += time.perf_counter() - t
 
             # BOOKKEEPING: remember this step's sample
@@ -158,10 +202,7 @@ class Rollout:
                 "labelled": label_rows.copy(),
                 "episode_id": episode_id.copy(),
             }
-            if not steps:
-                steps = {key: np.zeros((calls, *np.shape(v)), dtype=np.asarray(v).dtype) for key, v in record.items()}
-            for key, value in record.items():
-                steps[key][k] = value
+            _stage(steps, k, record, calls)
 
             # ENV STEP
             t = time.perf_counter()
@@ -246,6 +287,7 @@ class EvalResult:
 
 def evaluate(env: VecEnv, policy: Policy, seeds: Sequence[int], max_episode_steps: int) -> EvalResult:
     """Runs `policy` alone for one full-length episode per reset seed (no early termination)."""
+    check_action_shape(env, policy, "policy")
     start = time.perf_counter()
     n, chunks = env.num_envs, env.num_action_chunks
     episodes = EpisodeStats()
@@ -259,7 +301,7 @@ def evaluate(env: VecEnv, policy: Policy, seeds: Sequence[int], max_episode_step
         success = np.zeros((n, chunks), dtype=bool)
         elapsed = 0
         while elapsed < max_episode_steps:
-            actions = np.asarray(policy.act(obs), dtype=np.float32)
+            actions = checked_actions(policy.act(obs), n, policy, "policy")
             obs, success = env.step(actions[:, :chunks])
             success = np.asarray(success, dtype=bool).reshape(n, chunks)
             success_once |= success.any(axis=1)

@@ -16,7 +16,7 @@ from dagger_cli.core.config import Config
 from dagger_cli.core.learner import Learner
 from dagger_cli.core.metrics import MetricsLogger
 from dagger_cli.core.protocols import Policy, TrainablePolicy, VecEnv
-from dagger_cli.core.replay_buffer import ReplayBuffer
+from dagger_cli.core.replay_buffer import ReplayBuffer, unflatten_obs
 from dagger_cli.core.rollout import Rollout, evaluate
 
 
@@ -39,6 +39,16 @@ def evaluate_policy(env: VecEnv, policy: Policy, seeds: list[int], max_episode_s
     with torch_threads(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeds[0] if seeds else 0)
         return evaluate(env, policy, seeds, max_episode_steps)
+
+
+def fit_norm_stats_if_needed(student: TrainablePolicy, buffer: ReplayBuffer) -> bool:
+    """A student that has no normalisation stats (a new task) takes them from the expert-labelled data stored so
+    far, i.e. the first iteration's; see `TrainablePolicy.fit_norm_stats`."""
+    if not getattr(student, "needs_norm_stats", False) or buffer.size == 0:
+        return False
+    stored = buffer.stored()
+    student.fit_norm_stats(unflatten_obs(stored), stored["expert_action"])
+    return True
 
 
 def _eval_row(prefix: str, result: dict[str, Any]) -> dict[str, float]:
@@ -98,7 +108,7 @@ class SyncRunner:
         self.beta = BetaSchedule.from_config(d)
         self.buffer = ReplayBuffer(cfg.algorithm.replay_buffer.sample_window_size)
         self.learner = Learner(student, cfg.actor, cfg.seed, cfg.runner.max_epochs * cfg.actor.update_epoch)
-        self.rollout = Rollout(
+        self.rollout = None if env is None else Rollout(  # async runners collect on their workers
             env,
             student,
             expert,
@@ -213,6 +223,8 @@ class SyncRunner:
             )
         for trajectory in result.trajectories:
             self.buffer.add(trajectory)
+        if fit_norm_stats_if_needed(self.student, self.buffer):
+            self.hooks.phase("student norm stats computed from the expert's labels")
         self.results.env_steps += result.env_steps
         collected = time.perf_counter()
 

@@ -25,11 +25,10 @@ def build_student(cfg: Config, device: str, weights: str | Path | None = None) -
     weights = weights if weights is not None else cfg.runner.ckpt_path
     if cfg.actor.model.model_type == "pi0":
         from dagger_cli.policies.pi0 import Pi0Policy
-        from dagger_cli.policies.pi0.checkpoint import load_weights
 
         policy = Pi0Policy(cfg.actor.model, device)
         if weights:
-            load_weights(policy.model, weights)
+            policy.load_weights(weights)
         return policy
     from dagger_cli.policies.mlp import MLPPolicy
     from dagger_cli.policies.weights import load_into
@@ -50,7 +49,7 @@ def build_expert(cfg: Config, device: str) -> Policy:
     if cfg.rollout.expert_model.model_type == "pi0":
         from dagger_cli.policies.pi0 import Pi0Policy
 
-        return Pi0Policy(cfg.rollout.expert_model, device)
+        return Pi0Policy(cfg.rollout.expert_model, device, trainable=False)
     from dagger_cli.policies.mlp import MLPPolicy
     from dagger_cli.policies.weights import load_into
 

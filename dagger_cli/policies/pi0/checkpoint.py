@@ -119,8 +119,17 @@ def save_weights(model: torch.nn.Module, directory: Path) -> Path:
 
 
 # NORM STATS
+NORM_KEY = "norm_stats/"
+"""prefix of the norm-stat tensors a student's state dict carries beside its weights (run checkpoints, Ray)"""
+MIN_STD = 1e-2
+"""floor of a std computed from data: a dim that barely varied in the first iteration (a held orientation) would
+otherwise turn later, larger deviations into huge z-scores"""
+
+
 class NormStats:
     """z-score statistics of state and actions (π₀ normalises with mean and std; Pi0.5 would use quantiles)."""
+
+    FIELDS = ("state_mean", "state_std", "actions_mean", "actions_std")
 
     def __init__(self, state_mean, state_std, actions_mean, actions_std, source: str = ""):
         self.state_mean = np.asarray(state_mean, dtype=np.float64)
@@ -128,6 +137,30 @@ class NormStats:
         self.actions_mean = np.asarray(actions_mean, dtype=np.float64)
         self.actions_std = np.asarray(actions_std, dtype=np.float64)
         self.source = source
+
+    @classmethod
+    def identity(cls, dim: int) -> "NormStats":
+        """Mean 0, std 1 for up to `dim` state and action dims: what a student uses before it has stats."""
+        zeros, ones = np.zeros(dim), np.ones(dim)
+        return cls(zeros, ones, zeros, ones, source="identity (no norm stats yet)")
+
+    @classmethod
+    def from_data(cls, state: np.ndarray, actions: np.ndarray, source: str) -> "NormStats":
+        """Stats of states (N, S) and model-space actions (N, ..., A), each std floored at MIN_STD."""
+        state = np.asarray(state, dtype=np.float64).reshape(len(state), -1)
+        actions = np.asarray(actions, dtype=np.float64).reshape(-1, np.shape(actions)[-1])
+        return cls(state.mean(0), np.maximum(state.std(0), MIN_STD), actions.mean(0),
+                   np.maximum(actions.std(0), MIN_STD), source=source)
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        return {NORM_KEY + name: torch.from_numpy(getattr(self, name).copy()) for name in self.FIELDS}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], source: str) -> "NormStats":
+        missing = [name for name in cls.FIELDS if NORM_KEY + name not in tensors]
+        if missing:
+            raise CheckpointError(f"{source}: norm stats lack {NORM_KEY + missing[0]}")
+        return cls(*(tensors[NORM_KEY + name].double().numpy() for name in cls.FIELDS), source=source)
 
     def to_json(self) -> dict[str, Any]:
         def stats(mean, std):
@@ -142,22 +175,28 @@ class NormStats:
 
 
 def norm_stats_candidates(model_path: Path | None, asset_id: str, override: str | None) -> list[Path]:
+    """Where the norm stats may be: the override alone when one is given, else the checkpoint's two layouts."""
     paths = []
     if override:
         o = Path(override).expanduser()
-        paths.append(o if o.suffix == ".json" else o / "norm_stats.json")
+        return [o if o.suffix == ".json" else o / "norm_stats.json"]
     if model_path is not None:
         m = Path(model_path).expanduser()
         paths += [m / asset_id / "norm_stats.json", m / "assets" / asset_id / "norm_stats.json"]
     return paths
 
 
-def load_norm_stats(model_path: Path | None, asset_id: str, override: str | None = None) -> NormStats:
+def find_norm_stats(model_path: Path | None, asset_id: str, override: str | None = None,
+                    required: bool = True) -> NormStats | None:
+    """The norm stats at the first candidate path that exists; None when there are none and not `required`.
+    An override that does not exist, or a file that exists but is broken, is always an error."""
     candidates = norm_stats_candidates(model_path, asset_id, override)
     path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
+    if path is None and (required or override):
         looked = ", ".join(str(p) for p in candidates) or "nowhere (no model_path)"
         raise CheckpointError(f"norm_stats.json not found (looked at {looked}); set actor.model.pi0.norm_stats_path")
+    if path is None:
+        return None
     try:
         data = json.loads(path.read_text())["norm_stats"]
         state, actions = data["state"], data["actions"]
@@ -166,3 +205,7 @@ def load_norm_stats(model_path: Path | None, asset_id: str, override: str | None
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"{path}: missing norm_stats.{{state,actions}}.{{mean,std}} ({e})") from None
+
+
+def load_norm_stats(model_path: Path | None, asset_id: str, override: str | None = None) -> NormStats:
+    return find_norm_stats(model_path, asset_id, override, required=True)

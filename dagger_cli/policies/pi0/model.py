@@ -70,6 +70,16 @@ VARIANTS = {
         siglip=SiglipSize(1152, 27, 4304, 16, 14, 224),
         vocab_size=257152,
     ),
+    # same code path and key names, a few M parameters: π₀ runs that learn on a CPU (pick-cube-pi0); 64 state
+    # and action dims, so that state observations such as PickCube's 42-D ones fit
+    "small": Pi0Size(
+        paligemma=GemmaSize(64, 4, 128, 4, 1, 32),
+        expert=GemmaSize(64, 4, 128, 4, 1, 32),
+        siglip=SiglipSize(32, 1, 64, 2, 56, 224),
+        vocab_size=256,
+        action_dim=64,
+        action_horizon=10,
+    ),
     # same code path and key names, ~0.5 M parameters: tests and CPU smoke runs
     "tiny": Pi0Size(
         paligemma=GemmaSize(64, 2, 128, 8, 1, 16),
@@ -180,21 +190,24 @@ class Pi0Model(nn.Module):
         self.gradient_checkpointing = False
 
     # PRECISION
-    def to_bfloat16_except_fp32_parts(self) -> Pi0Model:
+    def to_bfloat16_except_fp32_parts(self, vlm_only: bool = False) -> Pi0Model:
         """openpi's bf16 policy: the two transformers (their buffers too, so RoPE frequencies are bf16-rounded as in
         openpi) in bf16 except patch/position embeddings and RMSNorm weights; the action/state/time projections
-        stay fp32."""
+        stay fp32. `vlm_only`: the PaliGemma half alone (a frozen VLM beside a trained action expert)."""
         pwe = self.paligemma_with_expert
-        pwe.to(torch.bfloat16)
-        for name, param in pwe.named_parameters():
-            if any(part in name for part in KEEP_FP32):
+        part = pwe.paligemma if vlm_only else pwe
+        part.to(torch.bfloat16)
+        for name, param in part.named_parameters():
+            if any(keep in name for keep in KEEP_FP32):
                 param.data = param.data.float()
         return self
 
     @property
-    def compute_dtype(self) -> torch.dtype:
-        """dtype of the transformer layers (the embeddings are cast to it before the joint pass)."""
-        return self.paligemma_with_expert.language_model.layers[0].self_attn.q_proj.weight.dtype
+    def stream_dtypes(self) -> tuple[torch.dtype, torch.dtype]:
+        """dtypes of the VLM and the action-expert layers: each stream's embeddings are cast to its own before the
+        joint pass, so a frozen bf16 VLM leaves the trained expert's residual stream in fp32."""
+        pwe = self.paligemma_with_expert
+        return tuple(m.layers[0].self_attn.q_proj.weight.dtype for m in (pwe.language_model, pwe.expert_model))
 
     # EMBEDDINGS
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -212,6 +225,8 @@ class Pi0Model(nn.Module):
         embs, pads = [], []
         batch, cameras = image_masks.shape
         for k in range(cameras):
+            if not bool(image_masks[:, k].any()):
+                continue  # a slot masked in every sample adds nothing anyone attends to: not run through SigLIP
             emb = self.embed_images(images[:, k])
             embs.append(emb)
             pads.append(image_masks[:, k, None].expand(batch, emb.shape[1]))
@@ -334,8 +349,8 @@ class Pi0Model(nn.Module):
         target = noise - actions
         prefix, prefix_pad, prefix_blocks = self.embed_prefix(images, image_masks, tokens, token_masks)
         suffix, suffix_pad, suffix_blocks = self.embed_suffix(state, x_t, time)
-        dtype = self.compute_dtype
-        prefix, suffix = prefix.to(dtype), suffix.to(dtype)
+        prefix_dtype, suffix_dtype = self.stream_dtypes
+        prefix, suffix = prefix.to(prefix_dtype), suffix.to(suffix_dtype)
         pads = torch.cat([prefix_pad, suffix_pad], dim=1)
         blocks = torch.cat([prefix_blocks, suffix_blocks], dim=1)
         mask2d = make_attention_2d(pads, blocks)
@@ -346,9 +361,9 @@ class Pi0Model(nn.Module):
     @torch.no_grad()
     def sample_actions(self, images, image_masks, tokens, token_masks, state, noise, num_steps: int = 10):
         """Euler integration of the flow from noise (B, horizon, action_dim) at t=1 to actions at t=0."""
-        dtype = self.compute_dtype
+        prefix_dtype, suffix_dtype = self.stream_dtypes
         prefix, prefix_pad, prefix_blocks = self.embed_prefix(images, image_masks, tokens, token_masks)
-        prefix = prefix.to(dtype)
+        prefix = prefix.to(prefix_dtype)
         prefix_mask = make_attention_2d(prefix_pad, prefix_blocks)
         prefix_positions = torch.cumsum(prefix_pad.long(), dim=1) - 1
         _, cache = self.run(prefix, None, prefix_mask, prefix_positions, keep_cache=True)
@@ -360,7 +375,7 @@ class Pi0Model(nn.Module):
         offsets = prefix_pad.long().sum(dim=1, keepdim=True)
         while time >= -dt / 2:
             suffix, suffix_pad, suffix_blocks = self.embed_suffix(state, x_t, time.expand(batch))
-            suffix = suffix.to(dtype)
+            suffix = suffix.to(suffix_dtype)
             to_prefix = prefix_pad[:, None, :].expand(batch, suffix.shape[1], prefix_pad.shape[1])
             mask2d = torch.cat([to_prefix, make_attention_2d(suffix_pad, suffix_blocks)], dim=2)
             positions = offsets + torch.cumsum(suffix_pad.long(), dim=1) - 1
@@ -377,20 +392,44 @@ def parameter_count(size: Pi0Size) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def memory_estimate_gib(size: Pi0Size, precision: str, train_expert_only: bool, training: bool) -> float:
-    """Weights (+ fp32 AdamW moments and gradients of the trained part when `training`), in GiB; activations
-    come on top and grow with the micro-batch."""
+def apply_precision(model: Pi0Model, precision: str, trainable: bool, train_expert_only: bool) -> bool:
+    """Stores `model` as the precision policy says; returns whether its passes run under bf16 autocast.
+
+    float32: everything fp32, no autocast. bfloat16: a model that trains keeps fp32 master weights (AdamW's moments
+    follow them) and runs its forward and backward passes under bf16 autocast, as openpi's and LeRobot's trainers
+    do; a VLM it does not train (`train_expert_only`) is stored in bf16. A model that never trains (an expert) is
+    stored in openpi's bf16 policy and runs without autocast.
+    """
+    if precision != "bfloat16":
+        return False
+    if not trainable:
+        model.to_bfloat16_except_fp32_parts()
+        return False
+    if train_expert_only:
+        model.to_bfloat16_except_fp32_parts(vlm_only=True)
+    return True
+
+
+def trained_parameters(model: Pi0Model, train_expert_only: bool):
+    """(name, parameter) pairs that get gradients: all but the never-used expert lm_head, and not the VLM when
+    `train_expert_only`."""
+    for name, param in model.named_parameters():
+        if "gemma_expert.lm_head" in name:
+            continue
+        if train_expert_only and name.startswith("paligemma_with_expert.paligemma."):
+            continue
+        yield name, param
+
+
+def memory_estimate_gib(size: Pi0Size, precision: str, train_expert_only: bool, trainable: bool) -> tuple[float, float]:
+    """(weights as `apply_precision` stores them, the same + a gradient in the parameter's dtype and two fp32 AdamW
+    moments per trained parameter), in GiB, for a student (`trainable`) or an expert; activations come on top and
+    grow with the micro-batch."""
     with torch.device("meta"):
         model = Pi0Model(size)
-    if precision == "bfloat16":
-        model.to_bfloat16_except_fp32_parts()
+    apply_precision(model, precision, trainable=trainable, train_expert_only=train_expert_only)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    total = weights
-    if training:
-        for name, p in model.named_parameters():
-            if "gemma_expert.lm_head" in name:  # never used, never gets a gradient
-                continue
-            if train_expert_only and name.startswith("paligemma_with_expert.paligemma."):
-                continue
-            total += p.numel() * (p.element_size() + 8)  # gradient + two fp32 moments
-    return total / 2**30
+    training = weights
+    if trainable:
+        training += sum(p.numel() * (p.element_size() + 8) for _, p in trained_parameters(model, train_expert_only))
+    return weights / 2**30, training / 2**30

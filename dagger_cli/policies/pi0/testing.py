@@ -21,6 +21,35 @@ def train_tokenizer(folder: Path, prompts: list[str], vocab_size: int = 64) -> P
     return folder / "tok.model"
 
 
+INSTRUCTIONS = [
+    "pick up the cube and move it to the goal position",
+    "pick up the red cube and lift it to the green goal",
+    "grasp the cube, carry it to the target and hold still",
+    "push the cube to the goal region", "pull the cube towards the robot",
+    "stack the red cube on top of the green cube", "roll the ball to the goal",
+    "open the drawer", "close the door", "turn the faucet", "place the peg in the hole", "lift the object",
+    "insert the peg into the box", "plug the charger into the receptacle", "pick up the sphere and place it in the bin",
+    "pick up the black bowl and place it on the plate", "put the bowl on the stove", "adjust the bottle",
+]
+"""the corpus of the bundled instruction tokenizer (`bundled:instructions.model`)"""
+
+
+def train_instruction_tokenizer(folder: Path) -> Path:
+    """Remakes the bundled tokenizer: BPE, 160 pieces, on INSTRUCTIONS (`python -m dagger_cli.policies.pi0.testing
+    DIR`). Words outside the corpus fall back to their characters."""
+    import sentencepiece
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(INSTRUCTIONS * 50), model_prefix=str(folder / "instructions"), vocab_size=160,
+        hard_vocab_limit=False, minloglevel=2, normalization_rule_name="identity", model_type="bpe",
+        character_coverage=1.0,
+    )
+    (folder / "instructions.vocab").unlink()
+    return folder / "instructions.model"
+
+
 def write_norm_stats(folder: Path, asset: str = "physical-intelligence/libero", state_dim: int = 8,
                      action_dim: int = 7, scale: float = 1.0) -> Path:
     """Random but fixed z-score stats at <folder>/<asset>/norm_stats.json."""
@@ -51,3 +80,9 @@ def make_tiny_checkpoint(folder: Path, seed: int = 0, **stats) -> Path:
     save_weights(model, folder)
     write_norm_stats(folder, **stats)
     return Path(folder)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(train_instruction_tokenizer(Path(sys.argv[1])))

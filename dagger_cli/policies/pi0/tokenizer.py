@@ -12,6 +12,21 @@ from dagger_cli.core.errors import CheckpointError
 DEFAULT_TOKENIZER = Path(os.environ.get("OPENPI_DATA_HOME", "~/.cache/openpi")) / "big_vision" / "paligemma_tokenizer.model"
 
 
+BUNDLED = "bundled:"
+"""prefix of a tokenizer shipped inside the package (dagger_cli/policies/pi0/assets/)"""
+
+
+def resolve_tokenizer_path(path: str | Path) -> Path:
+    """A tokenizer file: `bundled:NAME` (shipped with dagger, e.g. `bundled:instructions.model`, a small BPE model
+    of robot instructions for models trained from scratch), else a path (`~` expanded)."""
+    text = str(path)
+    if text.startswith(BUNDLED):
+        from importlib.resources import files
+
+        return Path(str(files("dagger_cli.policies.pi0").joinpath("assets", text[len(BUNDLED):])))
+    return Path(text).expanduser()
+
+
 def clean_prompt(text: str) -> str:
     """openpi's cleaning: strip, underscores and newlines to spaces."""
     return text.strip().replace("_", " ").replace("\n", " ")
@@ -23,7 +38,7 @@ class PromptTokenizer:
     def __init__(self, path: str | Path, max_len: int = 48):
         import sentencepiece
 
-        path = Path(path).expanduser()
+        path = resolve_tokenizer_path(path)
         if not path.is_file():
             raise CheckpointError(
                 f"{path}: PaliGemma tokenizer not found (fetch it with `dagger fetch openpi-tokenizer` "

@@ -1,7 +1,8 @@
 """What goes into π₀ and what comes out, per dataset (openpi's LIBERO and Aloha/RoboTwin transforms).
 
-In: cameras → the three image slots (`base_0_rgb`, `left_wrist_0_rgb`, `right_wrist_0_rgb`; a missing camera is a
-zero image with its mask off), resize-with-pad to 224, [-1, 1]; state z-scored and zero-padded to 32; the prompt
+In: cameras → the image slots (`base_0_rgb`, `left_wrist_0_rgb`, `right_wrist_0_rgb`; a slot the dataset has no
+camera for is left out, which equals openpi's masked zero image; a camera missing from an observation is a zero
+image with its mask off), resize-with-pad to 224, [-1, 1]; state z-scored and zero-padded to 32; the prompt
 tokenised to 48. Actions (training labels): delta on the masked dims (relative to the current state), z-scored,
 padded to 32. Out: unnormalised, absolute again, cut to the env's action size. Labels and outputs stay in env units
 over the full horizon, so student and expert may carry different norm stats.
@@ -22,7 +23,7 @@ EPS = 1e-6  # openpi's z-score epsilon
 @dataclass(frozen=True)
 class DataSpec:
     cameras: tuple[str | None, str | None, str | None]
-    """observation keys feeding base_0_rgb, left_wrist_0_rgb, right_wrist_0_rgb (None: zeros, masked)"""
+    """observation keys feeding base_0_rgb, left_wrist_0_rgb, right_wrist_0_rgb (None: no camera, slot left out)"""
     delta_mask: tuple[bool, ...]
     """action dims trained as deltas to the state (openpi's extra_delta_transform)"""
 
@@ -32,6 +33,8 @@ DATA_SPECS = {
     "libero": DataSpec(("image", "wrist_image", None), (True,) * 6 + (False,)),
     # AlohaInputs(adapt_to_pi=False): head + two wrists, 14-D [left arm 6, gripper, right arm 6, gripper]
     "robotwin": DataSpec(("image", "left_wrist_image", "right_wrist_image"), ((True,) * 6 + (False,)) * 2),
+    # state observations alone (e.g. ManiSkill obs_mode=state): no camera, actions as the env takes them
+    "state": DataSpec((None, None, None), ()),
 }
 
 
@@ -52,12 +55,14 @@ class Pi0Transforms:
             raise ValueError(f"{norm.source}: actions stats have {len(norm.actions_mean)} dims, the env needs {action_dim}")
 
     def images(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """-> images (B, 3, 3, 224, 224) float32 in [-1, 1] (slot, channel-first), masks (B, 3) bool."""
+        """-> images (B, K, 3, 224, 224) float32 in [-1, 1] (slot, channel-first), masks (B, K) bool, for the K
+        slots the dataset has cameras for."""
         batch = len(obs["state"])
-        out = np.zeros((batch, 3, 3, self.image_size, self.image_size), dtype=np.float32)
-        masks = np.zeros((batch, 3), dtype=bool)
-        for slot, key in enumerate(self.spec.cameras):
-            if key is None or key not in obs:
+        keys = [key for key in self.spec.cameras if key is not None]
+        out = np.zeros((batch, len(keys), 3, self.image_size, self.image_size), dtype=np.float32)
+        masks = np.zeros((batch, len(keys)), dtype=bool)
+        for slot, key in enumerate(keys):
+            if key not in obs:
                 out[:, slot] = -1.0  # a zero uint8 image in [-1, 1]
                 continue
             image = np.asarray(obs[key])
@@ -77,8 +82,8 @@ class Pi0Transforms:
         z = (state - self.norm.state_mean[:d]) / (self.norm.state_std[:d] + EPS)
         return pad_last(z, self.model_dim).astype(np.float32)
 
-    def _delta(self, state: np.ndarray) -> np.ndarray:
-        """(B, action_dim) amounts the delta dims are relative to."""
+    def delta_base(self, state: np.ndarray) -> np.ndarray:
+        """(B, action_dim) amounts the delta dims are relative to (zero on absolute dims)."""
         mask = np.zeros(self.action_dim, dtype=bool)
         mask[: len(self.spec.delta_mask)] = self.spec.delta_mask[: self.action_dim]
         base = np.zeros((len(state), self.action_dim))
@@ -87,7 +92,7 @@ class Pi0Transforms:
 
     def actions_to_model(self, actions: np.ndarray, state: np.ndarray) -> np.ndarray:
         """Env-unit chunks (B, H, A) -> delta, z-scored, padded (B, H, 32) float32."""
-        a = np.asarray(actions, dtype=np.float64) - self._delta(state)[:, None, :]
+        a = np.asarray(actions, dtype=np.float64) - self.delta_base(state)[:, None, :]
         d = self.action_dim
         z = (a - self.norm.actions_mean[:d]) / (self.norm.actions_std[:d] + EPS)
         return pad_last(z, self.model_dim).astype(np.float32)
@@ -96,4 +101,4 @@ class Pi0Transforms:
         """Model output (B, H, 32) -> env-unit chunks (B, H, A)."""
         d = self.action_dim
         a = np.asarray(x, dtype=np.float64)[..., :d] * (self.norm.actions_std[:d] + EPS) + self.norm.actions_mean[:d]
-        return (a + self._delta(state)[:, None, :]).astype(np.float32)
+        return (a + self.delta_base(state)[:, None, :]).astype(np.float32)

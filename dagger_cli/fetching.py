@@ -16,62 +16,24 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from dagger_cli.core.errors import DaggerError, UsageError
-
-MODEL_KEY = "actor.model.model_path"
-EXPERT_KEY = "rollout.expert_model.model_path"
-TOKENIZER_KEY = "actor.model.pi0.tokenizer_path"
-DEFAULT_TOKENIZER_PATH = "~/.cache/openpi/big_vision/paligemma_tokenizer.model"  # Pi0Config.tokenizer_path
-TOKENIZER_FILE = "big_vision/paligemma_tokenizer.model"
-WEIGHT_FILES = ("model_state_dict/full_weights.pt", "actor/model_state_dict/full_weights.pt")
-
-
-@dataclass(frozen=True)
-class Alias:
-    name: str
-    repo_id: str
-    description: str
-    config_key: str
-    kind: str = "pi0"  # "pi0" or "tokenizer"
-
-
-ALIASES: dict[str, Alias] = {
-    a.name: a
-    for a in (
-        Alias(
-            "pi0-libero", "RLinf/RLinf-Pi0-LIBERO-Spatial-Object-Goal-SFT", "π₀ student for libero-spatial", MODEL_KEY
-        ),
-        Alias(
-            "pi0-robotwin",
-            "RLinf/RLinf-Pi0-RoboTwin-SFT-adjust_bottle",
-            "π₀ student for robotwin-adjust-bottle",
-            MODEL_KEY,
-        ),
-        Alias(
-            "pi0-robotwin-expert",
-            "RLinf/RLinf-Pi0-RoboTwin-PPO-adjust_bottle",
-            "π₀ expert for robotwin-adjust-bottle",
-            EXPERT_KEY,
-        ),
-        Alias(
-            "openpi-tokenizer",
-            "RLinf/openpi_tokenizer",
-            "PaliGemma SentencePiece tokenizer",
-            TOKENIZER_KEY,
-            "tokenizer",
-        ),
-    )
-}
+from dagger_cli.core.registry import Alias, fetch_aliases
+from dagger_cli.policies.pi0 import MODEL_KEY, TOKENIZER_KEY
+from dagger_cli.policies.pi0.tokenizer import (
+    DEFAULT_TOKENIZER_PATH, TOKENIZER_FILE, openpi_home, resolve_tokenizer_path,
+)
+from dagger_cli.policies.weights import RLINF_WEIGHT_FILES, weight_files_among
 
 
 # NAMES AND PLACES
 def resolve(name_or_repo: str) -> tuple[str, Alias | None]:
     """(repo id, alias) for an alias or a repo id; anything else is a UsageError with a suggestion."""
-    if name_or_repo in ALIASES:
-        alias = ALIASES[name_or_repo]
+    known = fetch_aliases()
+    if name_or_repo in known:
+        alias = known[name_or_repo]
         return alias.repo_id, alias
     if "/" in name_or_repo:
-        return name_or_repo, next((a for a in ALIASES.values() if a.repo_id == name_or_repo), None)
-    hint = difflib.get_close_matches(name_or_repo, list(ALIASES), n=1)
+        return name_or_repo, next((a for a in known.values() if a.repo_id == name_or_repo), None)
+    hint = difflib.get_close_matches(name_or_repo, list(known), n=1)
     did = f" (did you mean {hint[0]!r}?)" if hint else ""
     raise UsageError(
         f"unknown model {name_or_repo!r}{did}: give an alias or a Hub repo id owner/name, see `dagger fetch --list`"
@@ -80,10 +42,6 @@ def resolve(name_or_repo: str) -> tuple[str, Alias | None]:
 
 def dagger_home() -> Path:
     return Path(os.environ.get("DAGGER_HOME") or "~/.cache/dagger").expanduser()
-
-
-def openpi_home() -> Path:
-    return Path(os.environ.get("OPENPI_DATA_HOME") or "~/.cache/openpi").expanduser()
 
 
 def default_local_dir(name_or_repo: str) -> Path:
@@ -111,7 +69,7 @@ def list_aliases() -> list[dict[str, Any]]:
             "local_dir": str(default_local_dir(a.name)),
             "downloaded": is_downloaded(a),
         }
-        for a in ALIASES.values()
+        for a in fetch_aliases().values()
     ]
 
 
@@ -120,7 +78,7 @@ def list_aliases() -> list[dict[str, Any]]:
 class Layout:
     """What a downloaded repo holds, in the terms a preset needs."""
 
-    kind: str  # "pi0", "tokenizer" or "generic"
+    kind: str  # "model", "tokenizer" or "generic"
     weights: list[str] = field(default_factory=list)
     norm_stats: dict[str, str] = field(default_factory=dict)  # asset id -> file
     tokenizer: str | None = None
@@ -133,16 +91,14 @@ class Layout:
 def inspect_layout(files: list[str], kind: str) -> Layout:
     """Finds weights, norm stats and a tokenizer among repo-relative paths (`/`-separated)."""
     layout = Layout(kind)
-    layout.weights = sorted(f for f in files if "/" not in f and f.endswith(".safetensors"))
-    if not layout.weights:
-        layout.weights = [f for f in WEIGHT_FILES if f in files][:1]
+    layout.weights = weight_files_among(files)
     for f in sorted(files):
         if f.endswith("/norm_stats.json"):
             asset_id = f[: -len("/norm_stats.json")]
             layout.norm_stats.setdefault(asset_id.removeprefix("assets/"), f)
     models = sorted(f for f in files if f.endswith(".model"))
     layout.tokenizer = TOKENIZER_FILE if TOKENIZER_FILE in models else (models[0] if models else None)
-    looks_like_pi0 = kind == "pi0" or (kind == "generic" and bool(layout.weights))
+    looks_like_pi0 = kind == "model" or (kind == "generic" and bool(layout.weights))
     if looks_like_pi0 and not layout.weights:
         layout.missing.append("weights")
     if looks_like_pi0 and not layout.norm_stats:
@@ -297,7 +253,7 @@ def _config_hint(alias: Alias | None, layout: Layout, local_dir: Path) -> tuple[
         if layout.tokenizer is None:
             return TOKENIZER_KEY, None
         path = (local_dir / layout.tokenizer).resolve()
-        if path == Path(DEFAULT_TOKENIZER_PATH).expanduser().resolve():
+        if path == resolve_tokenizer_path(DEFAULT_TOKENIZER_PATH).resolve():
             return TOKENIZER_KEY, None
         return TOKENIZER_KEY, f"--set {TOKENIZER_KEY}={path}"
     if alias is not None:
@@ -330,7 +286,7 @@ def _missing_warning(what: str, local_dir: Path) -> str:
     if what == "weights":
         return (
             f"no π₀ weights in {local_dir} (expected *.safetensors at the top level or "
-            "model_state_dict/full_weights.pt)"
+            f"{' or '.join(RLINF_WEIGHT_FILES)})"
         )
     if what == "norm_stats.json":
         return (

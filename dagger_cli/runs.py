@@ -55,13 +55,16 @@ def create_run_dir(path: Path, cfg: Config, argv: list[str], mode: str = "sync")
 
 def validate_env(cfg: Config, env) -> None:
     """The env's observation and action sizes must be those the models were configured for."""
-    model = cfg.actor.model
-    if model.model_type == "mlp" and tuple(env.obs_shape) != (model.obs_dim,):
-        raise ConfigError(f"actor.model.obs_dim is {model.obs_dim} but {cfg.env.task} observations are {env.obs_shape}")
-    if env.action_dim != model.action_dim:
-        raise ConfigError(
-            f"actor.model.action_dim is {model.action_dim} but {cfg.env.control_mode} actions have {env.action_dim}"
-        )
+    from dagger_cli.core.registry import SCRIPTED, policy_adapter
+
+    for key, model in (("actor.model", cfg.actor.model), ("rollout.expert_model", cfg.rollout.expert_model)):
+        if model.model_type == SCRIPTED:
+            continue
+        if env.action_dim != model.action_dim:
+            raise ConfigError(f"{key}.action_dim is {model.action_dim} but {cfg.env.task} actions have {env.action_dim}")
+        fits_env = policy_adapter(model.model_type, f"{key}.model_type").fits_env
+        if fits_env is not None:
+            fits_env(model, env, key)
 
 
 def build_rollout_components(cfg: Config, worker_id: int = 0):
@@ -94,7 +97,9 @@ def run_config(run_dir: Path, overrides: list[str] = ()) -> Config:
         raise UsageError(f"{run_dir}: no such run dir")
     if not is_run_dir(run_dir):
         raise UsageError(f"{run_dir}: not a dagger run dir (no {CONFIG_FILE})")
-    return load_config(base=read_yaml(run_dir / CONFIG_FILE), overrides=list(overrides))
+    from dagger_cli.core.config import drop_other_adapters_keys
+
+    return load_config(base=drop_other_adapters_keys(read_yaml(run_dir / CONFIG_FILE)), overrides=list(overrides))
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

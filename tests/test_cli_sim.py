@@ -104,7 +104,7 @@ def test_check_reports_each_problem_and_exits_3(tmp_path):
 def test_train_with_mismatched_model_sizes_names_the_key(tmp_path):
     result = dagger("train", "pick-cube", "--run-dir", str(tmp_path / "r"), "--set", "actor.model.action_dim=4")
     assert result.returncode == 2
-    assert "actor.model.action_dim is 4 but pd_joint_delta_pos actions have 8" in result.stderr
+    assert "actor.model.action_dim is 4 but PickCube-v1 actions have 8" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "r").exists()
 
 

@@ -248,8 +248,8 @@ def test_tokenizer_lands_in_openpi_data_home(hub, tmp_path):
     env = hub_env(tmp_path, url)
     # WHEN fetching the tokenizer alias without --local-dir
     result = dagger("fetch", "openpi-tokenizer", "--json", env=env)
-    # THEN the model file is at $OPENPI_DATA_HOME/big_vision/paligemma_tokenizer.model, and since that is not the
-    # preset's default tokenizer path, the hint is the --set that points at it
+    # THEN the model file is at $OPENPI_DATA_HOME/big_vision/paligemma_tokenizer.model, which is where the presets'
+    # default tokenizer path resolves with OPENPI_DATA_HOME set (as openpi's does): no --set is needed
     assert result.returncode == 0, result.stderr
     model = tmp_path / "openpi" / "big_vision" / "paligemma_tokenizer.model"
     assert model.read_bytes() == SPM
@@ -257,7 +257,14 @@ def test_tokenizer_lands_in_openpi_data_home(hub, tmp_path):
     assert data["local_dir"] == str(tmp_path / "openpi")
     assert data["layout"]["tokenizer"] == "big_vision/paligemma_tokenizer.model"
     assert data["config_key"] == "actor.model.pi0.tokenizer_path"
-    assert data["hint"] == f"--set actor.model.pi0.tokenizer_path={model}"
+    assert data["hint"] is None
+    from dagger_cli.policies.pi0.tokenizer import DEFAULT_TOKENIZER_PATH, resolve_tokenizer_path
+
+    os_env = {"OPENPI_DATA_HOME": str(tmp_path / "openpi")}
+    import unittest.mock
+
+    with unittest.mock.patch.dict("os.environ", os_env):
+        assert resolve_tokenizer_path(DEFAULT_TOKENIZER_PATH) == model
 
 
 def test_default_local_dir_function_follows_the_environment(tmp_path, monkeypatch):

@@ -103,8 +103,9 @@ def test_corrupt_and_missing_files(policy, tmp_path):
         load_into(policy.module, tmp_path / "bad.pt", "student")
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_into(policy.module, tmp_path / "nope.pt", "student")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no weights file"):
-        load_into(policy.module, tmp_path, "student")
+        load_into(policy.module, tmp_path / "empty", "student")
 
 
 class Payload:

@@ -114,7 +114,7 @@ def test_check_passes_a_complete_asset_tree_and_names_a_missing_file(tmp_path):
 
 
 def test_assets_check_names_a_missing_urdf_and_a_config_without_head_camera(tmp_path):
-    from dagger_cli.cli.check import _robotwin_assets
+    from dagger_cli.envs.robotwin.probes import assets as _robotwin_assets
     from dagger_cli.core.config import load_config
 
     # GIVEN a complete tree whose embodiment config names a URDF that is not there
@@ -145,7 +145,7 @@ def test_robotwin_source_from_a_checkout(tmp_path, monkeypatch):
     # GIVEN the checkout lacks the task's module
     (checkout / "envs" / "adjust_bottle.py").unlink()
     monkeypatch.setenv("ROBOTWIN_PATH", str(checkout))
-    from dagger_cli.cli.check import _robotwin_source
+    from dagger_cli.envs.robotwin.probes import source as _robotwin_source
     from dagger_cli.core.config import load_config
 
     # WHEN / THEN the source check fails naming the file (before importing anything)
@@ -204,7 +204,7 @@ def test_student_and_expert_build_tiny_pi0_and_name_missing_files(robotwin_check
 def test_renderer_probe_that_hangs_is_killed_and_reported():
     import time
 
-    from dagger_cli.cli.check import _robotwin_renderer
+    from dagger_cli.envs.robotwin.probes import renderer as _robotwin_renderer
 
     # GIVEN a probe that never finishes WHEN it runs with a 1 s limit
     start = time.perf_counter()
@@ -221,7 +221,7 @@ def test_renderer_probe_that_hangs_is_killed_and_reported():
     ("ModuleNotFoundError: No module named 'sapien'", "pip install 'sapien==3.0.0b1'"),
 ])
 def test_renderer_maps_sapien_errors_to_what_to_do(error, expected):
-    from dagger_cli.cli.check import _robotwin_renderer
+    from dagger_cli.envs.robotwin.probes import renderer as _robotwin_renderer
 
     # GIVEN a probe failing as SAPIEN does WHEN it runs THEN the line says what it means
     probe = f"import sys; sys.exit({error!r})"
@@ -230,7 +230,7 @@ def test_renderer_maps_sapien_errors_to_what_to_do(error, expected):
 
 
 def test_renderer_reports_the_device_and_warns_on_a_cpu_one():
-    from dagger_cli.cli.check import _robotwin_renderer
+    from dagger_cli.envs.robotwin.probes import renderer as _robotwin_renderer
 
     # GIVEN probes that render a frame on a GPU and on lavapipe WHEN they run THEN the line names the device
     ok = "print('device: NVIDIA H100'); print('frame: (64, 64, 4)')"

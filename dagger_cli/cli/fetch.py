@@ -21,9 +21,9 @@ EXAMPLES = examples(
 
 
 def complete_alias(incomplete: str) -> list[str]:
-    from dagger_cli.fetching import ALIASES
+    from dagger_cli.core.registry import fetch_aliases
 
-    return [name for name in ALIASES if name.startswith(incomplete)]
+    return [name for name in fetch_aliases() if name.startswith(incomplete)]
 
 
 def fetch(

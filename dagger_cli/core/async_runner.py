@@ -112,9 +112,20 @@ def ray_get(refs, what: str, worker: int | None = None, note: str = ""):
         raise DaggerError(f"{who} failed while {what}: {line}{note}") from None
 
 
-FORWARDED_ENV = ("ROBOTWIN_PATH", "ROBOTWIN_ASSETS_ROOT", "ASSETS_PATH", "ROBOT_PLATFORM", "MUJOCO_GL",
-                 "PYOPENGL_PLATFORM", "DAGGER_HOME", "HF_HOME", "HF_HUB_OFFLINE")
-"""variables the rollout workers' simulators and model loaders read, passed to the workers of a joined cluster"""
+FORWARDED_ENV = ("DAGGER_HOME", "HF_HOME", "HF_HUB_OFFLINE")
+"""variables every rollout worker reads, passed to the workers of a joined cluster with those its adapters name"""
+
+
+def forwarded_env(cfg: Config) -> dict[str, str]:
+    """The variables set here that the run's rollout workers need: the generic ones, and those the env adapter and
+    the policy adapters declare (`worker_env`)."""
+    from dagger_cli.core.registry import SCRIPTED, env_adapter, policy_adapter
+
+    names = list(FORWARDED_ENV) + list(env_adapter(cfg.env.type).worker_env)
+    for model in (cfg.actor.model, cfg.rollout.expert_model):
+        if model.model_type != SCRIPTED:
+            names += policy_adapter(model.model_type).worker_env
+    return {k: os.environ[k] for k in dict.fromkeys(names) if k in os.environ}
 
 
 def _check_reachable(address: str, timeout: float = 10.0) -> None:
@@ -171,11 +182,10 @@ class RolloutWorkerGroup:
         self.actors = [actor.remote(wcfg, i, self.build) for i in range(c.num_rollout_workers)]
         return self
 
-    @staticmethod
-    def _join(ray, address: str) -> None:
+    def _join(self, ray, address: str) -> None:
         """Connects to a running cluster, passing on the variables its workers need (they would not see them)."""
         _check_reachable(address)
-        forwarded = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        forwarded = forwarded_env(self.cfg)
         try:
             ray.init(address=address, namespace="dagger", log_to_driver=False,
                      runtime_env={"env_vars": forwarded} if forwarded else None)

@@ -71,96 +71,62 @@ class EvalConfig:
 
 
 @dataclass
-class RoboTwinConfig:
-    embodiment: str = "aloha-agilex"
-    """robot under assets/embodiments/ (RLinf's adjust_bottle: aloha-agilex, dual arm, 14-D)"""
-    planner_backend: Literal["mplib", "curobo"] = "mplib"
-    """motion planner that time-parametrises every action chunk (RoboTwin's own default would be curobo)"""
-    task_config: str = "demo_clean"
-    """RoboTwin task config the scene follows (demo_clean: no domain randomisation)"""
-    train_seeds_path: str | None = None
-    """JSON of training "success seeds" in RLinf's format ({task: {success_seeds: [...]}}); null = bundled"""
-    eval_seeds_path: str | None = None
-    """JSON of evaluation seeds, same format; null = bundled"""
-
-
-@dataclass
 class EnvConfig:
-    type: Literal["maniskill", "libero", "robotwin"] = "maniskill"
-    """simulator adapter"""
-    task: str = "PickCube-v1"
+    """The generic part of the `env` section; each env adapter's config subclasses it with its own keys (all in
+    `env.*`), and `type` picks the adapter (see `dagger_cli.core.registry`)."""
+
+    type: str = "maniskill"
+    """simulator adapter (`dagger presets` shows the bundled ones; packages add more through entry points)"""
+    task: str = ""
     """task id inside the simulator"""
     num_envs: int = 2
-    """parallel environments (CPU simulation: one worker process each)"""
-    obs_mode: str = "state"
-    """observation mode passed to the simulator"""
-    control_mode: str = "pd_joint_delta_pos"
-    """controller the actions drive"""
-    sim_backend: Literal["cpu", "gpu", "auto"] = "cpu"
-    """physics backend; `gpu` needs CUDA (ManiSkill's batched GPU simulation); `auto` picks gpu when CUDA exists"""
+    """parallel environments"""
     max_episode_steps: int = 50
     """time limit of one episode"""
     max_steps_per_rollout_epoch: int = 500
     """env steps each env takes per DAgger iteration (episodes reset at the start of every iteration)"""
     terminate_on_success: bool = True
     """end a training episode at its first success (evaluation always runs max_episode_steps)"""
-    image_size: int = 256
-    """LIBERO: camera render size (the policy resizes to its own)"""
-    settle_steps: int = 15
-    """LIBERO: steps of no motion with the gripper open after each reset"""
-    assets_path: str | None = None
-    """RoboTwin: folder holding assets/ (sets ROBOTWIN_ASSETS_ROOT and ASSETS_PATH for the runtime)"""
-    robotwin: RoboTwinConfig = field(default_factory=RoboTwinConfig)
-    """RoboTwin: embodiment, planner, seeds"""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """evaluation protocol"""
+
+    @classmethod
+    def adapter_config(cls, data: dict[str, Any], key: str) -> type:
+        from dagger_cli.core.registry import env_adapter
+
+        return env_adapter(data.get("type", cls.type), f"{key}.type").config
+
+    def check(self, key: str, cfg: "Config") -> None:
+        """Range checks of the adapter's own keys (the generic ones are checked by `validate`)."""
 
 
 # MODELS
 @dataclass
-class Pi0Config:
-    variant: Literal["full", "small", "tiny"] = "full"
-    """`full` = PaliGemma 2B + 300M action expert (openpi's pi0); `small`, `tiny` = same code and key names, for
-    CPU runs and tests (see `dagger_cli.policies.pi0.model.VARIANTS`)"""
-    data: Literal["libero", "robotwin", "state"] = "libero"
-    """input/output transforms: camera slots, delta-action dims (`state`: state observations, no camera)"""
-    default_prompt: str | None = None
-    """prompt for observations that carry none (openpi's default_prompt), e.g. ManiSkill state observations"""
-    tokenizer_path: str = "~/.cache/openpi/big_vision/paligemma_tokenizer.model"
-    """PaliGemma SentencePiece model (`dagger fetch openpi-tokenizer`)"""
-    asset_id: str = "physical-intelligence/libero"
-    """norm stats are read from <model_path>/<asset_id>/norm_stats.json (or <model_path>/assets/<asset_id>/...)"""
-    norm_stats_path: str | None = None
-    """explicit norm_stats.json (or its folder), overriding the lookup in model_path"""
-    num_steps: int = 10
-    """Euler denoising steps per action chunk (RLinf's DAgger configs: 4; openpi: 10)"""
-    max_token_len: int = 48
-    """prompt tokens"""
-    precision: Literal["auto", "float32", "bfloat16"] = "auto"
-    """bfloat16: a student trains fp32 master weights under bf16 autocast, an expert is stored in bf16 (openpi's
-    fp32 exceptions kept); auto = bfloat16 on CUDA, float32 elsewhere"""
-    gradient_checkpointing: bool = False
-    """recompute layer activations in the backward pass (less memory, slower)"""
-    train_expert_only: bool = False
-    """freeze the PaliGemma VLM; train only the action expert and projections"""
-
-
-@dataclass
 class ModelConfig:
-    model_type: Literal["mlp", "pi0", "scripted"] = "mlp"
-    """`mlp` (RLinf's MLP policy), `pi0`, or `scripted` (the env's built-in expert; expert only)"""
+    """The generic part of a model section (`actor.model`, `rollout.expert_model`); each policy adapter's config
+    subclasses it with its own keys, and `model_type` picks the adapter."""
+
+    model_type: str = "mlp"
+    """policy adapter (`mlp`, `pi0`, ...), or `scripted` (the env's built-in expert; expert only)"""
     model_path: str | None = None
-    """π₀ checkpoint directory (safetensors or RLinf full_weights.pt, with norm stats); null = random init"""
-    obs_dim: int = 42
-    """MLP: state observation size"""
+    """the model's checkpoint directory (π₀: safetensors or RLinf full_weights.pt, with norm stats); null = random
+    init (MLP weights come from runner.ckpt_path / runner.expert_ckpt_path)"""
     action_dim: int = 8
     """env action size"""
     num_action_chunks: int = 1
     """actions predicted and executed per policy call"""
-    hidden_dim: int = 256
-    """MLP: width of the three tanh hidden layers"""
-    pi0: Pi0Config = field(default_factory=Pi0Config)
-    """π₀ settings (model_type: pi0)"""
+
+    @classmethod
+    def adapter_config(cls, data: dict[str, Any], key: str) -> type:
+        from dagger_cli.core.registry import SCRIPTED, policy_adapter
+
+        name = data.get("model_type", cls.model_type)
+        if name == SCRIPTED and key == "actor.model":
+            raise ConfigError(f"{key}.model_type: the student must be a learnable model, not {SCRIPTED!r}")
+        return cls if name == SCRIPTED else policy_adapter(name, f"{key}.model_type").config
+
+    def check(self, key: str, cfg: "Config") -> None:
+        """Range checks of the adapter's own keys (`key`: where the section is, e.g. `actor.model`)."""
 
 
 @dataclass
@@ -200,7 +166,7 @@ class ActorConfig:
 @dataclass
 class RolloutConfig:
     expert_model: ModelConfig = field(default_factory=lambda: ModelConfig(model_type="scripted"))
-    """expert: `scripted`, or `mlp` loaded from runner.expert_ckpt_path"""
+    """expert: `scripted`, an `mlp` loaded from runner.expert_ckpt_path, a `pi0` from its model_path, ..."""
 
 
 # ASYNC (Ray)
@@ -324,42 +290,63 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
+    """`cls` (or, for a section an adapter owns, the adapter's subclass) from plain data, key by key."""
     where = prefix or "the config root"
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+    if hasattr(cls, "adapter_config"):
+        cls = cls.adapter_config(data, prefix)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if key not in names:
-            raise ConfigError(f"unknown key {dotted!r}{_did_you_mean(dotted)}")
+            raise ConfigError(f"unknown key {dotted!r}{_did_you_mean(dotted, _class_keys(cls, prefix))}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value, dotted)
         else:
             kwargs[key] = _coerce(value, tp, dotted)
+    for key in names:  # sections left out still get their adapter's class
+        tp = hints[key]
+        if key not in kwargs and dataclasses.is_dataclass(tp) and hasattr(tp, "adapter_config"):
+            kwargs[key] = _build(tp, _default_data(cls, key), f"{prefix}.{key}" if prefix else key)
     return cls(**kwargs)
 
 
-def all_keys(cls: type = None, prefix: str = "") -> list[str]:
-    """Every dotted leaf key of the config, e.g. `algorithm.dagger.beta_decay`."""
-    cls = cls or Config
+def _default_data(cls: type, name: str) -> dict[str, Any]:
+    """The plain data of field `name`'s default (e.g. rollout.expert_model's `model_type: scripted`)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return {"model_type": default.model_type} if hasattr(default, "model_type") else {}
+
+
+def _class_keys(cls: type, prefix: str) -> list[str]:
+    """Dotted leaf keys a section class declares (adapter sections below it at their default adapter)."""
     keys = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         dotted = f"{prefix}.{f.name}" if prefix else f.name
-        if dataclasses.is_dataclass(hints[f.name]):
-            keys.extend(all_keys(hints[f.name], dotted))
-        else:
-            keys.append(dotted)
+        keys += _class_keys(hints[f.name], dotted) if dataclasses.is_dataclass(hints[f.name]) else [dotted]
     return keys
 
 
-def _did_you_mean(dotted: str) -> str:
-    candidates = all_keys()
+def all_keys(cfg: Any = None, prefix: str = "") -> list[str]:
+    """Every dotted leaf key of a config (default: the default config), e.g. `algorithm.dagger.beta_decay`; the
+    sections adapters own contribute their adapter's keys."""
+    cfg = config_from_dict({}) if cfg is None else cfg
+    keys = []
+    for f in dataclasses.fields(cfg):
+        dotted = f"{prefix}.{f.name}" if prefix else f.name
+        value = getattr(cfg, f.name)
+        keys += all_keys(value, dotted) if dataclasses.is_dataclass(value) else [dotted]
+    return keys
+
+
+def _did_you_mean(dotted: str, candidates: list[str]) -> str:
     leaf = dotted.rsplit(".", 1)[-1]
     match = difflib.get_close_matches(dotted, candidates, n=1, cutoff=0.6)
     if not match:
@@ -369,107 +356,134 @@ def _did_you_mean(dotted: str) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
-def _check(ok: bool, key: str, message: str) -> None:
+def check(ok: bool, key: str, message: str) -> None:
+    """A ConfigError naming `key` unless `ok` (for the adapters' `check` methods too)."""
     if not ok:
         raise ConfigError(f"{key}: {message}")
 
 
+def check_positive(section: Any, key: str, *names: str) -> None:
+    for name in names:
+        value = getattr(section, name)
+        check(value > 0, f"{key}.{name}", f"must be positive, got {value}")
+
+
 def validate(cfg: Config) -> Config:
     """Range and consistency checks that types alone cannot express. Raises ConfigError naming the key."""
+    from dagger_cli.core.registry import SCRIPTED
+    from dagger_cli.core.rollout import EVAL_SEED_LIMIT
+
     d, rb, a, r, e = cfg.algorithm.dagger, cfg.algorithm.replay_buffer, cfg.actor, cfg.runner, cfg.env
-    _check(0.0 <= d.init_beta <= 1.0, "algorithm.dagger.init_beta", f"must be in [0, 1], got {d.init_beta}")
-    _check(0.0 <= d.beta_min <= 1.0, "algorithm.dagger.beta_min", f"must be in [0, 1], got {d.beta_min}")
-    _check(
+    check(0.0 <= d.init_beta <= 1.0, "algorithm.dagger.init_beta", f"must be in [0, 1], got {d.init_beta}")
+    check(0.0 <= d.beta_min <= 1.0, "algorithm.dagger.beta_min", f"must be in [0, 1], got {d.beta_min}")
+    check(
         d.beta_min <= d.init_beta,
         "algorithm.dagger.beta_min",
         f"{d.beta_min} is above algorithm.dagger.init_beta {d.init_beta}",
     )
     if d.beta_schedule == "exponential":
-        _check(0.0 < d.beta_decay <= 1.0, "algorithm.dagger.beta_decay", f"must be in (0, 1], got {d.beta_decay}")
+        check(0.0 < d.beta_decay <= 1.0, "algorithm.dagger.beta_decay", f"must be in (0, 1], got {d.beta_decay}")
     if d.beta_schedule == "linear":
-        _check(0.0 <= d.beta_decay <= 1.0, "algorithm.dagger.beta_decay", f"must be in [0, 1], got {d.beta_decay}")
-    _check(rb.sample_window_size > 0, "algorithm.replay_buffer.sample_window_size", "must be positive")
-    _check(rb.min_buffer_size >= 0, "algorithm.replay_buffer.min_buffer_size", "must not be negative")
-    _check(
+        check(0.0 <= d.beta_decay <= 1.0, "algorithm.dagger.beta_decay", f"must be in [0, 1], got {d.beta_decay}")
+    check(rb.sample_window_size > 0, "algorithm.replay_buffer.sample_window_size", "must be positive")
+    check(rb.min_buffer_size >= 0, "algorithm.replay_buffer.min_buffer_size", "must not be negative")
+    check(
         rb.min_buffer_size <= rb.sample_window_size,
         "algorithm.replay_buffer.min_buffer_size",
         f"{rb.min_buffer_size} exceeds sample_window_size {rb.sample_window_size}; training would never start",
     )
-    for key, value in [
-        ("env.num_envs", e.num_envs),
-        ("env.max_episode_steps", e.max_episode_steps),
-        ("env.max_steps_per_rollout_epoch", e.max_steps_per_rollout_epoch),
-        ("env.image_size", e.image_size),
-        ("env.eval.num_episodes", e.eval.num_episodes),
-        ("actor.model.obs_dim", a.model.obs_dim),
-        ("actor.model.action_dim", a.model.action_dim),
-        ("actor.model.num_action_chunks", a.model.num_action_chunks),
-        ("actor.model.hidden_dim", a.model.hidden_dim),
-        ("actor.model.pi0.num_steps", a.model.pi0.num_steps),
-        ("actor.model.pi0.max_token_len", a.model.pi0.max_token_len),
-        ("actor.global_batch_size", a.global_batch_size),
-        ("actor.micro_batch_size", a.micro_batch_size),
-        ("runner.max_epochs", r.max_epochs),
-        ("runner.keep_checkpoints", r.keep_checkpoints),
-    ]:
-        _check(value > 0, key, f"must be positive, got {value}")
+    check_positive(e, "env", "num_envs", "max_episode_steps", "max_steps_per_rollout_epoch")
+    check_positive(e.eval, "env.eval", "num_episodes")
+    for key, model in (("actor.model", a.model), ("rollout.expert_model", cfg.rollout.expert_model)):
+        check_positive(model, key, "action_dim", "num_action_chunks")
+    check_positive(a, "actor", "global_batch_size", "micro_batch_size")
+    check_positive(r, "runner", "max_epochs", "keep_checkpoints")
     for key, value in [
         ("actor.update_epoch", a.update_epoch),
         ("runner.val_check_interval", r.val_check_interval),
         ("env.eval.reset_seed_base", e.eval.reset_seed_base),
-        ("env.settle_steps", e.settle_steps),
         ("actor.optim.lr_warmup_steps", a.optim.lr_warmup_steps),
         ("actor.optim.total_training_steps", a.optim.total_training_steps),
     ]:
-        _check(value >= 0, key, f"must not be negative, got {value}")
-    _check(r.save_interval == -1 or r.save_interval > 0, "runner.save_interval", "must be positive or -1")
-    _check(d.max_policy_lag >= 0, "algorithm.dagger.max_policy_lag", f"must not be negative, got {d.max_policy_lag}")
+        check(value >= 0, key, f"must not be negative, got {value}")
+    check(
+        e.eval.reset_seed_base + e.eval.num_episodes <= EVAL_SEED_LIMIT,
+        "env.eval.reset_seed_base",
+        f"evaluation seeds must stay below {EVAL_SEED_LIMIT} (training episodes reset with the seeds above)",
+    )
+    check(r.save_interval == -1 or r.save_interval > 0, "runner.save_interval", "must be positive or -1")
+    check(d.max_policy_lag >= 0, "algorithm.dagger.max_policy_lag", f"must not be negative, got {d.max_policy_lag}")
     c = cfg.cluster
-    _check(c.num_rollout_workers > 0, "cluster.num_rollout_workers", "must be positive")
-    _check(c.rollout_worker_cpus >= 0 and c.rollout_worker_gpus >= 0, "cluster.rollout_worker_cpus", "must not be negative")
-    _check(c.learner_threads >= 0, "cluster.learner_threads", f"must not be negative, got {c.learner_threads}")
-    _check(a.optim.lr > 0, "actor.optim.lr", f"must be positive, got {a.optim.lr}")
-    _check(0 <= a.optim.min_lr <= a.optim.lr, "actor.optim.min_lr", "must be in [0, actor.optim.lr]")
-    _check(a.optim.weight_decay >= 0, "actor.optim.weight_decay", "must not be negative")
-    _check(a.optim.clip_grad >= 0, "actor.optim.clip_grad", "must not be negative")
-    _check(
+    check(c.num_rollout_workers > 0, "cluster.num_rollout_workers", "must be positive")
+    check(c.rollout_worker_cpus >= 0 and c.rollout_worker_gpus >= 0, "cluster.rollout_worker_cpus", "must not be negative")
+    check(c.learner_threads >= 0, "cluster.learner_threads", f"must not be negative, got {c.learner_threads}")
+    check(a.optim.lr > 0, "actor.optim.lr", f"must be positive, got {a.optim.lr}")
+    check(0 <= a.optim.min_lr <= a.optim.lr, "actor.optim.min_lr", "must be in [0, actor.optim.lr]")
+    check(a.optim.weight_decay >= 0, "actor.optim.weight_decay", "must not be negative")
+    check(a.optim.clip_grad >= 0, "actor.optim.clip_grad", "must not be negative")
+    check(
         len(a.optim.betas) == 2 and all(0 <= b < 1 for b in a.optim.betas),
         "actor.optim.betas",
         f"must be two numbers in [0, 1), got {a.optim.betas}",
     )
-    _check(
+    check(
         a.global_batch_size % a.micro_batch_size == 0,
         "actor.global_batch_size",
         f"{a.global_batch_size} is not a multiple of actor.micro_batch_size {a.micro_batch_size}",
     )
-    _check(a.model.model_type != "scripted", "actor.model.model_type", "the student must be a learnable model")
-    for key, model in (("actor.model", a.model), ("rollout.expert_model", cfg.rollout.expert_model)):
-        if model.model_type == "pi0":
-            _check(model.action_dim <= 32, f"{key}.action_dim", f"π₀ handles at most 32 action dims, got {model.action_dim}")
-            _check(
-                model.num_action_chunks <= 50,
-                f"{key}.num_action_chunks",
-                f"π₀ predicts 50 steps; cannot execute {model.num_action_chunks}",
-            )
+    # ADAPTERS: each checks its own keys
+    e.check("env", cfg)
+    a.model.check("actor.model", cfg)
     x = cfg.rollout.expert_model
-    if x.model_type == "scripted":
-        _check(
+    x.check("rollout.expert_model", cfg)
+    if x.model_type == SCRIPTED:
+        check(
             r.expert_ckpt_path is None,
             "runner.expert_ckpt_path",
             "is set but rollout.expert_model.model_type is 'scripted'; set it to 'mlp' to use the checkpoint",
         )
-    elif x.model_type == "mlp":
-        _check(
-            r.expert_ckpt_path is not None,
-            "runner.expert_ckpt_path",
-            f"is required when rollout.expert_model.model_type is {x.model_type!r}",
-        )
-        _check(x.obs_dim == a.model.obs_dim, "rollout.expert_model.obs_dim", "differs from actor.model.obs_dim")
-    if x.model_type != "scripted":
-        _check(
+    else:
+        check(
             x.action_dim == a.model.action_dim, "rollout.expert_model.action_dim", "differs from actor.model.action_dim"
         )
     return cfg
+
+
+ADAPTER_SECTIONS = {("env",): "type", ("actor", "model"): "model_type", ("rollout", "expert_model"): "model_type"}
+"""the sections an adapter owns, and the key that picks it"""
+
+
+def _prune_section(data: dict[str, Any], path: tuple[str, ...]) -> None:
+    """Drops, in place, the keys of section `path` that only *other* adapters of that section declare."""
+    from dagger_cli.core.registry import ENVS, POLICIES
+
+    parent = data
+    for part in path[:-1]:
+        parent = parent.get(part)
+        if not isinstance(parent, dict):
+            return
+    section = parent.get(path[-1])
+    if not isinstance(section, dict):
+        return
+    key = ".".join(path)
+    if path == ("env",):
+        chosen, others = EnvConfig.adapter_config(section, key), [a.config for a in ENVS.all()]
+    else:
+        chosen, others = ModelConfig.adapter_config(section, key), [a.config for a in POLICIES.all()]
+    own = {f.name for f in dataclasses.fields(chosen)}
+    foreign = {f.name for cls in others for f in dataclasses.fields(cls)} - own
+    parent[path[-1]] = {k: v for k, v in section.items() if k not in foreign}
+
+
+def drop_other_adapters_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """Plain config data without the keys that only *other* adapters of a section declare. Configs saved before
+    adapters owned their keys carried every adapter's defaults (env.image_size in a ManiSkill run, actor.model.pi0
+    beside an MLP); this keeps such run directories readable. Only for saved runs and for a section whose adapter
+    a `--set` changes: a key a user writes for the wrong adapter stays an error."""
+    data = merge(data, {})
+    for path in ADAPTER_SECTIONS:
+        _prune_section(data, path)
+    return data
 
 
 def config_from_dict(data: Any) -> Config:
@@ -528,19 +542,19 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Applies `--set` overrides to plain config data; unknown keys are reported by `config_from_dict`."""
+    """Applies `--set` overrides to plain config data; unknown keys are reported by `config_from_dict`, which
+    knows the keys of the adapters the data selects."""
     data = merge(data, {})
     for text in overrides:
         parts, value = parse_override(text)
-        dotted = ".".join(parts)
-        if dotted not in all_keys() and not any(k.startswith(dotted + ".") for k in all_keys()):
-            raise ConfigError(f"--set: unknown key {dotted!r}{_did_you_mean(dotted)}")
         node = data
         for part in parts[:-1]:
             child = node.get(part)
             node[part] = dict(child) if isinstance(child, dict) else {}
             node = node[part]
         node[parts[-1]] = value
+        if (tuple(parts[:-1]), parts[-1]) in ADAPTER_SECTIONS.items():  # another adapter: the preset's keys for
+            _prune_section(data, tuple(parts[:-1]))  # the one it replaces go (e.g. --set actor.model.model_type=pi0)
     return data
 
 
@@ -552,18 +566,31 @@ def presets_dir() -> Path:
     return Path(str(files("dagger_cli.presets")))
 
 
+def _preset_files() -> dict[str, Path]:
+    """Preset name -> YAML: the bundled ones, then those adapters ship (a bundled name wins)."""
+    from dagger_cli.core.registry import preset_folders
+
+    found: dict[str, Path] = {}
+    for folder in [presets_dir(), *preset_folders()]:
+        for path in sorted(Path(folder).glob("*.yaml")):
+            found.setdefault(path.stem, path)
+    return found
+
+
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in presets_dir().glob("*.yaml"))
+    return sorted(_preset_files())
 
 
 def preset_path(name: str) -> Path:
-    path = presets_dir() / f"{name}.yaml"
-    if not path.is_file():
-        names = preset_names()
-        hint = difflib.get_close_matches(name, names, n=1)
+    bundled = presets_dir() / f"{name}.yaml"
+    if bundled.is_file():  # without loading any adapter
+        return bundled
+    files = _preset_files()
+    if name not in files:
+        hint = difflib.get_close_matches(name, list(files), n=1)
         did = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise UsageError(f"unknown preset {name!r}{did}; available: {', '.join(names)}")
-    return path
+        raise UsageError(f"unknown preset {name!r}{did}; available: {', '.join(sorted(files))}")
+    return files[name]
 
 
 def preset_description(name: str) -> str:

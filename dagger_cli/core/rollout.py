@@ -20,7 +20,11 @@ from dagger_cli.core.protocols import Obs, Policy, VecEnv
 from dagger_cli.core.replay_buffer import flatten_obs
 
 _COIN_STREAM, _SEED_STREAM = 2, 3
-_EPISODE_SEED_RANGE = (2**20, 2**31)  # training resets; evaluation uses small fixed seeds below this range
+EVAL_SEED_LIMIT = 2**20
+"""evaluation episodes reset with fixed seeds below this (env.eval.reset_seed_base + i); envs that keep separate
+training and evaluation scenes (RoboTwin's seed lists) tell the two apart by it"""
+TRAIN_SEED_RANGE = (EVAL_SEED_LIMIT, 2**31)
+"""training episodes reset with seeds drawn from this range, from (run seed, iteration)"""
 
 
 def take(obs: Obs, index: np.ndarray) -> Obs:
@@ -159,7 +163,7 @@ class Rollout:
             return ids
 
         t = time.perf_counter()
-        obs = env.reset([int(s) for s in seeds.integers(*_EPISODE_SEED_RANGE, size=n)], all_envs)
+        obs = env.reset([int(s) for s in seeds.integers(*TRAIN_SEED_RANGE, size=n)], all_envs)
         timings["env"] += time.perf_counter() - t
         episode_id = new_episode_ids(n)
         elapsed = np.zeros(n, dtype=np.int64)
@@ -219,7 +223,7 @@ class Rollout:
                     episodes.add(success_once[i], success[i, -1], elapsed[i])
                 if k < calls - 1:
                     t = time.perf_counter()
-                    obs = env.reset([int(s) for s in seeds.integers(*_EPISODE_SEED_RANGE, size=n)], done)
+                    obs = env.reset([int(s) for s in seeds.integers(*TRAIN_SEED_RANGE, size=n)], done)
                     timings["env"] += time.perf_counter() - t
                     episode_id[done] = new_episode_ids(int(done.sum()))
                     elapsed[done] = 0

@@ -1,11 +1,13 @@
-"""Policy adapters behind `dagger_cli.core.protocols.Policy`: the student and expert models."""
+"""Policy adapters behind `dagger_cli.core.protocols.Policy`, found by `model_type` in the registry
+(`dagger_cli.core.registry`): the MLP and π₀ here, others from packages' entry points; `scripted` experts come
+from the env adapter."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from dagger_cli.core.config import Config
 from dagger_cli.core.protocols import Policy, TrainablePolicy
+from dagger_cli.core.registry import SCRIPTED, policy_adapter
 
 
 def resolve_device(name: str) -> str:
@@ -20,40 +22,26 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def build_student(cfg: Config, device: str, weights: str | Path | None = None) -> TrainablePolicy:
+def build_student(cfg, device: str, weights: str | Path | None = None) -> TrainablePolicy:
     """The student: loaded from `weights` (default `runner.ckpt_path`), else randomly initialised (torch RNG)."""
-    weights = weights if weights is not None else cfg.runner.ckpt_path
-    if cfg.actor.model.model_type == "pi0":
-        from dagger_cli.policies.pi0 import Pi0Policy
+    from dagger_cli.core.errors import ConfigError
 
-        policy = Pi0Policy(cfg.actor.model, device)
-        if weights:
-            policy.load_weights(weights)
-        return policy
-    from dagger_cli.policies.mlp import MLPPolicy
-    from dagger_cli.policies.weights import load_into
-
-    policy = MLPPolicy(cfg.actor.model, device)
-    if weights:
-        load_into(policy.module, weights, "student")
-    return policy
+    adapter = policy_adapter(cfg.actor.model.model_type)
+    if adapter.student is None:
+        raise ConfigError(f"actor.model.model_type: {adapter.name} cannot be trained as a student")
+    return adapter.student(cfg, device, weights if weights is not None else cfg.runner.ckpt_path)
 
 
-def build_expert(cfg: Config, device: str) -> Policy:
-    """The task's scripted expert, π₀ from `rollout.expert_model.model_path`, or an MLP from
-    `runner.expert_ckpt_path`."""
-    if cfg.rollout.expert_model.model_type == "scripted":
+def build_expert(cfg, device: str) -> Policy:
+    """The task's scripted expert, or the expert model `rollout.expert_model` names."""
+    from dagger_cli.core.errors import ConfigError
+
+    model_type = cfg.rollout.expert_model.model_type
+    if model_type == SCRIPTED:
         from dagger_cli.envs import make_scripted_expert
 
         return make_scripted_expert(cfg.env)
-    if cfg.rollout.expert_model.model_type == "pi0":
-        from dagger_cli.policies.pi0 import Pi0Policy
-
-        return Pi0Policy(cfg.rollout.expert_model, device, trainable=False)
-    from dagger_cli.policies.mlp import MLPPolicy
-    from dagger_cli.policies.weights import load_into
-
-    policy = MLPPolicy(cfg.rollout.expert_model, device)
-    load_into(policy.module, cfg.runner.expert_ckpt_path, "expert")
-    policy.module.eval()
-    return policy
+    adapter = policy_adapter(model_type, "rollout.expert_model.model_type")
+    if adapter.expert is None:
+        raise ConfigError(f"rollout.expert_model.model_type: {adapter.name} cannot serve as an expert")
+    return adapter.expert(cfg, device)

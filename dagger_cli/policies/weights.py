@@ -1,39 +1,69 @@
-"""Loading policy weights from files a user points at: safetensors, or RLinf's `full_weights.pt` (weights only)."""
+"""Weight files users point at, for every policy adapter and `dagger fetch`: which files a path names, and reading
+them (safetensors, or torch state dicts such as RLinf's `full_weights.pt`, read weights-only, never unpickled).
+
+The one rule for a path: a file is itself; a dagger run checkpoint (`iter_*/` with `state.json`) means its
+`student.safetensors`; any other directory means its top-level `*.safetensors` (sorted and merged: sharded
+checkpoints, as openpi and RLinf read them), else RLinf's `model_state_dict/full_weights.pt` or
+`actor/model_state_dict/full_weights.pt`.
+"""
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from dagger_cli.core.errors import CheckpointError
 
-_DIR_CANDIDATES = (
-    "student.safetensors",
-    "model.safetensors",
-    "model_state_dict/full_weights.pt",
-    "actor/model_state_dict/full_weights.pt",
-)
+if TYPE_CHECKING:
+    import torch
+
+RLINF_WEIGHT_FILES = ("model_state_dict/full_weights.pt", "actor/model_state_dict/full_weights.pt")
+RUN_CHECKPOINT_STUDENT = "student.safetensors"
 _IGNORED_PREFIXES = ("value_head.",)
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "_fsdp_wrapped_module.")
 
 
-def resolve_weights_file(path: str | Path) -> Path:
-    """A weights file, or the first known weights file inside a directory."""
+def weight_files_among(names: list[str]) -> list[str]:
+    """The weight files among a directory's `/`-separated relative paths, by the module's rule (empty: none)."""
+    shards = sorted(n for n in names if "/" not in n and n.endswith(".safetensors"))
+    return shards or [f for f in RLINF_WEIGHT_FILES if f in names][:1]
+
+
+def weight_files(path: str | Path) -> list[Path]:
+    """The weight files `path` names, by the module's rule; none is a CheckpointError naming the path."""
+    from dagger_cli.core.checkpoint import STATE_FILE
+
     path = Path(path).expanduser()
-    if path.is_dir():
-        for name in _DIR_CANDIDATES:
-            if (path / name).is_file():
-                return path / name
-        raise CheckpointError(f"{path}: no weights file inside (looked for {', '.join(_DIR_CANDIDATES)})")
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    return path
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such checkpoint file or directory")
+    if (path / STATE_FILE).is_file() and (path / RUN_CHECKPOINT_STUDENT).is_file():
+        return [path / RUN_CHECKPOINT_STUDENT]
+    names = [p.name for p in path.glob("*.safetensors")] + [f for f in RLINF_WEIGHT_FILES if (path / f).is_file()]
+    found = weight_files_among(names)
+    if not found:
+        raise CheckpointError(
+            f"{path}: no weights file inside (looked for *.safetensors and {', '.join(RLINF_WEIGHT_FILES)})"
+        )
+    return [path / f for f in found]
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the weight files `path` names, merged."""
+    state: dict[str, torch.Tensor] = {}
+    for file in weight_files(path):
+        state.update(read_state_dict(file))
+    return state
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Reads tensors from a .safetensors file or a torch state-dict file (never unpickling arbitrary objects)."""
-    path = resolve_weights_file(path)
+    """Tensors of one .safetensors file, or of a torch file holding only tensors (read with weights_only=True)."""
+    import torch
+
+    path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -43,10 +73,19 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for corrupt or unsafe files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: cannot load as a weights-only torch file ({first})") from None
+        with warnings.catch_warnings():  # torch's own advice on unsafe files is not ours to repeat
+            warnings.simplefilter("ignore")
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower() or "weights_only" in str(e):
+            raise CheckpointError(
+                f"{path}: not a weights-only checkpoint (it holds Python objects besides tensors, which dagger never "
+                "unpickles); save the model's state dict with safetensors or torch.save(model.state_dict())"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt or not a torch file)") from None
+    except Exception as e:  # torch raises many types for corrupt files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({first})") from None
     if isinstance(state, dict) and "model_state_dict" in state and isinstance(state["model_state_dict"], dict):
         state = state["model_state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -69,15 +108,16 @@ def check_state_dict(expected: dict, state: dict, source, what: str) -> None:
             )
 
 
-def load_into(module: torch.nn.Module, path: str | Path, what: str) -> None:
+def load_into(module: "torch.nn.Module", path: str | Path, what: str) -> None:
     """Loads `path` into `module` strictly (RLinf value-head keys and wrapper prefixes aside)."""
-    file = resolve_weights_file(path)
+    files = weight_files(path)
+    source = files[0] if len(files) == 1 else Path(path)
     state = {}
-    for key, value in read_state_dict(file).items():
+    for key, value in read_weights(path).items():
         for prefix in _WRAPPER_PREFIXES:
             if key.startswith(prefix):
                 key = key[len(prefix) :]
         if not key.startswith(_IGNORED_PREFIXES):
             state[key] = value
-    check_state_dict(module.state_dict(), state, file, what)
+    check_state_dict(module.state_dict(), state, source, what)
     module.load_state_dict(state)

@@ -1,233 +1,70 @@
-"""π₀ as a dagger policy: openpi-compatible model, transforms, tokenizer and checkpoints (extra `pi0`)."""
+"""π₀ policy adapter (`model_type: pi0`, extra `pi0`): openpi-compatible model, transforms, tokenizer and
+checkpoints. The policy is `policy.Pi0Policy`; this module stays light (no torch) for the registry."""
 
 from __future__ import annotations
 
-import contextlib
-from pathlib import Path
+from dagger_cli.core.registry import Alias, PolicyAdapter
+from dagger_cli.policies.pi0.config import Pi0Config, Pi0ModelConfig  # noqa: F401
 
-import numpy as np
-import torch
-
-from dagger_cli.core.config import ModelConfig
-from dagger_cli.core.errors import CheckpointError, EnvUnavailableError
-
-
-def _require_transformers():
-    try:
-        import sentencepiece  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError as e:
-        raise EnvUnavailableError(
-            f"π₀ needs {e.name}; install it with: pip install 'dagger-cli[pi0]'"
-        ) from None
+MODEL_KEY, EXPERT_KEY = "actor.model.model_path", "rollout.expert_model.model_path"
+TOKENIZER_KEY = "actor.model.pi0.tokenizer_path"
+FETCH_ALIASES = (
+    Alias("pi0-libero", "RLinf/RLinf-Pi0-LIBERO-Spatial-Object-Goal-SFT", "π₀ student for libero-spatial", MODEL_KEY),
+    Alias("pi0-robotwin", "RLinf/RLinf-Pi0-RoboTwin-SFT-adjust_bottle", "π₀ student for robotwin-adjust-bottle",
+          MODEL_KEY),
+    Alias("pi0-robotwin-expert", "RLinf/RLinf-Pi0-RoboTwin-PPO-adjust_bottle", "π₀ expert for robotwin-adjust-bottle",
+          EXPERT_KEY),
+    Alias("openpi-tokenizer", "RLinf/openpi_tokenizer", "PaliGemma SentencePiece tokenizer", TOKENIZER_KEY,
+          "tokenizer"),
+)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` -> bfloat16 on CUDA, float32 elsewhere."""
-    if precision == "auto":
-        return "bfloat16" if device.type == "cuda" else "float32"
-    return precision
+def student(cfg, device: str, weights):
+    from dagger_cli.policies.pi0.policy import Pi0Policy
+
+    policy = Pi0Policy(cfg.actor.model, device)
+    if weights:
+        policy.load_weights(weights)
+    return policy
 
 
-class Pi0Policy:
-    """`TrainablePolicy` around `Pi0Model`: raw observations in, env-unit action chunks (full horizon) out.
+def expert(cfg, device: str):
+    from dagger_cli.policies.pi0.policy import Pi0Policy
 
-    Observations: a dict with the cameras named by the data spec (uint8 (B, H, W, 3)), `state` (B, S) and
-    `prompt` (B,) strings, or a bare state array (B, S) with `pi0.default_prompt` as every prompt. `act` returns
-    (B, horizon, action_dim); the env executes the first `num_action_chunks`.
+    return Pi0Policy(cfg.rollout.expert_model, device, trainable=False)
 
-    `trainable=False` (an expert) may store the weights in bf16; a student keeps fp32 master weights and runs under
-    bf16 autocast instead (see `model.apply_precision`). A student whose checkpoint carries no norm stats starts
-    with identity stats and `needs_norm_stats` set: the runner calls `fit_norm_stats` with the first iteration's
-    expert-labelled data, and the stats then travel in `state_dict` (run checkpoints, Ray workers) and `save`.
-    """
 
-    def __init__(self, cfg: ModelConfig, device: str | torch.device = "cpu", trainable: bool = True):
-        _require_transformers()
-        from dagger_cli.policies.pi0.checkpoint import NormStats, find_norm_stats, load_weights
-        from dagger_cli.policies.pi0.model import VARIANTS, Pi0Model, apply_precision
-        from dagger_cli.policies.pi0.tokenizer import PromptTokenizer
+def describe(model: Pi0ModelConfig, policy, device: str, is_student: bool) -> str:
+    """The memory the model takes as `apply_precision` stores it (what `dagger check` prints)."""
+    from dagger_cli.policies.pi0.model import memory_estimate_gib
+    from dagger_cli.policies.pi0.sizes import VARIANTS
 
-        p = cfg.pi0
-        self.cfg = cfg
-        self.device = torch.device(device)
-        size = VARIANTS[p.variant]
-        model_path = Path(cfg.model_path).expanduser() if cfg.model_path else None
-        if model_path is not None and not model_path.exists():
-            raise CheckpointError(f"{model_path}: no such π₀ checkpoint directory")
-        # weights before the tokenizer and norm stats: the largest, likeliest problem is reported first; the model
-        # is made where it runs (initialising 3.5 B parameters on a GPU takes seconds, on a CPU a minute)
-        with self.device:
-            self.model = Pi0Model(size)
-        if model_path is not None:
-            load_weights(self.model, model_path)
-        self.precision = resolve_precision(p.precision, self.device)
-        self.autocast = apply_precision(self.model, self.precision, trainable, p.train_expert_only)
-        self.model.to(self.device).eval()
-        self.model.gradient_checkpointing = p.gradient_checkpointing
-        if p.train_expert_only:
-            for param in self.model.paligemma_with_expert.paligemma.parameters():
-                param.requires_grad_(False)
-        if not trainable:
-            self.model.requires_grad_(False)
-        self.module = self.model
-        self.num_steps = p.num_steps
-        self.chunk = cfg.num_action_chunks
-        self.action_shape = (size.action_horizon, cfg.action_dim)
-        if cfg.num_action_chunks > size.action_horizon:
-            raise CheckpointError(
-                f"num_action_chunks {cfg.num_action_chunks} exceeds the {p.variant} π₀'s horizon of "
-                f"{size.action_horizon}"
-            )
-        self.tokenizer = PromptTokenizer(p.tokenizer_path, p.max_token_len)
-        if self.tokenizer.vocab_size > size.vocab_size:
-            raise CheckpointError(
-                f"{self.tokenizer.path}: tokenizer has {self.tokenizer.vocab_size} pieces, "
-                f"the {p.variant} π₀ embeds {size.vocab_size}"
-            )
-        norm = find_norm_stats(model_path, p.asset_id, p.norm_stats_path, required=not trainable)
-        self.needs_norm_stats = norm is None
-        """no stats yet: identity until `fit_norm_stats`"""
-        self._set_norm_stats(norm or NormStats.identity(size.action_dim))
+    p = model.pi0
+    precision = p.precision if p.precision != "auto" else ("bfloat16" if device == "cuda" else "float32")
+    weights, total = memory_estimate_gib(VARIANTS[p.variant], precision, p.train_expert_only, trainable=is_student)
+    how = ""
+    if precision == "bfloat16":
+        how = " (fp32 master weights, bf16 autocast)" if is_student else " (stored in bf16)"
+    text = f"{p.variant} π₀ in {precision}{how}: weights {_size(weights)}"
+    if is_student:
+        part = "action expert" if p.train_expert_only else "all"
+        text += f", training ({part}) ≈{_size(total)} + activations"
+    if getattr(policy, "needs_norm_stats", False):
+        text += "; no norm stats: computed from the first iteration's expert labels"
+    return text
 
-    def _set_norm_stats(self, norm) -> None:
-        from dagger_cli.policies.pi0.model import VARIANTS
-        from dagger_cli.policies.pi0.transforms import DATA_SPECS, Pi0Transforms
 
-        size = VARIANTS[self.cfg.pi0.variant]
-        self.transforms = Pi0Transforms(DATA_SPECS[self.cfg.pi0.data], norm, self.cfg.action_dim, size.action_dim)
+def _size(gib: float) -> str:
+    return f"{gib:.1f} GiB" if gib >= 1 else f"{gib * 1024:.0f} MiB"
 
-    def _precision_context(self):
-        """bf16 autocast for a trained model in bfloat16 precision; nothing otherwise."""
-        if not self.autocast:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
-    # INPUTS
-    def _as_dict(self, obs) -> dict[str, np.ndarray]:
-        """Observations as a dict with `state` and `prompt` (a bare array is the state; the default prompt fills in)."""
-        if not isinstance(obs, dict):
-            obs = {"state": np.asarray(obs)}
-        if "state" not in obs:
-            raise ValueError(f"π₀ expects observations with 'state', 'prompt' and cameras, got {sorted(obs)}")
-        if "prompt" not in obs:
-            prompt = self.cfg.pi0.default_prompt
-            if prompt is None:
-                raise ValueError(
-                    f"π₀ expects observations with 'state', 'prompt' and cameras, got {sorted(obs)}; "
-                    "set actor.model.pi0.default_prompt for an env without instructions"
-                )
-            obs = {**obs, "prompt": np.full(len(obs["state"]), prompt, dtype=object)}
-        return obs
+def __getattr__(name: str):
+    if name in ("Pi0Policy", "resolve_precision"):
+        from dagger_cli.policies.pi0 import policy
 
-    def inputs(self, obs) -> dict[str, torch.Tensor]:
-        obs = self._as_dict(obs)
-        images, image_masks = self.transforms.images(obs)
-        tokens, token_masks = self.tokenizer.encode_batch(obs["prompt"])
-        state = self.transforms.state(obs["state"])
-        as_tensor = lambda x: torch.as_tensor(x, device=self.device)  # noqa: E731
-        return {
-            "images": as_tensor(images),
-            "image_masks": as_tensor(image_masks),
-            "tokens": as_tensor(tokens),
-            "token_masks": as_tensor(token_masks),
-            "state": as_tensor(state),
-        }
+        return getattr(policy, name)
+    raise AttributeError(name)
 
-    # POLICY
-    def sample_noise(self, batch: int) -> torch.Tensor:
-        """Drawn from torch's global CPU generator, whose state every run checkpoint holds (exact resume)."""
-        shape = (batch, self.model.size.action_horizon, self.model.size.action_dim)
-        return torch.randn(shape, dtype=torch.float32).to(self.device)
 
-    @torch.no_grad()
-    def act(self, obs, noise: torch.Tensor | None = None) -> np.ndarray:
-        """(B, horizon, action_dim) env-unit actions; deterministic given `noise` (else drawn by `sample_noise`)."""
-        obs = self._as_dict(obs)
-        x = self.inputs(obs)
-        if noise is None:
-            noise = self.sample_noise(len(obs["state"]))
-        with self._precision_context():
-            out = self.model.sample_actions(**x, noise=noise.to(self.device), num_steps=self.num_steps)
-        return self.transforms.actions_from_model(out.float().cpu().numpy(), obs["state"])
-
-    def loss(self, obs, expert_actions: np.ndarray) -> torch.Tensor:
-        """Flow-matching loss on env-unit expert chunks, normalised with this policy's stats, cropped to the
-        executed chunk and the env's action dims. Labels shorter than the horizon (an expert that labels one step)
-        are extended with their last step; only the executed chunk is scored."""
-        obs = self._as_dict(obs)
-        x = self.inputs(obs)
-        labels = self._full_horizon(np.asarray(expert_actions))
-        actions = torch.as_tensor(self.transforms.actions_to_model(labels, obs["state"]), device=self.device)
-        batch = len(actions)
-        time = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0)).sample((batch,)) * 0.999 + 0.001
-        noise = self.sample_noise(batch)
-        with self._precision_context():
-            per_element = self.model.loss(**x, actions=actions, noise=noise, time=time.to(self.device))
-        return per_element[:, : self.chunk, : self.cfg.action_dim].float().mean()
-
-    def _full_horizon(self, labels: np.ndarray) -> np.ndarray:
-        horizon = self.model.size.action_horizon
-        if labels.ndim != 3 or labels.shape[1] < self.chunk or labels.shape[1] > horizon:
-            raise ValueError(
-                f"π₀ labels must be (batch, {self.chunk}..{horizon}, action_dim), got {labels.shape}"
-            )
-        if labels.shape[1] < horizon:
-            labels = np.concatenate([labels, np.repeat(labels[:, -1:], horizon - labels.shape[1], axis=1)], axis=1)
-        return labels
-
-    # NORM STATS
-    def fit_norm_stats(self, obs, expert_actions: np.ndarray) -> None:
-        """Computes z-score stats from expert-labelled data: states as observed, labels as the model sees them
-        (delta dims relative to the state)."""
-        from dagger_cli.policies.pi0.checkpoint import NormStats
-
-        state = np.asarray(self._as_dict(obs)["state"], dtype=np.float64)
-        labels = np.asarray(expert_actions, dtype=np.float64)[..., : self.cfg.action_dim]
-        deltas = labels - self.transforms.delta_base(state)[:, None, :]
-        source = f"computed from {len(state)} expert-labelled samples"
-        self._set_norm_stats(NormStats.from_data(state, deltas, source=source))
-        self.needs_norm_stats = False
-
-    # CHECKPOINT
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights in openpi's names, plus the norm stats in use under `norm_stats/` (none while it has none)."""
-        from dagger_cli.policies.pi0.checkpoint import openpi_state_dict
-
-        state = openpi_state_dict(self.model)
-        if not self.needs_norm_stats:
-            state.update(self.transforms.norm.to_tensors())
-        return state
-
-    def load_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-        from dagger_cli.policies.pi0.checkpoint import NORM_KEY, NormStats, load_state
-
-        norm = {k: v for k, v in state.items() if k.startswith(NORM_KEY)}
-        load_state(self.model, {k: v for k, v in state.items() if not k.startswith(NORM_KEY)}, source)
-        if norm:
-            self._set_norm_stats(NormStats.from_tensors(norm, source))
-            self.needs_norm_stats = False
-
-    def load_weights(self, path: str | Path) -> None:
-        """Weights (and norm stats, where they are) from a run checkpoint's `student.safetensors`, an openpi/RLinf
-        checkpoint directory or a weights file."""
-        from dagger_cli.policies.pi0.checkpoint import find_norm_stats, read_weights
-
-        path = Path(path).expanduser()
-        self.load_state_dict(read_weights(path), str(path))
-        if path.is_dir() and self.needs_norm_stats:
-            norm = find_norm_stats(path, self.cfg.pi0.asset_id, None, required=False)
-            if norm is not None:
-                self._set_norm_stats(norm)
-                self.needs_norm_stats = False
-
-    def save(self, directory: Path) -> Path:
-        """`<directory>/model.safetensors` in openpi's layout plus this policy's norm stats (a loadable model_path)."""
-        from dagger_cli.core.checkpoint import write_json
-        from dagger_cli.policies.pi0.checkpoint import save_weights
-
-        path = save_weights(self.model, directory)
-        stats_dir = Path(directory) / self.cfg.pi0.asset_id
-        stats_dir.mkdir(parents=True, exist_ok=True)
-        write_json(stats_dir / "norm_stats.json", self.transforms.norm.to_json())
-        return path
+ADAPTER = PolicyAdapter("pi0", Pi0ModelConfig, student, expert, describe=describe, worker_env=("OPENPI_DATA_HOME",),
+                        fetch_aliases=FETCH_ALIASES)

@@ -1,8 +1,8 @@
 """π₀ checkpoints in openpi's PyTorch layout: weights, norm stats, and the key renaming across transformers versions.
 
-A checkpoint directory holds `*.safetensors` (sorted and merged, as RLinf reads them; usually `model.safetensors`),
-or RLinf's `model_state_dict/full_weights.pt` / `actor/model_state_dict/full_weights.pt` (read weights-only), and
-`<asset_id>/norm_stats.json` (RLinf) or `assets/<asset_id>/norm_stats.json` (openpi).
+A checkpoint directory holds weights as `dagger_cli.policies.weights` finds them (`*.safetensors`, sorted and
+merged; or RLinf's `full_weights.pt`, read weights-only), and `<asset_id>/norm_stats.json` (RLinf) or
+`assets/<asset_id>/norm_stats.json` (openpi).
 
 Key spellings accepted: transformers ≤4.51 (`paligemma.language_model.model.*`), 4.52–4.57 as openpi saves them
 (`paligemma.model.vision_tower.vision_model.*`), and 5.x (`paligemma.model.vision_tower.*`). The token embedding may
@@ -30,31 +30,6 @@ _EXPERT_HEAD = _PWE + "gemma_expert.lm_head.weight"
 _VISION = "paligemma.model.vision_tower."
 
 
-def weight_files(path: Path) -> list[Path]:
-    """The weight files of a checkpoint (a file, or a directory in RLinf's order of preference)."""
-    path = Path(path).expanduser()
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: no such checkpoint file or directory")
-    shards = sorted(path.glob("*.safetensors"))
-    if shards:
-        return shards
-    for candidate in ("model_state_dict/full_weights.pt", "actor/model_state_dict/full_weights.pt"):
-        if (path / candidate).is_file():
-            return [path / candidate]
-    raise CheckpointError(f"{path}: no *.safetensors or model_state_dict/full_weights.pt inside")
-
-
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    from dagger_cli.policies.weights import read_state_dict
-
-    state: dict[str, torch.Tensor] = {}
-    for file in weight_files(path):
-        state.update(read_state_dict(file))
-    return state
-
-
 def _rename(key: str, module_keys: set[str]) -> str:
     """One checkpoint key in the module's spelling."""
     key = key.replace("paligemma.language_model.model.", "paligemma.model.language_model.")
@@ -70,6 +45,8 @@ def _rename(key: str, module_keys: set[str]) -> str:
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     """Loads an openpi/RLinf checkpoint (directory or file) into `model` strictly, casting to the model's dtypes."""
+    from dagger_cli.policies.weights import read_weights
+
     path = Path(path).expanduser()
     load_state(model, read_weights(path), str(path))
 

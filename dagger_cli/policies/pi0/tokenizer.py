@@ -9,21 +9,32 @@ import numpy as np
 
 from dagger_cli.core.errors import CheckpointError
 
-DEFAULT_TOKENIZER = Path(os.environ.get("OPENPI_DATA_HOME", "~/.cache/openpi")) / "big_vision" / "paligemma_tokenizer.model"
+TOKENIZER_FILE = "big_vision/paligemma_tokenizer.model"
+"""where openpi keeps the PaliGemma tokenizer, under its data home"""
+DEFAULT_TOKENIZER_PATH = f"~/.cache/openpi/{TOKENIZER_FILE}"
+"""the default `pi0.tokenizer_path`: openpi's place (under $OPENPI_DATA_HOME when that is set)"""
 
 
 BUNDLED = "bundled:"
 """prefix of a tokenizer shipped inside the package (dagger_cli/policies/pi0/assets/)"""
 
 
+def openpi_home() -> Path:
+    """openpi's data folder: $OPENPI_DATA_HOME, else ~/.cache/openpi (`dagger fetch openpi-tokenizer` fills it)."""
+    return Path(os.environ.get("OPENPI_DATA_HOME") or "~/.cache/openpi").expanduser()
+
+
 def resolve_tokenizer_path(path: str | Path) -> Path:
     """A tokenizer file: `bundled:NAME` (shipped with dagger, e.g. `bundled:instructions.model`, a small BPE model
-    of robot instructions for models trained from scratch), else a path (`~` expanded)."""
+    of robot instructions for models trained from scratch); the default path, under $OPENPI_DATA_HOME when set;
+    else the path (`~` expanded)."""
     text = str(path)
     if text.startswith(BUNDLED):
         from importlib.resources import files
 
         return Path(str(files("dagger_cli.policies.pi0").joinpath("assets", text[len(BUNDLED):])))
+    if text == DEFAULT_TOKENIZER_PATH:
+        return openpi_home() / TOKENIZER_FILE
     return Path(text).expanduser()
 
 

@@ -6,7 +6,7 @@ Workers step one small env each; torch's intra-op threads would only contend wit
 import torch
 
 from dagger_cli.envs._workers import prepare_worker_process
-from dagger_cli.envs.maniskill import import_maniskill
+from dagger_cli.envs.maniskill.env import import_maniskill
 
 torch.set_num_threads(1)
 prepare_worker_process()

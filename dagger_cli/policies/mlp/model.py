@@ -13,8 +13,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from dagger_cli.core.config import ModelConfig
-
 
 def _layer_init(layer: nn.Linear, gain: float) -> nn.Linear:
     nn.init.orthogonal_(layer.weight, gain)
@@ -45,7 +43,7 @@ class MLPActor(nn.Module):
 class MLPPolicy:
     """`TrainablePolicy` around `MLPActor`: numpy in, (batch, chunks, action_dim) numpy out."""
 
-    def __init__(self, cfg: ModelConfig, device: str | torch.device = "cpu"):
+    def __init__(self, cfg, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
         self.action_shape = (cfg.num_action_chunks, cfg.action_dim)
         self.obs_dim = cfg.obs_dim

@@ -21,7 +21,6 @@ from functools import partial
 import gymnasium as gym
 import numpy as np
 
-from dagger_cli.core.config import EnvConfig
 from dagger_cli.core.errors import EnvUnavailableError
 from dagger_cli.envs._workers import WorkerEnvMixin, start_workers
 
@@ -161,7 +160,7 @@ def _make_worker_env(suite: str, image_size: int, settle_steps: int, chunk: int)
 class LiberoVecEnv(WorkerEnvMixin):
     """`VecEnv` over LIBERO tasks in gymnasium AsyncVectorEnv workers."""
 
-    def __init__(self, cfg: EnvConfig, num_action_chunks: int):
+    def __init__(self, cfg, num_action_chunks: int):
         benchmark = import_libero()
         suites = benchmark.get_benchmark_dict()
         if cfg.task not in suites:
@@ -175,7 +174,7 @@ class LiberoVecEnv(WorkerEnvMixin):
         self.backend = os.environ["MUJOCO_GL"]
         self._task_ids = np.zeros(self.num_envs, dtype=np.int64)
         make = partial(_make_worker_env, cfg.task, cfg.image_size, cfg.settle_steps, num_action_chunks)
-        self._env = start_workers([make] * cfg.num_envs, "dagger_cli.envs._libero_preload", f"LIBERO {cfg.task}")
+        self._env = start_workers([make] * cfg.num_envs, "dagger_cli.envs.libero._preload", f"LIBERO {cfg.task}")
 
     def _with_prompts(self, obs: dict) -> dict:
         return {**obs, "prompt": np.array([self.prompts[t] for t in self._task_ids])}

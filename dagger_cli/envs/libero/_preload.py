@@ -1,7 +1,7 @@
 """Imported once in the forkserver process so that every LIBERO worker starts with robosuite and LIBERO loaded."""
 
 from dagger_cli.envs._workers import prepare_worker_process
-from dagger_cli.envs.libero import import_libero
+from dagger_cli.envs.libero.env import import_libero
 
 prepare_worker_process()
 import_libero()

@@ -12,11 +12,10 @@ from functools import partial
 
 import numpy as np
 
-from dagger_cli.core.config import EnvConfig
 from dagger_cli.core.errors import EnvUnavailableError
 from dagger_cli.envs._workers import WorkerEnvMixin, start_forkserver, start_workers
 
-_PRELOAD = "dagger_cli.envs._maniskill_preload"
+_PRELOAD = "dagger_cli.envs.maniskill._preload"
 
 # Observation fix-ups on reset, per task. PickCube's state obs[18] (is_grasped) is stale right after a reset: it
 # still reports the previous episode's last contacts because no physics step has run yet.
@@ -93,7 +92,7 @@ def _cuda_available() -> bool:
 class ManiSkillVecEnv(WorkerEnvMixin):
     """`VecEnv` over ManiSkill; episodes are started and ended by the engine (no auto-reset)."""
 
-    def __init__(self, cfg: EnvConfig, num_action_chunks: int = 1):
+    def __init__(self, cfg, num_action_chunks: int = 1):
         self.num_envs = cfg.num_envs
         self.num_action_chunks = num_action_chunks
         self._fixes = _RESET_OBS_FIXES.get(cfg.task, ())
@@ -117,14 +116,14 @@ class ManiSkillVecEnv(WorkerEnvMixin):
         self._low, self._high = low.astype(np.float32), high.astype(np.float32)
         self.action_dim = int(self._low.shape[0])
 
-    def _make_cpu(self, gym, cfg: EnvConfig):
+    def _make_cpu(self, gym, cfg):
         make = partial(_make_cpu_env, cfg.task, cfg.obs_mode, cfg.control_mode, cfg.max_episode_steps)
         env = start_workers([make] * cfg.num_envs, _PRELOAD, f"ManiSkill {cfg.task}", in_process=self._in_process)
         self._action_bounds = (env.single_action_space.low, env.single_action_space.high)
         self.obs_shape = tuple(env.single_observation_space.shape)
         return env
 
-    def _make_gpu(self, gym, cfg: EnvConfig):
+    def _make_gpu(self, gym, cfg):
         from mani_skill.vector.wrappers.gymnasium import ManiSkillVectorEnv
 
         env = gym.make(

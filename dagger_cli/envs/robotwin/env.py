@@ -5,8 +5,9 @@
   and ASSETS_PATH (the runtime package reads the first, RoboTwin's task code the second); ROBOT_PLATFORM defaults to
   ALOHA, as RLinf's scripts export it.
 - Seeds: RoboTwin scenes are drawn from a seed; RLinf trains on a list of "success seeds" (seeds whose scripted
-  demonstration succeeds) and evaluates on a separate list. Engine reset seeds below 2**20 are evaluation episodes
-  (episode i takes eval seed i, wrapping), the others training episodes (a training seed picked by the reset seed).
+  demonstration succeeds) and evaluates on a separate list. Engine reset seeds below the engine's EVAL_SEED_LIMIT
+  are evaluation episodes (episode i takes eval seed i, wrapping), the others training episodes (a training seed
+  picked by the reset seed).
 - Observation: `image` (head camera), `left_wrist_image`, `right_wrist_image` (uint8 240×320×3), `state` (14-D:
   per arm 6 joints + gripper), `prompt` (the episode's instruction): π₀'s three Aloha camera slots.
 - Action: a chunk of `num_action_chunks` 14-D absolute joint targets (gripper 0 closed .. 1 open), executed by one
@@ -24,13 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dagger_cli.core.config import EnvConfig
 from dagger_cli.core.errors import ConfigError, EnvUnavailableError
+from dagger_cli.core.rollout import EVAL_SEED_LIMIT
 
 ACTION_DIM = 14
 IMAGE_SHAPE = (240, 320, 3)
 CAMERAS = {"image": "full_image", "left_wrist_image": "left_wrist_image", "right_wrist_image": "right_wrist_image"}
-EVAL_SEED_LIMIT = 2**20  # the engine's evaluation episodes reset with seeds below this; training resets above
 INSTALL_HINT = (
     "pip install --no-deps rlinf-robotwin-runtime (see README: RoboTwin), or point ROBOTWIN_PATH at a RoboTwin "
     "checkout"
@@ -91,7 +91,7 @@ def load_task_config(name: str) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def task_config(cfg: EnvConfig) -> dict:
+def task_config(cfg) -> dict:
     """What RoboTwin's VectorEnv takes: the named task config with RLinf's adjust_bottle settings on top."""
     r = cfg.robotwin
     config = load_task_config(r.task_config)
@@ -109,7 +109,7 @@ def task_config(cfg: EnvConfig) -> dict:
 
 # SEEDS
 def bundled_seeds(kind: str) -> Path:
-    return Path(str(resources.files("dagger_cli.envs") / "robotwin_seeds" / f"{kind}_seeds.json"))
+    return Path(str(resources.files("dagger_cli.envs.robotwin") / "seeds" / f"{kind}_seeds.json"))
 
 
 def load_seeds(path: str | None, kind: str, task: str) -> list[int]:
@@ -132,7 +132,7 @@ def load_seeds(path: str | None, kind: str, task: str) -> list[int]:
 class RoboTwinVecEnv:
     """`VecEnv` over one RoboTwin VectorEnv; episodes are started and ended by the engine (no auto-reset)."""
 
-    def __init__(self, cfg: EnvConfig, num_action_chunks: int):
+    def __init__(self, cfg, num_action_chunks: int):
         self.num_envs = cfg.num_envs
         self.num_action_chunks = num_action_chunks
         self.action_dim = ACTION_DIM

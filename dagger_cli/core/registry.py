@@ -1,0 +1,173 @@
+"""Env and policy adapters by name: the built-in ones and those other packages register through entry points.
+
+An adapter is one record, `EnvAdapter` (selected by `env.type`) or `PolicyAdapter` (by `actor.model.model_type` /
+`rollout.expert_model.model_type`), holding its config dataclass, its factories, its `dagger check` probes, the
+environment variables its Ray workers need and its `dagger fetch` aliases. A package adds one with an entry point:
+
+    [project.entry-points."dagger.envs"]
+    point-mass = "dagger_pointmass:ENV"          # an EnvAdapter
+    [project.entry-points."dagger.policies"]
+    linear = "dagger_pointmass:POLICY"           # a PolicyAdapter
+
+Built-ins are named here as `module:ATTRIBUTE` strings and, like entry points, imported only when their name is
+looked up, so that `dagger --help` imports no simulator and no model.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Callable
+
+from dagger_cli.core.errors import ConfigError
+
+ENV_GROUP, POLICY_GROUP = "dagger.envs", "dagger.policies"
+
+BUILTIN_ENVS = {
+    "maniskill": "dagger_cli.envs.maniskill:ADAPTER",
+    "libero": "dagger_cli.envs.libero:ADAPTER",
+    "robotwin": "dagger_cli.envs.robotwin:ADAPTER",
+}
+BUILTIN_POLICIES = {
+    "mlp": "dagger_cli.policies.mlp:ADAPTER",
+    "pi0": "dagger_cli.policies.pi0:ADAPTER",
+}
+SCRIPTED = "scripted"
+"""the expert model_type that asks the env adapter for its task's built-in expert"""
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A `dagger fetch` name for a Hub repository, and the config key its local folder goes to."""
+
+    name: str
+    repo_id: str
+    description: str
+    config_key: str
+    kind: str = "model"
+    """"model" (a checkpoint directory) or "tokenizer" (placed where the tokenizer default looks)"""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One `dagger check` line: `run()` returns what it found or raises with what is wrong."""
+
+    name: str
+    run: Callable[[], str]
+    needs: tuple[str, ...] = ()
+    """probes that must have passed for this one to run"""
+
+
+@dataclass(frozen=True)
+class EnvAdapter:
+    name: str
+    """the `env.type` that selects it"""
+    config: type
+    """its `env` section: a subclass of `dagger_cli.core.config.EnvConfig`"""
+    make: Callable[[Any, int], Any]
+    """(env config, num_action_chunks) -> a `VecEnv` with env config's num_envs envs"""
+    scripted_expert: Callable[[Any], Any] | None = None
+    """env config -> the task's built-in expert `Policy` (for rollout.expert_model.model_type: scripted)"""
+    probes: Callable[[Any], list[Probe]] | None = None
+    """full config -> `dagger check` probes of the simulator, in order (a generic env step test follows them)"""
+    worker_env: tuple[str, ...] = ()
+    """environment variables its simulator reads, passed to the Ray workers of a joined cluster"""
+    fetch_aliases: tuple[Alias, ...] = ()
+    presets: Callable[[], Path] | None = None
+    """-> a folder of preset YAMLs it ships (`dagger presets`, `dagger train NAME`)"""
+
+
+@dataclass(frozen=True)
+class PolicyAdapter:
+    name: str
+    """the `model_type` that selects it"""
+    config: type
+    """its model section: a subclass of `dagger_cli.core.config.ModelConfig`"""
+    student: Callable[[Any, str, Any], Any] | None
+    """(full config, device, weights path or None) -> a `TrainablePolicy`; None: cannot be a student"""
+    expert: Callable[[Any, str], Any] | None
+    """(full config, device) -> a `Policy` for rollout.expert_model; None: cannot be an expert"""
+    describe: Callable[[Any, Any, str, bool], str] | None = None
+    """(model config, built policy, device, is student) -> extra `dagger check` detail (memory, sizes)"""
+    fits_env: Callable[[Any, Any, str], None] | None = None
+    """(model config, env, config key) -> raises a ConfigError when the model cannot read the env's observations"""
+    worker_env: tuple[str, ...] = ()
+    fetch_aliases: tuple[Alias, ...] = ()
+    presets: Callable[[], Path] | None = None
+
+
+@dataclass
+class _Registry:
+    group: str
+    builtin: dict[str, str]
+    kind: str
+    loaded: dict[str, Any] = field(default_factory=dict)
+
+    def _targets(self) -> dict[str, Any]:
+        targets: dict[str, Any] = dict(self.builtin)
+        for ep in entry_points(group=self.group):
+            targets.setdefault(ep.name, ep)
+        return targets
+
+    def names(self) -> list[str]:
+        return sorted(self._targets())
+
+    def get(self, name: str, key: str) -> Any:
+        """The adapter called `name`; an unknown one is a ConfigError naming `key`, with a suggestion."""
+        if name in self.loaded:
+            return self.loaded[name]
+        targets = self._targets()
+        if name not in targets:
+            hint = difflib.get_close_matches(str(name), list(targets), n=1)
+            did = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{key}: no {self.kind} adapter {name!r}{did}; installed: {', '.join(sorted(targets))}")
+        target = targets[name]
+        try:
+            if isinstance(target, str):
+                module, attribute = target.split(":")
+                adapter = getattr(importlib.import_module(module), attribute)
+            else:
+                adapter = target.load()
+        except Exception as e:  # a broken third-party package: one line naming it
+            source = target if isinstance(target, str) else f"{target.value} (entry point {self.group})"
+            raise ConfigError(f"{key}: the {self.kind} adapter {name!r} ({source}) does not load: {e}") from None
+        expected = EnvAdapter if self.kind == "env" else PolicyAdapter
+        if not isinstance(adapter, expected) or adapter.name != name:
+            raise ConfigError(f"{key}: {name!r} is registered but is not an {expected.__name__} named {name!r}")
+        self.loaded[name] = adapter
+        return adapter
+
+    def all(self) -> list[Any]:
+        """Every adapter that loads (for presets and fetch aliases); broken ones are skipped."""
+        found = []
+        for name in self.names():
+            try:
+                found.append(self.get(name, self.group))
+            except ConfigError:
+                continue
+        return found
+
+
+ENVS = _Registry(ENV_GROUP, BUILTIN_ENVS, "env")
+POLICIES = _Registry(POLICY_GROUP, BUILTIN_POLICIES, "policy")
+
+
+def env_adapter(name: str, key: str = "env.type") -> EnvAdapter:
+    return ENVS.get(name, key)
+
+
+def policy_adapter(name: str, key: str = "actor.model.model_type") -> PolicyAdapter:
+    return POLICIES.get(name, key)
+
+
+def fetch_aliases() -> dict[str, Alias]:
+    """Every adapter's `dagger fetch` aliases by name."""
+    return {a.name: a for adapter in [*ENVS.all(), *POLICIES.all()] for a in adapter.fetch_aliases}
+
+
+def preset_folders() -> list[Path]:
+    """Folders of preset YAMLs that adapters ship (the bundled presets come first, from `config.presets_dir`)."""
+    return [adapter.presets() for adapter in [*ENVS.all(), *POLICIES.all()] if adapter.presets is not None]

@@ -1,0 +1,48 @@
+"""LIBERO env adapter (`env.type: libero`): the `libero.libero` API in forkserver workers, rendered with EGL or
+OSMesa. See `env.py`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dagger_cli.core.config import EnvConfig, check
+from dagger_cli.core.registry import EnvAdapter, Probe
+
+_LAZY = {"LiberoTaskEnv", "LiberoVecEnv", "import_libero", "load_suite", "choose_renderer", "task_of"}
+
+
+@dataclass
+class LiberoEnvConfig(EnvConfig):
+    type: str = "libero"
+    task: str = "libero_spatial"
+    image_size: int = 256
+    """camera render size (the policy resizes to its own)"""
+    settle_steps: int = 15
+    """steps of no motion with the gripper open after each reset"""
+
+    def check(self, key: str, cfg) -> None:
+        check(self.image_size > 0, f"{key}.image_size", f"must be positive, got {self.image_size}")
+        check(self.settle_steps >= 0, f"{key}.settle_steps", f"must not be negative, got {self.settle_steps}")
+
+
+def make(cfg: LiberoEnvConfig, num_action_chunks: int):
+    from dagger_cli.envs.libero.env import LiberoVecEnv
+
+    return LiberoVecEnv(cfg, num_action_chunks)
+
+
+def checks(cfg) -> list[Probe]:
+    from dagger_cli.envs.libero import probes as probe
+
+    return [Probe("simulator", probe.simulator), Probe("renderer", probe.renderer, ("simulator",))]
+
+
+def __getattr__(name: str):  # the env module's names, imported (with gymnasium) only when asked for
+    if name in _LAZY:
+        from dagger_cli.envs.libero import env
+
+        return getattr(env, name)
+    raise AttributeError(name)
+
+
+ADAPTER = EnvAdapter("libero", LiberoEnvConfig, make, probes=checks, worker_env=("MUJOCO_GL", "PYOPENGL_PLATFORM"))

@@ -1,0 +1,234 @@
+"""π₀ as a dagger policy: raw observations in, env-unit action chunks out, trained with the flow-matching loss."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dagger_cli.core.errors import CheckpointError, EnvUnavailableError
+
+
+def _require_transformers():
+    try:
+        import sentencepiece  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as e:
+        raise EnvUnavailableError(
+            f"π₀ needs {e.name}; install it with: pip install 'dagger-cli[pi0]'"
+        ) from None
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` -> bfloat16 on CUDA, float32 elsewhere."""
+    if precision == "auto":
+        return "bfloat16" if device.type == "cuda" else "float32"
+    return precision
+
+
+class Pi0Policy:
+    """`TrainablePolicy` around `Pi0Model`: raw observations in, env-unit action chunks (full horizon) out.
+
+    Observations: a dict with the cameras named by the data spec (uint8 (B, H, W, 3)), `state` (B, S) and
+    `prompt` (B,) strings, or a bare state array (B, S) with `pi0.default_prompt` as every prompt. `act` returns
+    (B, horizon, action_dim); the env executes the first `num_action_chunks`.
+
+    `trainable=False` (an expert) may store the weights in bf16; a student keeps fp32 master weights and runs under
+    bf16 autocast instead (see `model.apply_precision`). A student whose checkpoint carries no norm stats starts
+    with identity stats and `needs_norm_stats` set: the runner calls `fit_norm_stats` with the first iteration's
+    expert-labelled data, and the stats then travel in `state_dict` (run checkpoints, Ray workers) and `save`.
+    """
+
+    def __init__(self, cfg, device: str | torch.device = "cpu", trainable: bool = True):
+        _require_transformers()
+        from dagger_cli.policies.pi0.checkpoint import NormStats, find_norm_stats, load_weights
+        from dagger_cli.policies.pi0.model import Pi0Model, apply_precision
+        from dagger_cli.policies.pi0.sizes import VARIANTS
+        from dagger_cli.policies.pi0.tokenizer import PromptTokenizer
+
+        p = cfg.pi0
+        self.cfg = cfg
+        self.device = torch.device(device)
+        size = VARIANTS[p.variant]
+        model_path = Path(cfg.model_path).expanduser() if cfg.model_path else None
+        if model_path is not None and not model_path.exists():
+            raise CheckpointError(f"{model_path}: no such π₀ checkpoint directory")
+        # weights before the tokenizer and norm stats: the largest, likeliest problem is reported first; the model
+        # is made where it runs (initialising 3.5 B parameters on a GPU takes seconds, on a CPU a minute)
+        with self.device:
+            self.model = Pi0Model(size)
+        if model_path is not None:
+            load_weights(self.model, model_path)
+        self.precision = resolve_precision(p.precision, self.device)
+        self.autocast = apply_precision(self.model, self.precision, trainable, p.train_expert_only)
+        self.model.to(self.device).eval()
+        self.model.gradient_checkpointing = p.gradient_checkpointing
+        if p.train_expert_only:
+            for param in self.model.paligemma_with_expert.paligemma.parameters():
+                param.requires_grad_(False)
+        if not trainable:
+            self.model.requires_grad_(False)
+        self.module = self.model
+        self.num_steps = p.num_steps
+        self.chunk = cfg.num_action_chunks
+        self.action_shape = (size.action_horizon, cfg.action_dim)
+        if cfg.num_action_chunks > size.action_horizon:
+            raise CheckpointError(
+                f"num_action_chunks {cfg.num_action_chunks} exceeds the {p.variant} π₀'s horizon of "
+                f"{size.action_horizon}"
+            )
+        self.tokenizer = PromptTokenizer(p.tokenizer_path, p.max_token_len)
+        if self.tokenizer.vocab_size > size.vocab_size:
+            raise CheckpointError(
+                f"{self.tokenizer.path}: tokenizer has {self.tokenizer.vocab_size} pieces, "
+                f"the {p.variant} π₀ embeds {size.vocab_size}"
+            )
+        norm = find_norm_stats(model_path, p.asset_id, p.norm_stats_path, required=not trainable)
+        self.needs_norm_stats = norm is None
+        """no stats yet: identity until `fit_norm_stats`"""
+        self._set_norm_stats(norm or NormStats.identity(size.action_dim))
+
+    def _set_norm_stats(self, norm) -> None:
+        from dagger_cli.policies.pi0.sizes import VARIANTS
+        from dagger_cli.policies.pi0.transforms import DATA_SPECS, Pi0Transforms
+
+        size = VARIANTS[self.cfg.pi0.variant]
+        self.transforms = Pi0Transforms(DATA_SPECS[self.cfg.pi0.data], norm, self.cfg.action_dim, size.action_dim)
+
+    def _precision_context(self):
+        """bf16 autocast for a trained model in bfloat16 precision; nothing otherwise."""
+        if not self.autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    # INPUTS
+    def _as_dict(self, obs) -> dict[str, np.ndarray]:
+        """Observations as a dict with `state` and `prompt` (a bare array is the state; the default prompt fills in)."""
+        if not isinstance(obs, dict):
+            obs = {"state": np.asarray(obs)}
+        if "state" not in obs:
+            raise ValueError(f"π₀ expects observations with 'state', 'prompt' and cameras, got {sorted(obs)}")
+        if "prompt" not in obs:
+            prompt = self.cfg.pi0.default_prompt
+            if prompt is None:
+                raise ValueError(
+                    f"π₀ expects observations with 'state', 'prompt' and cameras, got {sorted(obs)}; "
+                    "set actor.model.pi0.default_prompt for an env without instructions"
+                )
+            obs = {**obs, "prompt": np.full(len(obs["state"]), prompt, dtype=object)}
+        return obs
+
+    def inputs(self, obs) -> dict[str, torch.Tensor]:
+        obs = self._as_dict(obs)
+        images, image_masks = self.transforms.images(obs)
+        tokens, token_masks = self.tokenizer.encode_batch(obs["prompt"])
+        state = self.transforms.state(obs["state"])
+        as_tensor = lambda x: torch.as_tensor(x, device=self.device)  # noqa: E731
+        return {
+            "images": as_tensor(images),
+            "image_masks": as_tensor(image_masks),
+            "tokens": as_tensor(tokens),
+            "token_masks": as_tensor(token_masks),
+            "state": as_tensor(state),
+        }
+
+    # POLICY
+    def sample_noise(self, batch: int) -> torch.Tensor:
+        """Drawn from torch's global CPU generator, whose state every run checkpoint holds (exact resume)."""
+        shape = (batch, self.model.size.action_horizon, self.model.size.action_dim)
+        return torch.randn(shape, dtype=torch.float32).to(self.device)
+
+    @torch.no_grad()
+    def act(self, obs, noise: torch.Tensor | None = None) -> np.ndarray:
+        """(B, horizon, action_dim) env-unit actions; deterministic given `noise` (else drawn by `sample_noise`)."""
+        obs = self._as_dict(obs)
+        x = self.inputs(obs)
+        if noise is None:
+            noise = self.sample_noise(len(obs["state"]))
+        with self._precision_context():
+            out = self.model.sample_actions(**x, noise=noise.to(self.device), num_steps=self.num_steps)
+        return self.transforms.actions_from_model(out.float().cpu().numpy(), obs["state"])
+
+    def loss(self, obs, expert_actions: np.ndarray) -> torch.Tensor:
+        """Flow-matching loss on env-unit expert chunks, normalised with this policy's stats, cropped to the
+        executed chunk and the env's action dims. Labels shorter than the horizon (an expert that labels one step)
+        are extended with their last step; only the executed chunk is scored."""
+        obs = self._as_dict(obs)
+        x = self.inputs(obs)
+        labels = self._full_horizon(np.asarray(expert_actions))
+        actions = torch.as_tensor(self.transforms.actions_to_model(labels, obs["state"]), device=self.device)
+        batch = len(actions)
+        time = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0)).sample((batch,)) * 0.999 + 0.001
+        noise = self.sample_noise(batch)
+        with self._precision_context():
+            per_element = self.model.loss(**x, actions=actions, noise=noise, time=time.to(self.device))
+        return per_element[:, : self.chunk, : self.cfg.action_dim].float().mean()
+
+    def _full_horizon(self, labels: np.ndarray) -> np.ndarray:
+        horizon = self.model.size.action_horizon
+        if labels.ndim != 3 or labels.shape[1] < self.chunk or labels.shape[1] > horizon:
+            raise ValueError(
+                f"π₀ labels must be (batch, {self.chunk}..{horizon}, action_dim), got {labels.shape}"
+            )
+        if labels.shape[1] < horizon:
+            labels = np.concatenate([labels, np.repeat(labels[:, -1:], horizon - labels.shape[1], axis=1)], axis=1)
+        return labels
+
+    # NORM STATS
+    def fit_norm_stats(self, obs, expert_actions: np.ndarray) -> None:
+        """Computes z-score stats from expert-labelled data: states as observed, labels as the model sees them
+        (delta dims relative to the state)."""
+        from dagger_cli.policies.pi0.checkpoint import NormStats
+
+        state = np.asarray(self._as_dict(obs)["state"], dtype=np.float64)
+        labels = np.asarray(expert_actions, dtype=np.float64)[..., : self.cfg.action_dim]
+        deltas = labels - self.transforms.delta_base(state)[:, None, :]
+        source = f"computed from {len(state)} expert-labelled samples"
+        self._set_norm_stats(NormStats.from_data(state, deltas, source=source))
+        self.needs_norm_stats = False
+
+    # CHECKPOINT
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights in openpi's names, plus the norm stats in use under `norm_stats/` (none while it has none)."""
+        from dagger_cli.policies.pi0.checkpoint import openpi_state_dict
+
+        state = openpi_state_dict(self.model)
+        if not self.needs_norm_stats:
+            state.update(self.transforms.norm.to_tensors())
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+        from dagger_cli.policies.pi0.checkpoint import NORM_KEY, NormStats, load_state
+
+        norm = {k: v for k, v in state.items() if k.startswith(NORM_KEY)}
+        load_state(self.model, {k: v for k, v in state.items() if not k.startswith(NORM_KEY)}, source)
+        if norm:
+            self._set_norm_stats(NormStats.from_tensors(norm, source))
+            self.needs_norm_stats = False
+
+    def load_weights(self, path: str | Path) -> None:
+        """Weights (and norm stats, where they are) from a run checkpoint's `student.safetensors`, an openpi/RLinf
+        checkpoint directory or a weights file."""
+        from dagger_cli.policies.pi0.checkpoint import find_norm_stats
+        from dagger_cli.policies.weights import read_weights
+
+        path = Path(path).expanduser()
+        self.load_state_dict(read_weights(path), str(path))
+        if path.is_dir() and self.needs_norm_stats:
+            norm = find_norm_stats(path, self.cfg.pi0.asset_id, None, required=False)
+            if norm is not None:
+                self._set_norm_stats(norm)
+                self.needs_norm_stats = False
+
+    def save(self, directory: Path) -> Path:
+        """`<directory>/model.safetensors` in openpi's layout plus this policy's norm stats (a loadable model_path)."""
+        from dagger_cli.core.checkpoint import write_json
+        from dagger_cli.policies.pi0.checkpoint import save_weights
+
+        path = save_weights(self.model, directory)
+        stats_dir = Path(directory) / self.cfg.pi0.asset_id
+        stats_dir.mkdir(parents=True, exist_ok=True)
+        write_json(stats_dir / "norm_stats.json", self.transforms.norm.to_json())
+        return path

@@ -9,19 +9,32 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagger_cli import __version__
 from dagger_cli.core import checkpoint
 from dagger_cli.core.config import Config, load_config, read_yaml
 from dagger_cli.core.errors import ConfigError, UsageError
 
+if TYPE_CHECKING:
+    from dagger_cli.core.run_state import Loaded
+
 CONFIG_FILE = "config.yaml"
-SUMMARY_FILE = "summary.json"
 
 
-def default_run_dir(cfg: Config) -> Path:
-    return Path("runs") / cfg.name / time.strftime("%Y%m%d-%H%M%S")
+def default_run_dir(cfg: Config, root: Path = Path("runs")) -> Path:
+    """`runs/<preset>/<YYYYmmdd-HHMMSS>`, made here: a second run started in the same second (or the same
+    directory claimed by another process) gets `-2`, `-3`, ..."""
+    base = Path(root) / cfg.name / time.strftime("%Y%m%d-%H%M%S")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir()  # atomic: exactly one process claims each name
+            return path
+        except FileExistsError:
+            continue
+    raise UsageError(f"{base.parent}: no free run dir name for {base.name}; pass --run-dir")
 
 
 def ensure_new_run_dir(path: Path) -> None:
@@ -102,9 +115,82 @@ def run_config(run_dir: Path, overrides: list[str] = ()) -> Config:
     return load_config(base=drop_other_adapters_keys(read_yaml(run_dir / CONFIG_FILE)), overrides=list(overrides))
 
 
+RESUMABLE_KEYS = ("runner.max_epochs", "runner.val_check_interval", "runner.save_interval", "runner.keep_checkpoints",
+                  "runner.device", "cluster.")
+"""what `--resume RUN --set` may change: how long the run goes on, how often it evaluates and saves, and where it
+runs; everything else shaped the state the checkpoint holds (buffer, optimizer, schedules, data)"""
+
+
+def resume_config(run_dir: Path, overrides: list[str]) -> tuple[Config, dict[str, Any]]:
+    """The run's saved config with `--set` overrides that `RESUMABLE_KEYS` allows (any other is a UsageError), and
+    the keys they change with their new values (for `record_resume`)."""
+    from dagger_cli.core.config import all_keys
+
+    saved = run_config(run_dir)
+    cfg = run_config(run_dir, overrides)
+    before, after = _flat(saved.to_dict()), _flat(cfg.to_dict())
+    changed = [k for k in all_keys(cfg) if before.get(k) != after.get(k)]
+    refused = [k for k in changed if not k.startswith(RESUMABLE_KEYS)]
+    if refused:
+        allowed = ", ".join(k.rstrip(".") + ("*" if k.endswith(".") else "") for k in RESUMABLE_KEYS)
+        raise UsageError(f"--set {refused[0]}: cannot change on --resume (the checkpoint was made with "
+                         f"{before.get(refused[0])!r}); only {allowed} can")
+    return cfg, {k: after.get(k) for k in changed}
+
+
+def record_resume(run_dir: Path, cfg: Config, changed: dict[str, Any]) -> None:
+    """Saves a resume's changes into the run dir (config.yaml, and meta.json's `resumes`), so that the next resume
+    and `dagger report` see them."""
+    if changed:
+        _write_text_atomic(Path(run_dir) / CONFIG_FILE, cfg.to_yaml())
+        meta = _read_json(Path(run_dir) / "meta.json")
+        meta.setdefault("resumes", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "set": changed})
+        checkpoint.write_json(Path(run_dir) / "meta.json", meta)
+
+
+def _flat(data: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        out.update(_flat(value, dotted) if isinstance(value, dict) else {dotted: value})
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = checkpoint.list_checkpoints(Path(run_dir) / "checkpoints")
     return found[-1] if found else None
+
+
+def resume_checkpoint(run_dir: Path, warn) -> "Loaded":
+    """The newest kept checkpoint that reads whole; each broken newer one is one `warn` line naming the bad file.
+    None intact is one UsageError line."""
+    from dagger_cli.core.errors import CheckpointError
+    from dagger_cli.core.run_state import RunState
+
+    found = checkpoint.list_checkpoints(Path(run_dir) / "checkpoints")
+    if not found:
+        raise UsageError(f"--resume {run_dir}: no checkpoint to resume from")
+    problems = []
+    for ckpt in reversed(found):
+        try:
+            return RunState.read(ckpt)
+        except CheckpointError as e:
+            problems.append(str(e))
+            warn(f"{e}; trying the checkpoint before it")
+    raise UsageError(f"--resume {run_dir}: no intact checkpoint ({len(found)} kept, each broken; newest: {problems[0]})")
 
 
 def run_mode(run_dir: Path) -> str:
@@ -116,7 +202,7 @@ def run_mode(run_dir: Path) -> str:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / SUMMARY_FILE
+    path = Path(run_dir) / checkpoint.SUMMARY_FILE
     if not path.is_file():
         return None
     try:

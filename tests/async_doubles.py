@@ -4,10 +4,10 @@ from conftest import PointEnv, PointExpert, point_config  # noqa: F401  (point_c
 
 
 class CrashingEnv(PointEnv):
-    """Fails on its 30th step (a simulator crash inside a rollout worker)."""
+    """Fails on its 100th step, in its third collection of 40 (a simulator crash inside a rollout worker)."""
 
     def step(self, actions):
-        if self.steps >= 29:
+        if self.steps >= 99:
             raise RuntimeError("simulated simulator crash")
         return super().step(actions)
 

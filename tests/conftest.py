@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dagger_cli.core.config import Config, load_config
-from dagger_cli.core.runner import RunnerHooks
+from dagger_cli.core.run_state import RunnerHooks
 
 HAVE_MANISKILL = importlib.util.find_spec("mani_skill") is not None
 requires_maniskill = pytest.mark.skipif(not HAVE_MANISKILL, reason="mani-skill is not installed")
@@ -151,7 +151,7 @@ class StopAfter(RunnerHooks):
 
     def iteration_done(self, iteration, total, metrics):
         if iteration == self.n:
-            self.runner.stop_requested = True
+            self.runner.state.stop_requested = True
 
 
 def point_config(**overrides) -> Config:

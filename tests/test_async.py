@@ -14,6 +14,7 @@ from conftest import StopAfter  # noqa: E402
 from dagger_cli.core import checkpoint  # noqa: E402
 from dagger_cli.core.async_runner import AsyncRunner, RolloutWorkerGroup  # noqa: E402
 from dagger_cli.core.errors import DaggerError  # noqa: E402
+from dagger_cli.core.run_state import RunState  # noqa: E402
 from dagger_cli.policies.mlp import MLPPolicy  # noqa: E402
 
 TESTS = str(Path(__file__).resolve().parent)
@@ -55,7 +56,7 @@ def test_new_weights_reach_the_workers_within_the_staleness_bound(tmp_path, make
     # WHEN the async run trains for 6 iterations
     summary = runner.run()
     # THEN later collections used newer weights, and a worker never ran more than `lag` collections ahead
-    stored = runner.buffer.stored()
+    stored = runner.state.buffer.stored()
     versions, index = stored["policy_version"], stored["iteration"]
     assert summary["iterations"] == 6 and versions.max() >= 1  # published weights reached the workers
     order = np.argsort(index, kind="stable")
@@ -77,16 +78,21 @@ def test_new_weights_reach_the_workers_within_the_staleness_bound(tmp_path, make
 
 
 def test_a_crashed_worker_is_named_and_the_checkpoint_kept(tmp_path, make_runner):
-    cfg = async_config(**{"runner.max_epochs": 50})
+    # GIVEN a worker whose env crashes in its third collection (no evaluation steps its env before)
+    cfg = async_config(**{"runner.max_epochs": 50, "runner.val_check_interval": 0, "runner.eval_student_init": False,
+                          "runner.eval_expert": False})
     runner = make_runner(tmp_path, cfg, build=build_crashing)
     with pytest.raises(DaggerError) as e:
         runner.run()
     message = str(e.value)
     assert "rollout worker 1 failed while " in message and "simulated simulator crash" in message
     assert "\n" not in message
+    # AND the checkpoint made before the crash (a third collection waits for the first learner iteration) is whole,
+    # and is the one the message names
     saved = checkpoint.list_checkpoints(tmp_path / "checkpoints")
-    if saved:  # whatever was saved before the crash is complete and loadable
-        checkpoint.read_state(saved[-1])
+    assert saved, "the crash came after the first learner iteration, whose checkpoint must exist"
+    loaded = RunState.read(saved[-1])
+    assert loaded.state["iteration"] >= 1 and f"last checkpoint: iteration {loaded.state['iteration']}" in message
 
 
 def test_async_runs_resume(tmp_path, make_runner):
@@ -96,17 +102,17 @@ def test_async_runs_resume(tmp_path, make_runner):
     first = make_runner(tmp_path, cfg, hooks=hooks)
     hooks.runner = first
     first.run()
-    stopped = first.iteration
-    assert 2 <= stopped < 8 and not (tmp_path / "summary.json").exists()
+    stopped = first.state.iteration
+    assert 2 <= stopped < 8 and json.loads((tmp_path / "summary.json").read_text())["status"] == "stopped"
     # WHEN it is resumed from its last checkpoint
     resumed = make_runner(tmp_path, cfg)
-    resumed.restore(checkpoint.list_checkpoints(tmp_path / "checkpoints")[-1])
-    assert resumed.iteration == stopped and resumed.beta(resumed.iteration) == 0.5**stopped
+    resumed.state.restore(checkpoint.list_checkpoints(tmp_path / "checkpoints")[-1])
+    assert resumed.state.iteration == stopped and resumed.state.beta(resumed.state.iteration) == 0.5**stopped
     summary = resumed.run()
     # THEN it continues there, with every row once and the evaluations of before the stop kept
     assert summary["iterations"] == 8
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(9))
     assert all("eval/success_once" in r for r in rows)
-    assert [e["iteration"] for e in resumed.results.evals] == list(range(1, 9))
-    assert resumed.buffer.total_samples > first.buffer.total_samples
+    assert [e["iteration"] for e in resumed.state.results.evals] == list(range(1, 9))
+    assert resumed.state.buffer.total_samples > first.state.buffer.total_samples

@@ -23,7 +23,7 @@ def test_pick_cube_keeps_rlinf_key_names():
     assert cfg.actor.model.obs_dim == 42 and cfg.actor.model.action_dim == 8
     for key in ["algorithm.dagger.beta_decay", "algorithm.replay_buffer.min_buffer_size", "runner.val_check_interval",
                 "runner.expert_ckpt_path", "runner.ckpt_path", "actor.optim.lr", "runner.save_interval"]:
-        assert key in all_keys()
+        assert key in all_keys(cfg)
 
 
 def test_unknown_key_names_the_key_and_suggests():

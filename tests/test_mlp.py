@@ -113,7 +113,6 @@ class Payload:
         return (print, ("unpickled arbitrary code",))
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_arbitrary_pickles_are_never_unpickled(policy, tmp_path, capsys):
     # GIVEN a .pt file carrying an object whose unpickling would run code
     with open(tmp_path / "evil.pt", "wb") as f:

@@ -25,7 +25,7 @@ def make_runner(run_dir, cfg=None, hooks=None):
 
 
 def weights(runner):
-    return {k: v.clone() for k, v in runner.student.module.state_dict().items()}
+    return {k: v.clone() for k, v in runner.state.student.module.state_dict().items()}
 
 
 def test_student_learns_and_everything_is_recorded(tmp_path):
@@ -59,7 +59,7 @@ def test_training_waits_for_min_buffer_size(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert "train/dagger/actor_loss" not in rows[0]  # 120 samples after iteration 1: no training yet
     assert "train/dagger/actor_loss" in rows[1]  # 240 after iteration 2
-    assert runner.learner.steps == cfg.actor.update_epoch
+    assert runner.state.learner.steps == cfg.actor.update_epoch
 
 
 def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path):
@@ -71,21 +71,23 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path):
     first = make_runner(tmp_path / "b", hooks=hooks)
     hooks.runner = first
     first.run()
-    assert first.iteration == 2 and not (tmp_path / "b" / "summary.json").exists()
+    assert first.state.iteration == 2
+    stopped = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert stopped["status"] == "stopped" and stopped["iterations"] == 2
     resumed = make_runner(tmp_path / "b")
-    resumed.restore(checkpoint.list_checkpoints(tmp_path / "b" / "checkpoints")[-1])
-    assert resumed.iteration == 2 and resumed.beta(resumed.iteration) == 0.25
+    resumed.state.restore(checkpoint.list_checkpoints(tmp_path / "b" / "checkpoints")[-1])
+    assert resumed.state.iteration == 2 and resumed.state.beta(resumed.state.iteration) == 0.25
     resumed.run()
     # THEN the final weights, buffer and metrics equal the uninterrupted run's
     a, b = weights(straight), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    for key, value in straight.buffer.stored().items():
-        assert np.array_equal(value, resumed.buffer.stored()[key])
+    for key, value in straight.state.buffer.stored().items():
+        assert np.array_equal(value, resumed.state.buffer.stored()[key])
     rows_a = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     rows_b = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     strip = lambda r: {k: v for k, v in r.items() if not k.startswith("time/") and k != "eval/seconds"}  # noqa: E731
     assert [strip(r) for r in rows_a] == [strip(r) for r in rows_b]
-    assert straight.summary()["student_final_sr"] == resumed.summary()["student_final_sr"]
+    assert straight.state.summary()["student_final_sr"] == resumed.state.summary()["student_final_sr"]
 
 
 def test_prompts_stay_whole_through_training_checkpoint_and_resume(tmp_path):
@@ -105,13 +107,13 @@ def test_prompts_stay_whole_through_training_checkpoint_and_resume(tmp_path):
     hooks.runner = first
     first.run()
     resumed = runner(tmp_path / "b")
-    resumed.restore(checkpoint.list_checkpoints(tmp_path / "b" / "checkpoints")[-1])
+    resumed.state.restore(checkpoint.list_checkpoints(tmp_path / "b" / "checkpoints")[-1])
     resumed.run()
     # THEN the learner trained on whole prompts, the buffer holds them whole, and the resumed run holds the same
-    assert straight.student.prompts <= set(INSTRUCTIONS) and INSTRUCTIONS[-1] in straight.student.prompts
-    stored = straight.buffer.stored()["obs/prompt"].tolist()
+    assert straight.state.student.prompts <= set(INSTRUCTIONS) and INSTRUCTIONS[-1] in straight.state.student.prompts
+    stored = straight.state.buffer.stored()["obs/prompt"].tolist()
     assert set(stored) <= set(INSTRUCTIONS) and INSTRUCTIONS[-1] in stored
-    assert resumed.buffer.stored()["obs/prompt"].tolist() == stored
+    assert resumed.state.buffer.stored()["obs/prompt"].tolist() == stored
 
 
 def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
@@ -123,7 +125,7 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
     assert ckpt.is_dir()
     # WHEN it resumes from iteration 2
     resumed = make_runner(tmp_path, cfg)
-    resumed.restore(ckpt)
+    resumed.state.restore(ckpt)
     resumed.run()
     # THEN iteration 3 appears once
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -138,8 +140,8 @@ def test_interrupted_writes_are_ignored_and_cleaned(tmp_path):
     stale.mkdir()
     (stale / "student.safetensors").write_bytes(b"half")
     assert [p.name for p in checkpoint.list_checkpoints(root)] == ["iter_000001"]
-    runner.iteration = 2
-    runner.save()
+    runner.state.iteration = 2
+    runner.state.save()
     assert not stale.exists()
 
 
@@ -149,10 +151,10 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     ckpt = checkpoint.list_checkpoints(tmp_path / "checkpoints")[-1]
     (ckpt / "student.safetensors").write_bytes(b"\x00" * 10)
     with pytest.raises(CheckpointError, match="student.safetensors"):
-        make_runner(tmp_path).restore(ckpt)
+        make_runner(tmp_path).state.restore(ckpt)
     (ckpt / "state.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="state.json"):
-        make_runner(tmp_path).restore(ckpt)
+        make_runner(tmp_path).state.restore(ckpt)
 
 
 class NoisyPolicy:
@@ -169,7 +171,7 @@ class NoisyPolicy:
 
 
 def test_evaluation_of_a_sampling_policy_repeats_and_leaves_trainings_random_stream_alone():
-    from dagger_cli.core.runner import evaluate_policy
+    from dagger_cli.core.run_state import evaluate_policy
 
     # GIVEN a policy whose actions come from torch's global generator, evaluated from two generator states
     torch.manual_seed(1)

@@ -61,7 +61,7 @@ def _evaluate(out, ckpt, preset, episodes, seed, overrides) -> dict:
 
     import torch
 
-    from dagger_cli.core.runner import evaluate_policy
+    from dagger_cli.core.run_state import evaluate_policy
     from dagger_cli.envs import make_vec_env
     from dagger_cli.policies import build_student, resolve_device
 

@@ -46,37 +46,16 @@ def report(
 
 
 def run_row(run_dir: Path) -> dict:
-    """One run's results: its summary.json when finished, else what its last checkpoint recorded."""
+    """One run's results: the summary.json its runner wrote with its latest checkpoint (or at its end)."""
     from dagger_cli import runs
-    from dagger_cli.core.checkpoint import read_state
 
-    cfg = runs.run_config(run_dir)
+    cfg = runs.run_config(run_dir)  # a run dir, readable (one line otherwise)
     summary = runs.read_summary(run_dir)
-    if summary is not None:
-        return {**summary, "status": "finished", "run_dir": str(run_dir)}
-    row = {
-        "preset": cfg.name,
-        "seed": cfg.seed,
-        "run_dir": str(run_dir),
-        "iterations": 0,
-        "max_epochs": cfg.runner.max_epochs,
-        "student_init_sr": None,
-        "expert_sr": None,
-        "student_final_sr": None,
-        "train_time_s": None,
-        "status": "not started",
-    }
-    ckpt = runs.latest_checkpoint(run_dir)
-    if ckpt is not None:
-        state = read_state(ckpt)
-        results = state["results"]
-        last = results["evals"][-1] if results["evals"] else None
-        row.update(
-            iterations=state["iteration"],
-            student_init_sr=(results["student_init"] or {}).get("success_once"),
-            expert_sr=(results["expert"] or {}).get("success_once"),
-            student_final_sr=last["success_once"] if last else None,
-            train_time_s=results["train_time_s"],
-            status="stopped",
-        )
+    if summary is None:
+        return {"preset": cfg.name, "seed": cfg.seed, "run_dir": str(run_dir), "status": "not started",
+                "iterations": 0, "max_epochs": cfg.runner.max_epochs, "student_init_sr": None, "expert_sr": None,
+                "student_final_sr": None, "train_time_s": None}
+    row = {**summary, "run_dir": str(run_dir), "max_epochs": cfg.runner.max_epochs}
+    if row["status"] == "finished" and row["iterations"] < cfg.runner.max_epochs:
+        row["status"] = "stopped"  # resumed with a longer runner.max_epochs and not run on yet
     return row

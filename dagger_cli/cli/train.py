@@ -91,21 +91,32 @@ def _train(out, preset, config, overrides, seed, run_dir, resume, started, async
     if resume is not None:
         if config is not None or run_dir is not None:
             raise UsageError("--resume continues a run with its saved config; drop --config and --run-dir")
-        cfg = runs.run_config(resume, overrides)
+        cfg, changed = runs.resume_config(resume, overrides)
         if preset is not None and preset != cfg.name:
             raise UsageError(f"--resume {resume} is a {cfg.name!r} run, not {preset!r}")
-        ckpt = runs.latest_checkpoint(resume)
-        if ckpt is None:
-            raise UsageError(f"--resume {resume}: no checkpoint to resume from")
+        loaded = runs.resume_checkpoint(resume, warn=lambda line: out.log(f"[yellow]warning:[/] {line}"))
+        runs.record_resume(resume, cfg, changed)
         target = Path(resume)
         async_mode = async_mode or runs.run_mode(resume) == "async"
     else:
         if preset is None:
             raise UsageError("missing PRESET (see `dagger presets`), or --resume RUN_DIR")
         cfg = load_config(preset, config, overrides)
-        ckpt = None
-        target = Path(run_dir) if run_dir is not None else runs.default_run_dir(cfg)
-        runs.ensure_new_run_dir(target)
+        loaded = None
+        if run_dir is not None:
+            target = Path(run_dir)
+            runs.ensure_new_run_dir(target)
+        else:
+            target = runs.default_run_dir(cfg)
+    try:
+        return _run(out, cfg, target, loaded, started, async_mode)
+    finally:
+        if loaded is None and target.is_dir() and not any(target.iterdir()):
+            target.rmdir()  # a run that failed before it began leaves no empty dir behind
+
+
+def _run(out, cfg, target: Path, loaded, started: float, async_mode: bool) -> dict:
+    from dagger_cli import runs
 
     # BUILD: async workers start first (they build their envs and models meanwhile), then weights (fast failures),
     # then the simulator
@@ -136,13 +147,15 @@ def _train(out, preset, config, overrides, seed, run_dir, resume, started, async
             env = make_vec_env(cfg.env, cfg.actor.model.num_action_chunks)
             runs.validate_env(cfg, env)
             runner = SyncRunner(cfg, target, env, student, expert, hooks=hooks)
-        if ckpt is not None:
-            runner.restore(ckpt)
-            out.log(f"resuming {target} at iteration {runner.iteration} (beta {runner.beta(runner.iteration):.3f})")
+        state = runner.state
+        if loaded is not None:
+            state.restore(loaded)
+            out.log(f"resuming {target} at iteration {state.iteration} from {loaded.path.name} "
+                    f"(beta {state.beta(state.iteration):.3f})")
         else:
             runs.create_run_dir(target, cfg, sys.argv, mode="async" if async_mode else "sync")
             out.log(f"run dir {target}" + (" (async, Ray)" if async_mode else ""))
-        previous = signal.signal(signal.SIGINT, _stop_handler(runner, out))
+        previous = signal.signal(signal.SIGINT, _stop_handler(state, out))
         try:
             with hooks:
                 summary = runner.run(started_at=started)
@@ -153,16 +166,16 @@ def _train(out, preset, config, overrides, seed, run_dir, resume, started, async
             env.close()
         if workers is not None:
             workers.shutdown()
-    if runner.stop_requested and runner.iteration < cfg.runner.max_epochs:
-        out.log(f"stopped at iteration {runner.iteration}; continue with: dagger train --resume {target}")
+    if state.stop_requested and not state.finished:
+        out.log(f"stopped at iteration {state.iteration}; continue with: dagger train --resume {target}")
     return summary
 
 
-def _stop_handler(runner, out):
+def _stop_handler(state, out):
     def handler(signum, frame):
-        if runner.stop_requested:
+        if state.stop_requested:
             raise KeyboardInterrupt
-        runner.stop_requested = True
+        state.stop_requested = True
         out.log("[yellow]stopping after this iteration (Ctrl-C again to abort without saving)[/]")
 
     return handler

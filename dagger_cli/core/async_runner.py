@@ -37,9 +37,7 @@ from dagger_cli.core.errors import ConfigError, DaggerError
 from dagger_cli.core.metrics import MetricsLogger
 from dagger_cli.core.protocols import TrainablePolicy
 from dagger_cli.core.rollout import EpisodeStats, EvalResult, Rollout
-from dagger_cli.core.runner import (
-    RunnerHooks, SyncRunner, _eval_row, evaluate_policy, fit_norm_stats_if_needed, torch_threads,
-)
+from dagger_cli.core.run_state import RunnerHooks, RunState, eval_row, evaluate_policy, torch_threads
 
 
 class RolloutWorker:
@@ -254,15 +252,16 @@ class _Row:
     evals: list[_Evaluation]
 
 
-class AsyncRunner(SyncRunner):
+class AsyncRunner:
     """Overlaps collection and evaluation (Ray actors) with training (this process). Each worker has one task at
     a time; a free worker collects if the staleness bound lets it, else takes the next chunk of evaluation episodes,
     so evaluations run in the time the learner trains instead of holding up the data it waits for."""
 
     def __init__(self, cfg: Config, run_dir: Path, student: TrainablePolicy, workers: RolloutWorkerGroup,
                  hooks: RunnerHooks | None = None, tensorboard: bool = True):
-        super().__init__(cfg, run_dir, env=None, student=student, expert=None, hooks=hooks, tensorboard=tensorboard)
+        self.state = RunState(cfg, run_dir, student, hooks)
         self.workers = workers
+        self.tensorboard = tensorboard
         self._weights_ref = None
         self._rows: deque[_Row] = deque()
         n = cfg.cluster.num_rollout_workers
@@ -276,48 +275,43 @@ class AsyncRunner(SyncRunner):
         self._stats = _WindowStats()
 
     def _get(self, refs, what: str, worker: int | None = None):
-        saved = f"; last checkpoint: iteration {self._last_saved}" if self._last_saved else ""
+        saved = f"; last checkpoint: iteration {self.state.last_saved}" if self.state.last_saved else ""
         return ray_get(refs, what, worker, saved)
 
     # MAIN LOOP
     def run(self, started_at: float | None = None) -> dict[str, Any]:
-        self._wall_start = started_at if started_at is not None else time.perf_counter()
-        metrics = MetricsLogger(self.run_dir, resume_step=self._resumed_from, tensorboard=self.tensorboard)
+        """Runs until runner.max_epochs or a stop request and the last evaluation; returns the summary it writes."""
+        s = self.state
+        s.wall_start = started_at if started_at is not None else time.perf_counter()
+        metrics = s.open_metrics(self.tensorboard)
         try:
             self.workers.wait_ready()
             self._publish()
-            if self._resumed_from is None:
-                metrics.add_text("config", "```\n" + self.cfg.to_yaml() + "\n```")
             self._loop(metrics)
             self._finish_evaluations(metrics)
-            if self.iteration > 0 and (self._last_saved, self._saved_evals) != (self.iteration, len(self.results.evals)):
-                self.save()  # again if evaluations came in after this iteration's checkpoint
+            if s.iteration > 0 and (s.last_saved, s.saved_evals) != (s.iteration, len(s.results.evals)):
+                s.save()  # again if evaluations came in after this iteration's checkpoint
         finally:
             metrics.close()
-        summary = self.summary(wall_time_s=time.perf_counter() - self._wall_start)
-        if self.iteration >= self.cfg.runner.max_epochs:
-            from dagger_cli.core import checkpoint
-
-            checkpoint.write_json(self.run_dir / "summary.json", summary)
-        return summary
+        return s.write_summary()
 
     def _loop(self, metrics: MetricsLogger) -> None:
         """The learner trains in a thread, so that this one keeps handing out tasks the moment workers are free;
         collections that arrive meanwhile enter the buffer once the iteration is done."""
         import ray
 
-        cfg = self.cfg
+        cfg = self.state.cfg
         n = len(self.workers.actors)
-        self._collects = [self.iteration] * n
-        self._delivered = [self.iteration - 1] * n  # a resumed buffer holds the previous weights' data
+        self._collects = [self.state.iteration] * n
+        self._delivered = [self.state.iteration - 1] * n  # a resumed buffer holds the previous weights' data
         self._dispatch()  # collections first
-        if self._resumed_from is None:
+        if self.state.resumed_from is None:
             self._queue_initial_evaluations()
             self._dispatch()
         start = time.perf_counter()  # of the current learner iteration, waiting included
         training = None
         with ThreadPoolExecutor(1, thread_name_prefix="learner") as learner:
-            while training is not None or (self.iteration < cfg.runner.max_epochs and not self.stop_requested):
+            while training is not None or (self.state.iteration < cfg.runner.max_epochs and not self.state.stop_requested):
                 # RECEIVE: whatever the workers have finished; free workers get their next task
                 if self._inflight:
                     self._receive(ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=0)[0])
@@ -342,53 +336,51 @@ class AsyncRunner(SyncRunner):
                             f"collect {cfg.algorithm.dagger.max_policy_lag + 1} times each before the first learner "
                             "iteration"
                         )
-                    self.hooks.phase("waiting for trajectories")
+                    self.state.hooks.phase("waiting for trajectories")
                     ray.wait(list(self._inflight), num_returns=1)
                     continue
                 # LEARNER: one iteration in the thread
-                self.hooks.phase("training")
+                self.state.hooks.phase("training")
                 training = learner.submit(self._train, self.workers.learner_threads())
 
     def _train(self, threads: int) -> dict[str, float]:
         t = time.perf_counter()
         with torch_threads(threads):
-            row = self.learner.train(self.buffer, self.cfg.actor.update_epoch)
+            row = self.state.train()
         row["time/train_s"] = time.perf_counter() - t
-        row["time/learner_updates_per_s"] = self.cfg.actor.update_epoch / max(row["time/train_s"], 1e-9)
+        row["time/learner_updates_per_s"] = self.state.cfg.actor.update_epoch / max(row["time/train_s"], 1e-9)
         return row
 
     def _iteration_done(self, row: dict[str, float], start: float, metrics: MetricsLogger) -> None:
         """Publishes the new weights, queues their evaluation, and checkpoints."""
-        cfg = self.cfg
-        self.iteration += 1
+        cfg = self.state.cfg
+        self.state.iteration += 1
         self._publish()
         # EVAL: student only, these weights, in the workers' spare time
-        evals = [self._evaluation("student", self.iteration, self._weights_ref)] if self._eval_due() else []
-        self._rows.append(_Row(self.iteration, row, evals))
+        evals = [self._evaluation("student", self.state.iteration, self._weights_ref)] if self.state.eval_due() else []
+        self._rows.append(_Row(self.state.iteration, row, evals))
         self._dispatch()
         elapsed = time.perf_counter() - start
-        self.results.train_time_s += elapsed
+        self.state.results.train_time_s += elapsed
         row.update(self._stats.row())
         row.update({
-            "train/dagger/beta": self.beta(self.iteration - 1),
-            "train/replay_buffer/num_trajectories": self.buffer.num_trajectories,
-            "train/replay_buffer/total_samples": self.buffer.total_samples,
-            "train/replay_buffer/cache_size": self.buffer.size,
+            "train/dagger/beta": self.state.beta(self.state.iteration - 1),
+            **self.state.buffer_metrics(),
             "train/async/blocked_workers": sum(not self._may_collect(w) for w in range(len(self._collects))),
             "time/iteration_s": elapsed,
-            "time/env_steps": self.results.env_steps,
+            "time/env_steps": self.state.results.env_steps,
         })
         self._stats = _WindowStats()
-        last = self.iteration >= cfg.runner.max_epochs or self.stop_requested
-        if not last and cfg.runner.save_interval > 0 and self.iteration % cfg.runner.save_interval == 0:
-            self.save()  # the last one waits for the last evaluation, so that its results hold it
+        last = self.state.iteration >= cfg.runner.max_epochs or self.state.stop_requested
+        if not last and cfg.runner.save_interval > 0 and self.state.iteration % cfg.runner.save_interval == 0:
+            self.state.save()  # the last one waits for the last evaluation, so that its results hold it
 
     def _finish_evaluations(self, metrics: MetricsLogger) -> None:
         """After the last iteration: the outstanding evaluations (collections still running are received too)."""
         import ray
 
         while any(not ev.done for row in self._rows for ev in row.evals):
-            self.hooks.phase("evaluating the student")
+            self.state.hooks.phase("evaluating the student")
             self._dispatch()
             self._receive(ray.wait(list(self._inflight), num_returns=1)[0])
         self._absorb()
@@ -397,19 +389,19 @@ class AsyncRunner(SyncRunner):
     # SCHEDULING
     def _may_collect(self, w: int) -> bool:
         """Worker w may start another collection: the run goes on and it stays within max_policy_lag."""
-        if self.iteration >= self.cfg.runner.max_epochs or self.stop_requested:
+        if self.state.iteration >= self.state.cfg.runner.max_epochs or self.state.stop_requested:
             return False
-        return self._collects[w] <= self.iteration + self.cfg.algorithm.dagger.max_policy_lag
+        return self._collects[w] <= self.state.iteration + self.state.cfg.algorithm.dagger.max_policy_lag
 
     def _may_train(self) -> bool:
         """Enough data, every worker has delivered data of weights >= iteration - lag, and nothing older than
         iteration + 1 - lag is still being collected (it would arrive more than lag versions old)."""
-        lag = self.cfg.algorithm.dagger.max_policy_lag
-        if self.buffer.size < self.cfg.algorithm.replay_buffer.min_buffer_size:
+        lag = self.state.cfg.algorithm.dagger.max_policy_lag
+        if self.state.buffer.size < self.state.cfg.algorithm.replay_buffer.min_buffer_size:
             return False
-        if min(self._delivered) < self.iteration - lag:
+        if min(self._delivered) < self.state.iteration - lag:
             return False
-        return all(task[2] >= self.iteration + 1 - lag for task in self._inflight.values() if task[1] == "collect")
+        return all(task[2] >= self.state.iteration + 1 - lag for task in self._inflight.values() if task[1] == "collect")
 
     def _dispatch(self) -> None:
         """Gives every free worker its next task: a collection if allowed, else the oldest evaluation's next chunk.
@@ -418,13 +410,13 @@ class AsyncRunner(SyncRunner):
         actors = self.workers.actors
         for w in sorted(self._idle):
             pending = [ev for row in self._rows for ev in row.evals if ev.chunks]
-            late = pending and (pending[0].version or 0) < self.iteration
+            late = pending and (pending[0].version or 0) < self.state.iteration
             if not late and self._may_collect(w):
-                index = self.results.collections  # unique per collection: seeds its episodes and coins
-                self.results.collections += 1
+                index = self.state.results.collections  # unique per collection: seeds its episodes and coins
+                self.state.results.collections += 1
                 self._collects[w] += 1
-                ref = actors[w].collect.remote(self.iteration, self._weights_ref, self.beta(self.iteration), index)
-                self._inflight[ref] = (w, "collect", self.iteration)
+                ref = actors[w].collect.remote(self.state.iteration, self._weights_ref, self.state.beta(self.state.iteration), index)
+                self._inflight[ref] = (w, "collect", self.state.iteration)
             else:
                 if not pending:
                     continue
@@ -452,31 +444,29 @@ class AsyncRunner(SyncRunner):
     def _absorb(self) -> None:
         """Arrived collections into the replay buffer (never while the learner samples from it)."""
         for w, version, result in self._arrived:
-            for trajectory in result["trajectories"]:
-                self.buffer.add(trajectory)
-            fit_norm_stats_if_needed(self.student, self.buffer)
-            self.results.env_steps += result["env_steps"]
+            self.state.add(result["trajectories"])
+            self.state.results.env_steps += result["env_steps"]
             self._delivered[w] = max(self._delivered[w], version)
-            self._stats.add(result, self.iteration)
+            self._stats.add(result, self.state.iteration)
         self._arrived = []
 
     def _publish(self) -> None:
         import ray
 
-        self._weights_ref = ray.put(self.student.state_dict())
+        self._weights_ref = ray.put(self.state.student.state_dict())
 
     # EVALUATION: episodes shared out over the workers in chunks
     def _evaluation(self, what: str, version: int | None, weights) -> _Evaluation:
-        seeds = self.cfg.env.eval.seeds
+        seeds = self.state.cfg.env.eval.seeds
         chunks = deque(seeds[i : i + self._chunk] for i in range(0, len(seeds), self._chunk))
         return _Evaluation(what, version, weights, chunks)
 
     def _queue_initial_evaluations(self) -> None:
         """The initial student and the expert, as row 0."""
-        r, evals = self.cfg.runner, []
-        if r.eval_student_init and self.results.student_init is None:
-            evals.append(self._evaluation("initial student", self.iteration, self._weights_ref))
-        if r.eval_expert and self.results.expert is None:
+        r, evals = self.state.cfg.runner, []
+        if r.eval_student_init and self.state.results.student_init is None:
+            evals.append(self._evaluation("initial student", self.state.iteration, self._weights_ref))
+        if r.eval_expert and self.state.results.expert is None:
             evals.append(self._evaluation("expert", None, None))
         if evals:
             self._rows.append(_Row(0, {}, evals))
@@ -488,17 +478,17 @@ class AsyncRunner(SyncRunner):
             for ev in row.evals:
                 result = EvalResult.merge(ev.parts, seconds=ev.finished - ev.started).summary()
                 if ev.what == "student":
-                    self.results.evals.append({"iteration": row.iteration, **result})
-                else:
-                    setattr(self.results, "expert" if ev.what == "expert" else "student_init", result)
-                    self.hooks.evaluated(ev.what, result)
-                row.metrics.update(_eval_row("eval_expert" if ev.what == "expert" else "eval", result))
+                    row.metrics.update(self.state.record_eval(row.iteration, result))
+                    continue
+                setattr(self.state.results, "expert" if ev.what == "expert" else "student_init", result)
+                self.state.hooks.evaluated(ev.what, result)
+                row.metrics.update(eval_row("eval_expert" if ev.what == "expert" else "eval", result))
             if row.iteration == 0:
                 metrics.log(0, row.metrics)
                 continue
-            row.metrics["time/elapsed_s"] = time.perf_counter() - self._wall_start
+            row.metrics["time/elapsed_s"] = time.perf_counter() - self.state.wall_start
             metrics.log(row.iteration, row.metrics)
-            self.hooks.iteration_done(row.iteration, self.cfg.runner.max_epochs, row.metrics)
+            self.state.hooks.iteration_done(row.iteration, self.state.cfg.runner.max_epochs, row.metrics)
 
 
 class _WindowStats:

@@ -18,6 +18,8 @@ import numpy as np
 from dagger_cli.core.errors import CheckpointError
 
 STATE_FILE = "state.json"
+SUMMARY_FILE = "summary.json"
+"""in the run dir: what the run holds after its latest checkpoint, written by the runners, read by `dagger report`"""
 FORMAT_VERSION = 1
 
 
@@ -65,24 +67,32 @@ def save_checkpoint(
     keep: int,
 ) -> Path:
     """Writes one checkpoint: `torch_tensors[name]` -> `name.safetensors` (torch), `numpy_arrays[name]` likewise."""
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file as save_numpy
     from safetensors.torch import save_file as save_torch
 
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     for stale in [*root.glob(".iter_*.tmp-*"), *root.glob(".iter_*.old-*")]:
         shutil.rmtree(stale, ignore_errors=True)
     final = checkpoint_dir(root, iteration)
     tmp = root / f".{final.name}.tmp-{os.getpid()}"
-    tmp.mkdir()
-    for name, tensors in torch_tensors.items():
-        save_torch({k: v.contiguous() for k, v in tensors.items()}, str(tmp / f"{name}.safetensors"))
-    for name, arrays in numpy_arrays.items():
-        save_numpy({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / f"{name}.safetensors"))
-    write_json(tmp / STATE_FILE, {"format": FORMAT_VERSION, "iteration": iteration, **state})
-    for file in tmp.iterdir():
-        with open(file, "rb") as f:
-            os.fsync(f.fileno())
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        for name, tensors in torch_tensors.items():
+            save_torch({k: v.contiguous() for k, v in tensors.items()}, str(tmp / f"{name}.safetensors"))
+        for name, arrays in numpy_arrays.items():
+            save_numpy({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / f"{name}.safetensors"))
+        write_json(tmp / STATE_FILE, {"format": FORMAT_VERSION, "iteration": iteration, **state})
+        for file in tmp.iterdir():
+            with open(file, "rb") as f:
+                os.fsync(f.fileno())
+    except (OSError, SafetensorError) as e:  # disk full, no permission: the kept checkpoints stay as they were
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = list_checkpoints(root)
+        last = f"; the last checkpoint, {kept[-1]}, is intact" if kept else ""
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise CheckpointError(f"{final}: cannot write the checkpoint ({reason}){last}") from None
     replaced = root / f".{final.name}.old-{os.getpid()}"
     if final.exists():  # saved again (same iteration, newer results): the old copy goes only once the new one is in
         os.replace(final, replaced)

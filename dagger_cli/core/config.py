@@ -75,8 +75,8 @@ class EnvConfig:
     """The generic part of the `env` section; each env adapter's config subclasses it with its own keys (all in
     `env.*`), and `type` picks the adapter (see `dagger_cli.core.registry`)."""
 
-    type: str = "maniskill"
-    """simulator adapter (`dagger presets` shows the bundled ones; packages add more through entry points)"""
+    type: str = ""
+    """simulator adapter, by its registered name (built in: see README; packages add more through entry points)"""
     task: str = ""
     """task id inside the simulator"""
     num_envs: int = 2
@@ -106,7 +106,7 @@ class ModelConfig:
     """The generic part of a model section (`actor.model`, `rollout.expert_model`); each policy adapter's config
     subclasses it with its own keys, and `model_type` picks the adapter."""
 
-    model_type: str = "mlp"
+    model_type: str = ""
     """policy adapter (`mlp`, `pi0`, ...), or `scripted` (the env's built-in expert; expert only)"""
     model_path: str | None = None
     """the model's checkpoint directory (π₀: safetensors or RLinf full_weights.pt, with norm stats); null = random
@@ -334,10 +334,9 @@ def _class_keys(cls: type, prefix: str) -> list[str]:
     return keys
 
 
-def all_keys(cfg: Any = None, prefix: str = "") -> list[str]:
-    """Every dotted leaf key of a config (default: the default config), e.g. `algorithm.dagger.beta_decay`; the
-    sections adapters own contribute their adapter's keys."""
-    cfg = config_from_dict({}) if cfg is None else cfg
+def all_keys(cfg: Any, prefix: str = "") -> list[str]:
+    """Every dotted leaf key of a config, e.g. `algorithm.dagger.beta_decay`; the sections adapters own contribute
+    their adapter's keys."""
     keys = []
     for f in dataclasses.fields(cfg):
         dotted = f"{prefix}.{f.name}" if prefix else f.name
@@ -554,7 +553,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node[part]
         node[parts[-1]] = value
         if (tuple(parts[:-1]), parts[-1]) in ADAPTER_SECTIONS.items():  # another adapter: the preset's keys for
-            _prune_section(data, tuple(parts[:-1]))  # the one it replaces go (e.g. --set actor.model.model_type=pi0)
+            _prune_section(data, tuple(parts[:-1]))  # the one it replaces go
     return data
 
 

@@ -9,14 +9,13 @@ environment variables its Ray workers need and its `dagger fetch` aliases. A pac
     [project.entry-points."dagger.policies"]
     linear = "dagger_pointmass:POLICY"           # a PolicyAdapter
 
-Built-ins are named here as `module:ATTRIBUTE` strings and, like entry points, imported only when their name is
-looked up, so that `dagger --help` imports no simulator and no model.
+The built-in adapters register the same way, in dagger's own pyproject.toml. An adapter is imported only when its
+name is looked up, so that `dagger --help` imports no simulator and no model.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -26,15 +25,6 @@ from dagger_cli.core.errors import ConfigError
 
 ENV_GROUP, POLICY_GROUP = "dagger.envs", "dagger.policies"
 
-BUILTIN_ENVS = {
-    "maniskill": "dagger_cli.envs.maniskill:ADAPTER",
-    "libero": "dagger_cli.envs.libero:ADAPTER",
-    "robotwin": "dagger_cli.envs.robotwin:ADAPTER",
-}
-BUILTIN_POLICIES = {
-    "mlp": "dagger_cli.policies.mlp:ADAPTER",
-    "pi0": "dagger_cli.policies.pi0:ADAPTER",
-}
 SCRIPTED = "scripted"
 """the expert model_type that asks the env adapter for its task's built-in expert"""
 
@@ -102,15 +92,11 @@ class PolicyAdapter:
 @dataclass
 class _Registry:
     group: str
-    builtin: dict[str, str]
     kind: str
     loaded: dict[str, Any] = field(default_factory=dict)
 
     def _targets(self) -> dict[str, Any]:
-        targets: dict[str, Any] = dict(self.builtin)
-        for ep in entry_points(group=self.group):
-            targets.setdefault(ep.name, ep)
-        return targets
+        return {ep.name: ep for ep in entry_points(group=self.group)}
 
     def names(self) -> list[str]:
         return sorted(self._targets())
@@ -120,20 +106,18 @@ class _Registry:
         if name in self.loaded:
             return self.loaded[name]
         targets = self._targets()
+        if not name:
+            raise ConfigError(f"{key}: missing; name the {self.kind} adapter (installed: {', '.join(sorted(targets))})")
         if name not in targets:
             hint = difflib.get_close_matches(str(name), list(targets), n=1)
             did = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise ConfigError(f"{key}: no {self.kind} adapter {name!r}{did}; installed: {', '.join(sorted(targets))}")
         target = targets[name]
         try:
-            if isinstance(target, str):
-                module, attribute = target.split(":")
-                adapter = getattr(importlib.import_module(module), attribute)
-            else:
-                adapter = target.load()
+            adapter = target.load()
         except Exception as e:  # a broken third-party package: one line naming it
-            source = target if isinstance(target, str) else f"{target.value} (entry point {self.group})"
-            raise ConfigError(f"{key}: the {self.kind} adapter {name!r} ({source}) does not load: {e}") from None
+            raise ConfigError(f"{key}: the {self.kind} adapter {name!r} ({target.value}, entry point {self.group}) "
+                              f"does not load: {e}") from None
         expected = EnvAdapter if self.kind == "env" else PolicyAdapter
         if not isinstance(adapter, expected) or adapter.name != name:
             raise ConfigError(f"{key}: {name!r} is registered but is not an {expected.__name__} named {name!r}")
@@ -151,8 +135,8 @@ class _Registry:
         return found
 
 
-ENVS = _Registry(ENV_GROUP, BUILTIN_ENVS, "env")
-POLICIES = _Registry(POLICY_GROUP, BUILTIN_POLICIES, "policy")
+ENVS = _Registry(ENV_GROUP, "env")
+POLICIES = _Registry(POLICY_GROUP, "policy")
 
 
 def env_adapter(name: str, key: str = "env.type") -> EnvAdapter:

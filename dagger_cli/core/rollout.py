@@ -36,11 +36,14 @@ def take(obs: Obs, index: np.ndarray) -> Obs:
 
 @dataclass
 class EpisodeStats:
-    """Per finished episode: success at any step, success at its last step, and its length in env steps."""
+    """Per finished episode: success at any step, success at its last step, and its length in env steps; and the
+    episodes a rollout's end cut short (`unfinished`, of which `unfinished_success` had succeeded so far)."""
 
     success_once: list[bool] = field(default_factory=list)
     success_at_end: list[bool] = field(default_factory=list)
     length: list[int] = field(default_factory=list)
+    unfinished: int = 0
+    unfinished_success: int = 0
 
     def add(self, success_once: bool, success_at_end: bool, length: int) -> None:
         self.success_once.append(bool(success_once))
@@ -50,18 +53,26 @@ class EpisodeStats:
     def extend(self, other: "EpisodeStats") -> None:
         for name in ("success_once", "success_at_end", "length"):
             getattr(self, name).extend(getattr(other, name))
+        self.unfinished += other.unfinished
+        self.unfinished_success += other.unfinished_success
 
     @property
     def count(self) -> int:
         return len(self.success_once)
 
     def metrics(self) -> dict[str, float]:
-        """The training episodes' `env/*` metrics."""
+        """The training episodes' `env/*` metrics. `env/success_once` is over finished episodes, which favours short
+        successful ones when episodes end at success; `env/success_once_with_unfinished` also counts the episodes
+        the iteration's end cut short, by their outcome so far."""
+        total = self.count + self.unfinished
+        successes = sum(self.success_once) + self.unfinished_success
         return {
             "env/success_once": self.rate("success_once"),
             "env/success_at_end": self.rate("success_at_end"),
             "env/episode_len": float(np.mean(self.length)) if self.count else float("nan"),
             "env/num_trajectories": self.count,
+            "env/unfinished_episodes": self.unfinished,
+            "env/success_once_with_unfinished": successes / total if total else float("nan"),
         }
 
     def rate(self, name: str) -> float:
@@ -228,6 +239,10 @@ class Rollout:
                     episode_id[done] = new_episode_ids(int(done.sum()))
                     elapsed[done] = 0
                     success_once[done] = False
+        if calls:  # episodes the last step did not end are cut short here
+            running = ~done
+            episodes.unfinished += int(running.sum())
+            episodes.unfinished_success += int((success_once & running).sum())
 
         trajectories = self._split(steps, beta, iteration, policy_version)
         return RolloutResult(

@@ -1,0 +1,247 @@
+"""What a DAgger run is, whichever pipeline runs it: the state both runners share and the helpers they both use.
+
+`RunState` holds the config and run dir, the student, the beta schedule, the replay buffer, the learner, the
+iteration and the results; it saves and restores all of it, makes the metric rows common to both pipelines and
+writes `summary.json` (the file `dagger report` reads) with every checkpoint. `SyncRunner` and `AsyncRunner` each
+hold one and differ only in how they collect and evaluate.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dagger_cli.core import checkpoint
+from dagger_cli.core.beta import BetaSchedule
+from dagger_cli.core.config import Config
+from dagger_cli.core.learner import Learner
+from dagger_cli.core.metrics import MetricsLogger
+from dagger_cli.core.protocols import Policy, TrainablePolicy, VecEnv
+from dagger_cli.core.replay_buffer import ReplayBuffer, unflatten_obs
+from dagger_cli.core.rollout import evaluate
+
+@contextmanager
+def torch_threads(n: int = 1):
+    """`n` torch threads inside the block. One while env workers run: batch-of-a-few inference gains nothing from
+    more, and idle OpenMP threads spinning on the other cores slow the simulator down."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def evaluate_policy(env: VecEnv, policy: Policy, seeds: list[int], max_episode_steps: int):
+    """`rollout.evaluate` on one torch thread, with sampling policies (a flow-matching student draws its noise from
+    torch's global generator) drawing from a generator seeded by the first reset seed: an evaluation repeats
+    exactly, and training's random stream is left as it was."""
+    with torch_threads(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seeds[0] if seeds else 0)
+        return evaluate(env, policy, seeds, max_episode_steps)
+
+
+def eval_row(prefix: str, result: dict[str, Any]) -> dict[str, float]:
+    """Metric names for an evaluation summary: `eval/success_once`, ...; durations go under `time/`."""
+    row = {f"{prefix}/{k}": v for k, v in result.items() if k not in ("seconds", "success_once_ci95")}
+    row[f"time/{prefix}_s"] = result["seconds"]
+    return row
+
+
+class RunnerHooks:
+    """What a front end wants to hear about; the default hears nothing."""
+
+    def phase(self, text: str) -> None:
+        """A new phase started (collect, train, eval, save)."""
+
+    def evaluated(self, label: str, result: dict[str, Any]) -> None:
+        """An evaluation before training finished (`label`: "initial student" or "expert")."""
+
+    def iteration_done(self, iteration: int, total: int, metrics: dict[str, float]) -> None:
+        """Iteration `iteration` (1-based) of `total` finished with `metrics`."""
+
+
+@dataclass
+class RunResults:
+    """What the run has measured so far; checkpointed with everything else."""
+
+    student_init: dict[str, Any] | None = None
+    expert: dict[str, Any] | None = None
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    train_time_s: float = 0.0
+    env_steps: int = 0
+    collections: int = 0
+    """async: rollout collections started (each seeds its own episodes)"""
+
+
+@dataclass
+class Loaded:
+    """A checkpoint read whole, before any of it is applied (a broken file leaves the run untouched)."""
+
+    path: Path
+    state: dict[str, Any]
+    student: dict[str, Any]
+    learner: dict[str, Any]
+    buffer: dict[str, Any]
+
+
+class RunState:
+    def __init__(self, cfg: Config, run_dir: Path, student: TrainablePolicy, hooks: RunnerHooks | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.student = student
+        self.hooks = hooks or RunnerHooks()
+        self.beta = BetaSchedule.from_config(cfg.algorithm.dagger)
+        self.buffer = ReplayBuffer(cfg.algorithm.replay_buffer.sample_window_size)
+        self.learner = Learner(student, cfg.actor, cfg.seed, cfg.runner.max_epochs * cfg.actor.update_epoch)
+        self.iteration = 0
+        """iterations completed (= the version of the student's weights)"""
+        self.results = RunResults()
+        self.stop_requested = False
+        """set (e.g. by a Ctrl-C handler) to stop cleanly after the current iteration"""
+        self.resumed_from: int | None = None
+        self.last_saved: int | None = None
+        self.saved_evals = 0
+        self.wall_start = time.perf_counter()
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def finished(self) -> bool:
+        return self.iteration >= self.cfg.runner.max_epochs
+
+    # DATA AND TRAINING
+    def add(self, trajectories: list[dict]) -> None:
+        """Labelled trajectories into the buffer; a student without normalisation stats (a new task) takes them
+        from the expert-labelled data stored so far, i.e. the first iteration's (`TrainablePolicy.fit_norm_stats`)."""
+        for trajectory in trajectories:
+            self.buffer.add(trajectory)
+        if getattr(self.student, "needs_norm_stats", False) and self.buffer.size:
+            stored = self.buffer.stored()
+            self.student.fit_norm_stats(unflatten_obs(stored), stored["expert_action"])
+            self.hooks.phase("student norm stats computed from the expert's labels")
+
+    def ready_to_train(self) -> bool:
+        return self.buffer.size >= self.cfg.algorithm.replay_buffer.min_buffer_size
+
+    def train(self) -> dict[str, float]:
+        """One learner iteration: `actor.update_epoch` optimizer steps."""
+        return self.learner.train(self.buffer, self.cfg.actor.update_epoch)
+
+    def buffer_metrics(self) -> dict[str, float]:
+        return {
+            "train/replay_buffer/num_trajectories": self.buffer.num_trajectories,
+            "train/replay_buffer/total_samples": self.buffer.total_samples,
+            "train/replay_buffer/cache_size": self.buffer.size,
+        }
+
+    # EVALUATION
+    def eval_due(self) -> bool:
+        """Student-only evaluation is due every runner.val_check_interval iterations and after the last."""
+        interval = self.cfg.runner.val_check_interval
+        return self.finished or (interval > 0 and self.iteration % interval == 0)
+
+    def record_eval(self, iteration: int, result: dict[str, Any]) -> dict[str, float]:
+        """The student's evaluation after `iteration`; returns its metrics."""
+        self.results.evals.append({"iteration": iteration, **result})
+        return eval_row("eval", result)
+
+    def open_metrics(self, tensorboard: bool) -> MetricsLogger:
+        """The run's metrics sinks, cut back to the checkpoint on resume; a new run logs its config first."""
+        metrics = MetricsLogger(self.run_dir, resume_step=self.resumed_from, tensorboard=tensorboard)
+        if self.resumed_from is None:
+            metrics.add_text("config", "```\n" + self.cfg.to_yaml() + "\n```")
+        return metrics
+
+    # CHECKPOINT
+    def save(self) -> Path:
+        """A checkpoint of everything (atomic), then the summary of what it holds."""
+        self.hooks.phase("saving checkpoint")
+        learner_tensors, learner_meta = self.learner.state_dict()
+        learner_tensors["rng/torch"] = torch.get_rng_state()
+        buffer_arrays, buffer_meta = self.buffer.state_dict()
+        state = {
+            "beta": self.beta(max(0, self.iteration - 1)),
+            "next_beta": self.beta(self.iteration),
+            "policy_version": self.iteration,
+            "learner": learner_meta,
+            "replay_buffer": buffer_meta,
+            "results": self.results.__dict__,
+        }
+        path = checkpoint.save_checkpoint(
+            self.checkpoint_root,
+            self.iteration,
+            torch_tensors={"student": self.student.state_dict(), "learner": learner_tensors},
+            numpy_arrays={"replay_buffer": buffer_arrays},
+            state=state,
+            keep=self.cfg.runner.keep_checkpoints,
+        )
+        self.last_saved = self.iteration
+        self.saved_evals = len(self.results.evals)
+        self.write_summary("finished" if self.finished else "running")
+        return path
+
+    @staticmethod
+    def read(ckpt: Path) -> Loaded:
+        """Reads every file of a checkpoint; any broken one is a CheckpointError naming it."""
+        return Loaded(
+            Path(ckpt),
+            checkpoint.read_state(ckpt),
+            checkpoint.read_tensors(ckpt, "student"),
+            checkpoint.read_tensors(ckpt, "learner"),
+            checkpoint.read_tensors(ckpt, "replay_buffer", "np"),
+        )
+
+    def restore(self, loaded: Loaded | Path) -> None:
+        """Continues from a checkpoint: the next iteration is its iteration, with its beta."""
+        if not isinstance(loaded, Loaded):
+            loaded = self.read(loaded)
+        state = loaded.state
+        self.student.load_state_dict(loaded.student)
+        learner = dict(loaded.learner)
+        torch.set_rng_state(learner.pop("rng/torch"))
+        self.learner.load_state_dict(learner, state["learner"])
+        self.buffer.load_state_dict(loaded.buffer, state["replay_buffer"])
+        self.results = RunResults(**state["results"])
+        self.iteration = int(state["iteration"])
+        self.resumed_from = self.last_saved = self.iteration
+        self.saved_evals = len(self.results.evals)
+
+    # SUMMARY
+    def summary(self, status: str | None = None) -> dict[str, Any]:
+        res = self.results
+        final = res.evals[-1] if res.evals else None
+        if status is None:
+            status = "finished" if self.finished else "stopped"
+        return {
+            "preset": self.cfg.name,
+            "seed": self.cfg.seed,
+            "run_dir": str(self.run_dir),
+            "status": status,
+            "iterations": self.iteration,
+            "max_epochs": self.cfg.runner.max_epochs,
+            "student_init_sr": res.student_init["success_once"] if res.student_init else None,
+            "expert_sr": res.expert["success_once"] if res.expert else None,
+            "student_final_sr": final["success_once"] if final else None,
+            "student_final_success_at_end": final["success_at_end"] if final else None,
+            "student_final_ci95": final["success_once_ci95"] if final else None,
+            "student_final_iteration": final["iteration"] if final else None,
+            "eval_episodes": final["episodes"] if final else None,
+            "train_time_s": res.train_time_s,
+            "wall_time_s": time.perf_counter() - self.wall_start,
+            "env_steps": res.env_steps,
+        }
+
+    def write_summary(self, status: str | None = None) -> dict[str, Any]:
+        """`summary.json`: `running` with each checkpoint of a run under way (or killed), `stopped` after a clean
+        stop, `finished` after the last iteration."""
+        summary = self.summary(status)
+        checkpoint.write_json(self.run_dir / checkpoint.SUMMARY_FILE, summary)
+        return summary

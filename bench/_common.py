@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -25,3 +28,13 @@ def random_stepping_seconds(env, env_steps: int, episode_len: int = 50, seed: in
 def table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+
+
+def dagger_json(*args: str) -> tuple[float, dict]:
+    """Runs `dagger ARGS --json` (launch to exit); returns (wall seconds, its JSON result); exits on a failure."""
+    start = time.perf_counter()
+    result = subprocess.run(["dagger", *args, "--json"], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"dagger {args[0]} failed: {(result.stderr.strip().splitlines() or ['no output'])[-1]}")
+    return wall, json.loads(result.stdout)

@@ -11,22 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def run(*args: str) -> tuple[float, dict]:
-    start = time.perf_counter()
-    result = subprocess.run(["dagger", *args, "--json"], capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if result.returncode != 0:
-        sys.exit(f"dagger {args[0]} failed: {result.stderr.strip().splitlines()[-1]}")
-    return wall, json.loads(result.stdout)
 
 
 def _pct(value: float | None) -> str:
@@ -39,7 +28,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.9, help="student success_once each seed must reach")
     parser.add_argument("--minutes", type=float, default=15.0, help="launch-to-summary limit per seed")
     args = parser.parse_args()
-    from _common import table
+    from _common import dagger_json, table
 
     rows = [
         (
@@ -60,11 +49,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             run_dir = Path(tmp) / f"seed{seed}"
-            wall, s = run("train", "pick-cube-pi0", "--run-dir", str(run_dir), "--seed", str(seed))
+            wall, s = dagger_json("train", "pick-cube-pi0", "--run-dir", str(run_dir), "--seed", str(seed))
             metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
             train_s = sum(m.get("time/train_s", 0.0) for m in metrics)
             eval_s = sum(v for m in metrics for k, v in m.items() if k in ("time/eval_s", "time/eval_expert_s"))
-            _, e = run("eval", "--ckpt", str(run_dir))
+            _, e = dagger_json("eval", "--ckpt", str(run_dir))
             same = (
                 e["success_once"] == s["student_final_sr"] and e["success_at_end"] == s["student_final_success_at_end"]
             )

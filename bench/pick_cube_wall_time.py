@@ -11,25 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def train(run_dir: Path, seed: int, extra: list[str]) -> tuple[float, dict]:
-    start = time.perf_counter()
-    result = subprocess.run(
-        ["dagger", "train", "pick-cube", "--run-dir", str(run_dir), "--seed", str(seed), "--json", *extra],
-        capture_output=True, text=True,
-    )
-    wall = time.perf_counter() - start
-    if result.returncode != 0:
-        sys.exit(f"dagger train failed: {result.stderr.strip().splitlines()[-1]}")
-    return wall, json.loads(result.stdout)
+    from _common import dagger_json
+
+    return dagger_json("train", "pick-cube", "--run-dir", str(run_dir), "--seed", str(seed), *extra)
 
 
 def _pct(value: float | None) -> str:

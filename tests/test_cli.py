@@ -18,6 +18,19 @@ def dagger(*args, env=None, cwd=None):
     return subprocess.run(["dagger", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300)
 
 
+def assert_eval_reproduces(run_dir, summary: dict, episodes: int) -> dict:
+    """`dagger eval --ckpt RUN` gives the run's final evaluation: the same weights, seeds and deterministic
+    student, so the same successes and interval."""
+    result = dagger("eval", "--ckpt", str(run_dir), "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["episodes"] == episodes
+    assert data["success_once"] == summary["student_final_sr"]
+    assert data["success_at_end"] == summary["student_final_success_at_end"]
+    assert data["success_once_ci95"] == summary["student_final_ci95"]
+    return data
+
+
 NO_HEAVY_IMPORTS = """
 import sys
 sys.argv = {argv!r}

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import requires_maniskill
-from test_cli import dagger
+from test_cli import assert_eval_reproduces, dagger
 
 pytestmark = [requires_maniskill, pytest.mark.sim]
 
@@ -61,14 +61,8 @@ def test_train_writes_summary_metrics_tensorboard_and_checkpoints(finished_run):
 def test_eval_reproduces_the_final_evaluation(finished_run):
     # GIVEN the finished run; WHEN its student is evaluated with the same protocol
     run_dir, summary = finished_run
-    result = dagger("eval", "--ckpt", str(run_dir), "--json")
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
     # THEN the numbers are those the run reported (same weights, same seeds, deterministic student)
-    assert data["episodes"] == 4
-    assert data["success_once"] == summary["student_final_sr"]
-    low, high = data["success_once_ci95"]
-    assert low <= data["success_once"] <= high
+    assert_eval_reproduces(run_dir, summary, episodes=4)
     human = dagger("eval", "--ckpt", str(run_dir / "checkpoints" / "iter_000004"), "--episodes", "2")
     assert human.returncode == 0 and "success_once" in human.stdout and "episodes        2" in human.stdout
 

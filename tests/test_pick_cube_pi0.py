@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from conftest import requires_maniskill, requires_pi0
 from dagger_cli.core import checkpoint
-from test_cli import dagger
+from test_cli import assert_eval_reproduces, dagger
 
 pytestmark = [requires_maniskill, requires_pi0, pytest.mark.sim]
 
@@ -67,9 +67,4 @@ def test_norm_stats_come_from_the_first_iterations_expert_labels(pi0_run):
 
 def test_dagger_eval_reproduces_the_runs_final_evaluation(pi0_run):
     run_dir, summary = pi0_run
-    result = dagger("eval", "--ckpt", str(run_dir), "--json")
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
-    assert data["episodes"] == 8
-    assert data["success_once"] == summary["student_final_sr"]
-    assert data["success_at_end"] == summary["student_final_success_at_end"]
+    assert_eval_reproduces(run_dir, summary, episodes=8)

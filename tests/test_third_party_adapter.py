@@ -57,7 +57,7 @@ def test_its_config_section_is_as_strict_as_the_built_in_ones(plugin_env, tmp_pa
     typo = dagger("train", "point-mass", "--run-dir", str(tmp_path / "a"), "--set", "env.goal_radus=0.1", env=plugin_env)
     assert typo.returncode == 2 and "unknown key 'env.goal_radus' (did you mean 'env.goal_radius'?)" in typo.stderr
     bad = dagger("train", "point-mass", "--run-dir", str(tmp_path / "b"), "--set", "env.goal_radius=-1", env=plugin_env)
-    assert bad.returncode == 2 and "env.goal_radius: goal_radius and speed must be positive" in bad.stderr
+    assert bad.returncode == 2 and "env.goal_radius: must be positive, got -1.0" in bad.stderr
     wrong_type = dagger("train", "point-mass", "--run-dir", str(tmp_path / "c"), "--set", "env.speed=fast",
                         env=plugin_env)
     assert wrong_type.returncode == 2 and "env.speed: expected a number, got 'fast'" in wrong_type.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dagger_cli.core.config import EnvConfig, check
+from dagger_cli.core.config import EnvConfig, check, check_positive
 from dagger_cli.core.registry import EnvAdapter, Probe
 
 _LAZY = {"LiberoTaskEnv", "LiberoVecEnv", "import_libero", "load_suite", "choose_renderer", "task_of"}
@@ -21,7 +21,7 @@ class LiberoEnvConfig(EnvConfig):
     """steps of no motion with the gripper open after each reset"""
 
     def check(self, key: str, cfg) -> None:
-        check(self.image_size > 0, f"{key}.image_size", f"must be positive, got {self.image_size}")
+        check_positive(self, key, "image_size")
         check(self.settle_steps >= 0, f"{key}.settle_steps", f"must not be negative, got {self.settle_steps}")
 
 

@@ -35,29 +35,19 @@ class Pi0Size:
     action_horizon: int = 50
 
 
+def _size(vlm: tuple, expert: tuple, heads: tuple, siglip: tuple, vocab: int, **more) -> Pi0Size:
+    """(width, depth, mlp) of the VLM and the expert, (heads, kv heads, head dim) of both, SigLIP's (width, depth,
+    mlp, heads, patch, image)."""
+    return Pi0Size(GemmaSize(*vlm, *heads), GemmaSize(*expert, *heads), SiglipSize(*siglip), vocab, **more)
+
+
 VARIANTS = {
     # openpi's pi0: gemma_2b + gemma_300m, SigLIP So400m/14 at 224 px (256 image tokens per camera)
-    "full": Pi0Size(
-        paligemma=GemmaSize(2048, 18, 16384, 8, 1, 256),
-        expert=GemmaSize(1024, 18, 4096, 8, 1, 256),
-        siglip=SiglipSize(1152, 27, 4304, 16, 14, 224),
-        vocab_size=257152,
-    ),
-    # same code path and key names, a few M parameters: π₀ runs that learn on a CPU (pick-cube-pi0); 64 state
-    # and action dims, so that state observations such as PickCube's 42-D ones fit
-    "small": Pi0Size(
-        paligemma=GemmaSize(64, 4, 128, 4, 1, 32),
-        expert=GemmaSize(64, 4, 128, 4, 1, 32),
-        siglip=SiglipSize(32, 1, 64, 2, 56, 224),
-        vocab_size=256,
-        action_dim=64,
-        action_horizon=10,
-    ),
-    # same code path and key names, ~0.5 M parameters: tests and CPU smoke runs
-    "tiny": Pi0Size(
-        paligemma=GemmaSize(64, 2, 128, 8, 1, 16),
-        expert=GemmaSize(32, 2, 64, 8, 1, 16),
-        siglip=SiglipSize(32, 1, 64, 2, 56, 224),
-        vocab_size=1024,
-    ),
+    "full": _size((2048, 18, 16384), (1024, 18, 4096), (8, 1, 256), (1152, 27, 4304, 16, 14, 224), 257152),
+    # same code path and key names, 0.73 M parameters in 4 layers: π₀ runs that learn on a CPU (pick-cube-pi0);
+    # 64 state and action dims, so that state observations such as PickCube's 42-D ones fit; horizon 10
+    "small": _size((64, 4, 128), (64, 4, 128), (4, 1, 32), (32, 1, 64, 2, 56, 224), 256, action_dim=64,
+                   action_horizon=10),
+    # same code path and key names, 0.53 M parameters: tests and CPU smoke runs
+    "tiny": _size((64, 2, 128), (32, 2, 64), (8, 1, 16), (32, 1, 64, 2, 56, 224), 1024),
 }

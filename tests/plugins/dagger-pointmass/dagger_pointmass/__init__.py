@@ -20,16 +20,19 @@ from dagger_cli.core.registry import EnvAdapter, PolicyAdapter, Probe
 # ENV
 @dataclass
 class PointMassConfig(EnvConfig):
+    """The `env` section of point-mass: the generic keys and these two."""
+
     type: str = "point-mass"
     task: str = "reach"
     goal_radius: float = 0.05
-    """success when the point is this close to the goal"""
+    """success when the point is this close to the goal (from the farthest start the scripted expert needs about
+    20 steps)"""
     speed: float = 0.1
     """distance one action of norm 1 moves the point"""
 
     def check(self, key: str, cfg) -> None:
         check(self.task == "reach", f"{key}.task", f"point-mass has one task, 'reach', not {self.task!r}")
-        check(self.goal_radius > 0 and self.speed > 0, f"{key}.goal_radius", "goal_radius and speed must be positive")
+        check_positive(self, key, "goal_radius", "speed")
 
 
 class PointMass:

@@ -1,6 +1,6 @@
 """Wall time of `dagger train pick-cube` to >=95% student success, and its ratio to raw simulation time.
 
-    python bench/pick_cube_wall_time.py [--seeds 0 1 2] [--curve]
+    python bench/pick_cube_wall_time.py [--seeds 0 1 2] [--curve] [--set KEY=VALUE ...]
 
 Runs the whole command (launch to summary) once per seed, then times the same number of env steps (training
 steps + every evaluation episode) with random actions on the same envs. `--curve` adds one run that evaluates
@@ -32,17 +32,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--curve", action="store_true", help="also evaluate after every iteration (seed 0)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every run (e.g. algorithm.replay_buffer.storage=disk)")
     args = parser.parse_args()
+    extra = [arg for kv in args.set for arg in ("--set", kv)]
 
     from _common import random_stepping_seconds, table
     from dagger_cli.core.config import load_config
     from dagger_cli.envs import make_vec_env
 
-    cfg = load_config("pick-cube")
+    cfg = load_config("pick-cube", overrides=args.set)
     rows = [("seed", "init SR", "expert SR", "final SR", "95% CI", "env steps", "wall s", "random-action sim s",
              "wall / sim")]
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [(seed, *train(Path(tmp) / f"seed{seed}", seed, [])) for seed in args.seeds]
+        runs = [(seed, *train(Path(tmp) / f"seed{seed}", seed, extra)) for seed in args.seeds]
         env = make_vec_env(cfg.env)
         try:
             random_stepping_seconds(env, 200)  # warm-up
@@ -58,7 +61,7 @@ def main() -> None:
             env.close()
         print(table(rows))
         if args.curve:
-            _, s = train(Path(tmp) / "curve", 0, ["--set", "runner.val_check_interval=1"])
+            _, s = train(Path(tmp) / "curve", 0, [*extra, "--set", "runner.val_check_interval=1"])
             metrics = [json.loads(line) for line in (Path(tmp) / "curve" / "metrics.jsonl").read_text().splitlines()]
             print("\nstudent eval success_once after each iteration (seed 0):")
             print(table([("iteration", "env steps", "eval SR")] + [

@@ -64,6 +64,26 @@ class PointEnv:
         pass
 
 
+class FilmedPointEnv(PointEnv):
+    """PointEnv whose episodes name a task (the goal's side) and render a 24×32 frame: the point (white) and the
+    goal (red) on a line; a second 24×16 camera shows the distance."""
+
+    video_fps = 10.0
+
+    def episode_tasks(self):
+        return ["goal_left" if g < 0 else "goal_right" for g in self.state[:, 1]]
+
+    def video_frames(self, obs):
+        n = self.num_envs
+        wide = np.zeros((n, 24, 32, 3), np.uint8)
+        for i in range(n):
+            wide[i, 10:14, int((obs[i, 1] + 1) * 15.5)] = (255, 0, 0)
+            wide[i, 10:14, int(np.clip((obs[i, 0] + 1) * 15.5, 0, 31))] = (255, 255, 255)
+        near = np.zeros((n, 24, 16, 3), np.uint8)
+        near[..., 1] = (255 * np.clip(1 - np.abs(obs[:, 0] - obs[:, 1]), 0, 1)).astype(np.uint8)[:, None, None]
+        return {"line": wide, "distance": near}
+
+
 INSTRUCTIONS = ["go", "reach the goal", "move the point to the goal and stop there",
                 "déplace le point jusqu'au but → ✓, puis arrête-toi là, s'il te plaît"]
 

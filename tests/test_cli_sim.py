@@ -55,7 +55,7 @@ def test_train_writes_summary_metrics_tensorboard_and_checkpoints(finished_run):
     assert rows[1]["train/dagger/expert_action_frac"] == 1.0
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     assert (run_dir / "config.yaml").read_text().startswith("name: pick-cube")
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["iter_000003", "iter_000004"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["iter_000003", "iter_000004", "replay_buffer"]
 
 
 def test_eval_reproduces_the_final_evaluation(finished_run):
@@ -137,9 +137,11 @@ def assert_continued_like(straight: Path, resumed: Path, from_iteration: int) ->
                            load_file(str(resumed / "checkpoints" / "iter_000003" / "student.safetensors"))["actor_mean.weight"])
 
 
-def test_resume_after_sigkill_continues_at_the_checkpoint(finished_run, tmp_path):
-    # GIVEN a run killed with SIGKILL (workers included) right after its second checkpoint
-    proc = start_training(tmp_path / "run")
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_resume_after_sigkill_continues_at_the_checkpoint(finished_run, tmp_path, storage):
+    # GIVEN a run (its buffer in RAM or on disk) killed with SIGKILL (workers included) right after its second
+    # checkpoint; a disk buffer may have rows written after it
+    proc = start_training(tmp_path / "run", "--set", f"algorithm.replay_buffer.storage={storage}")
     wait_for(tmp_path / "run" / "checkpoints" / "iter_000002" / "state.json", proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -150,7 +152,7 @@ def test_resume_after_sigkill_continues_at_the_checkpoint(finished_run, tmp_path
     resumed_at = int(result.stderr.split("resuming")[1].split("at iteration")[1].split()[0])
     assert resumed_at >= 2 and "(beta " in result.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["iterations"] == 4
-    assert_continued_like(finished_run[0], tmp_path / "run", resumed_at)
+    assert_continued_like(finished_run[0], tmp_path / "run", resumed_at)  # memory or disk: the same samples
 
 
 def test_ctrl_c_stops_cleanly_with_a_checkpoint_and_resumes(finished_run, tmp_path):
@@ -162,7 +164,7 @@ def test_ctrl_c_stops_cleanly_with_a_checkpoint_and_resumes(finished_run, tmp_pa
     # THEN it finishes the iteration, saves, says how to resume, and exits 130
     assert proc.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err
-    done = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    done = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("iter_*"))
     assert done and done[-1] < "iter_000004"
     stopped_at = int(done[-1].split("_")[1])
     # AND resuming completes the run
@@ -183,7 +185,7 @@ def test_train_async_on_an_embedded_ray_stops_on_ctrl_c_and_resumes(tmp_path):
     # THEN Ray's processes are not torn down under it: the run stops cleanly with a checkpoint and exits 130
     assert proc.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err and "failed" not in err
-    stopped_at = int(sorted(p.name for p in (run / "checkpoints").iterdir())[-1].split("_")[1])
+    stopped_at = int(sorted(p.name for p in (run / "checkpoints").glob("iter_*"))[-1].split("_")[1])
     assert 1 <= stopped_at < 4
     assert [r["step"] for r in metrics_rows(run)] == list(range(stopped_at + 1))
     # AND `--resume` continues it as an async run to the end

@@ -4,8 +4,10 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import requires_libero, requires_pi0
+from dagger_cli.core.video import decoded_frames
 
 pytestmark = [requires_libero, pytest.mark.sim]
 
@@ -95,7 +97,8 @@ def test_vector_env_gives_prompts_and_chunked_success():
 
 @requires_pi0
 def test_one_training_iteration_and_eval_with_tiny_pi0(checkpoint_dir, tokenizer_path, tmp_path):
-    """The whole path, real rendering: dagger train libero-spatial (1 iteration) then dagger eval."""
+    """The whole path, real rendering: dagger train libero-spatial (1 iteration; its buffer on disk, per-task success,
+    one filmed episode per evaluation) then dagger eval (also filmed)."""
     from test_cli import dagger
 
     run = tmp_path / "run"
@@ -107,7 +110,8 @@ def test_one_training_iteration_and_eval_with_tiny_pi0(checkpoint_dir, tokenizer
              "--set", "env.max_episode_steps=20", "--set", "env.max_steps_per_rollout_epoch=20",
              "--set", "env.eval.num_episodes=2", "--set", "runner.max_epochs=1",
              "--set", "algorithm.replay_buffer.min_buffer_size=4", "--set", "algorithm.replay_buffer.sample_window_size=64",
-             "--set", "actor.global_batch_size=4", "--set", "actor.micro_batch_size=2"]
+             "--set", "actor.global_batch_size=4", "--set", "actor.micro_batch_size=2",
+             "--set", "runner.eval_video_episodes=1"]
     result = dagger("train", "libero-spatial", "--run-dir", str(run), "--json", *tiny, *small)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -116,9 +120,21 @@ def test_one_training_iteration_and_eval_with_tiny_pi0(checkpoint_dir, tokenizer
     assert rows[1]["train/replay_buffer/total_samples"] == 2 * 2  # 2 envs x 2 chunk-steps, all labelled
     assert rows[1]["train/dagger/expert_action_frac"] == 1.0 and np.isfinite(rows[1]["train/dagger/actor_loss"])
     assert 0.0 <= summary["student_final_sr"] <= 1.0 and summary["eval_episodes"] == 2
-    evaluated = dagger("eval", "--ckpt", str(run), "--json")
+    assert list((run / "replay_buffer").glob("seg-*"))  # the preset keeps its camera samples on disk
+    # AND evaluation seeds 0 and 1 are two tasks, each with its success, and the first episode is a video
+    tasks = summary["student_final_tasks"]
+    assert len(tasks) == 2 and all(t["episodes"] == 1 for t in tasks.values())
+    for task, entry in tasks.items():
+        assert rows[-1][f"eval/task/{task}/success_once"] == entry["success_once"]
+    chunks = yaml.safe_load((run / "config.yaml").read_text())["actor"]["model"]["num_action_chunks"]
+    for label in ("0", "expert", "1"):
+        (video,) = (run / "videos" / label).glob("seed0000000-*.mp4")
+        assert decoded_frames(video) == 1 + 20 // chunks  # the reset frame, then one per chunk
+    evaluated = dagger("eval", "--ckpt", str(run), "--json", "--video", str(tmp_path / "eval-videos"))
     assert evaluated.returncode == 0, evaluated.stderr
-    assert json.loads(evaluated.stdout)["success_once"] == summary["student_final_sr"]
+    data = json.loads(evaluated.stdout)
+    assert data["success_once"] == summary["student_final_sr"] and data["tasks"] == tasks
+    assert len(data["videos"]) == 2 and all(decoded_frames(v) == 1 + 20 // chunks for v in data["videos"])
 
 
 def test_check_libero_spatial(checkpoint_dir, tokenizer_path, tmp_path):

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from conftest import requires_maniskill, requires_pi0
 from dagger_cli.core import checkpoint
+from dagger_cli.core.run_state import checkpoint_samples
 from test_cli import assert_eval_reproduces, dagger
 
 pytestmark = [requires_maniskill, requires_pi0, pytest.mark.sim]
@@ -55,7 +56,7 @@ def test_norm_stats_come_from_the_first_iterations_expert_labels(pi0_run):
     run_dir, _ = pi0_run
     ckpt = checkpoint.list_checkpoints(run_dir / "checkpoints")[-1]
     student = load_file(str(ckpt / "student.safetensors"))
-    buffer = checkpoint.read_tensors(ckpt, "replay_buffer", "np")
+    buffer = checkpoint_samples(ckpt)
     first = buffer["iteration"] == 0
     # THEN the stats are those of iteration 0's states and labels (stds floored at 0.01), not identity
     state, labels = buffer["obs"][first].astype(np.float64), buffer["expert_action"][first].astype(np.float64)

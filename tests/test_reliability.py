@@ -86,18 +86,20 @@ def test_two_runs_started_in_the_same_second_get_their_own_run_dirs(tmp_path, mo
 
 # BROKEN CHECKPOINTS
 def test_resume_falls_back_past_a_broken_latest_checkpoint_with_a_warning(tmp_path):
-    # GIVEN a run whose kept checkpoints are iterations 2 and 3, the newest with a half-written buffer file
+    # GIVEN a run whose kept checkpoints are iterations 2 and 3, the rows only the newest holds half-written
     run_dir, _ = started_run(tmp_path, **{"runner.max_epochs": 3, "runner.keep_checkpoints": 2})
-    newest = checkpoint.checkpoint_dir(run_dir / "checkpoints", 3)
-    data = (newest / "replay_buffer.safetensors").read_bytes()
-    (newest / "replay_buffer.safetensors").write_bytes(data[: len(data) // 2])
+    states = [checkpoint.read_state(checkpoint.checkpoint_dir(run_dir / "checkpoints", i)) for i in (2, 3)]
+    older, newer = ({m["name"] for m in s["replay_buffer"]["storage"]["segments"]} for s in states)
+    (only_newest,) = newer - older
+    broken = run_dir / "checkpoints" / "replay_buffer" / only_newest / "expert_action.bin"
+    broken.write_bytes(broken.read_bytes()[:10])
     # WHEN the run is resumed
     warnings_said = []
     loaded = runs.resume_checkpoint(run_dir, warn=warnings_said.append)
     # THEN it continues from iteration 2, saying in one line which file was bad
     assert loaded.state["iteration"] == 2
     (line,) = warnings_said
-    assert "iter_000003/replay_buffer.safetensors" in line and "\n" not in line
+    assert "iter_000003" in line and f"{only_newest}/expert_action.bin" in line and "\n" not in line
     # AND with every kept checkpoint broken it fails in one line
     older = checkpoint.checkpoint_dir(run_dir / "checkpoints", 2)
     (older / "state.json").write_text("{not json")

@@ -7,6 +7,7 @@ import torch
 from conftest import INSTRUCTIONS, PointEnv, PointExpert, PromptPointEnv, StateOf, StopAfter, point_config
 from dagger_cli.core import checkpoint
 from dagger_cli.core.errors import CheckpointError
+from dagger_cli.core.run_state import checkpoint_samples
 from dagger_cli.core.runner import SyncRunner
 from dagger_cli.policies.mlp import MLPPolicy
 
@@ -62,19 +63,23 @@ def test_training_waits_for_min_buffer_size(tmp_path):
     assert runner.state.learner.steps == cfg.actor.update_epoch
 
 
-def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path):
-    # GIVEN an uninterrupted 4-iteration run
-    straight = make_runner(tmp_path / "a")
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path, storage):
+    # GIVEN an uninterrupted 4-iteration run (the buffer in RAM or on disk)
+    cfg = point_config(**{"algorithm.replay_buffer.storage": storage})
+    straight = make_runner(tmp_path / "a", cfg)
     straight.run()
     # AND a run stopped after 2 iterations, then resumed from its checkpoint in a new runner
     hooks = StopAfter(2)
-    first = make_runner(tmp_path / "b", hooks=hooks)
+    first = make_runner(tmp_path / "b", cfg, hooks=hooks)
     hooks.runner = first
     first.run()
     assert first.state.iteration == 2
     stopped = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert stopped["status"] == "stopped" and stopped["iterations"] == 2
-    resumed = make_runner(tmp_path / "b")
+    saved = checkpoint_samples(checkpoint.list_checkpoints(tmp_path / "b" / "checkpoints")[-1])
+    assert all(np.array_equal(v, saved[k]) for k, v in first.state.buffer.stored().items())  # read in place
+    resumed = make_runner(tmp_path / "b", cfg)
     resumed.state.restore(checkpoint.list_checkpoints(tmp_path / "b" / "checkpoints")[-1])
     assert resumed.state.iteration == 2 and resumed.state.beta(resumed.state.iteration) == 0.25
     resumed.run()

@@ -27,26 +27,38 @@ def evaluate(
     seed: Annotated[
         Optional[int], typer.Option("--seed", help="First reset seed of the evaluation episodes (default: preset's).")
     ] = None,
+    video: Annotated[
+        Optional[Path], typer.Option("--video", help="Film the first episodes into this folder (mp4, one per episode).")
+    ] = None,
+    video_episodes: Annotated[int, typer.Option("--video-episodes", help="Episodes --video films.")] = 4,
     set_: SetOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Evaluate a student alone: success_once, success_at_end and a 95% Wilson interval."""
+    """Evaluate a student alone: success_once, success_at_end and a 95% Wilson interval, per task where the env
+    names its tasks."""
     out = Output(json_mode)
     with handle_errors():
-        result = _evaluate(out, ckpt, preset, episodes, seed, list(set_ or []))
+        result = _evaluate(out, ckpt, preset, episodes, seed, list(set_ or []), video, video_episodes)
 
     def human(console):
         low, high = result["success_once_ci95"]
         console.print(f"success_once    {percent(result['success_once'])}  (95% CI {percent(low)}–{percent(high)})")
         console.print(f"success_at_end  {percent(result['success_at_end'])}")
         console.print(f"episodes        {result['episodes']}")
+        for task, entry in (result.get("tasks") or {}).items():
+            console.print(f"  {percent(entry['success_once']):>7}  ({entry['episodes']} episodes)  {task}")
+        for path in result.get("videos", []):
+            console.print(f"video           {path}")
 
     out.result(result, human)
 
 
-def _evaluate(out, ckpt, preset, episodes, seed, overrides) -> dict:
+def _evaluate(out, ckpt, preset, episodes, seed, overrides, video: Path | None, video_episodes: int) -> dict:
     from dagger_cli import runs
     from dagger_cli.core.errors import UsageError
+
+    if video is not None and video_episodes <= 0:
+        raise UsageError(f"--video-episodes must be positive, got {video_episodes}")
 
     if episodes is not None:
         if episodes <= 0:
@@ -61,7 +73,7 @@ def _evaluate(out, ckpt, preset, episodes, seed, overrides) -> dict:
 
     import torch
 
-    from dagger_cli.core.run_state import evaluate_policy
+    from dagger_cli.core.run_state import evaluate_policy, save_videos
     from dagger_cli.envs import make_vec_env
     from dagger_cli.policies import build_student, resolve_device
 
@@ -78,7 +90,12 @@ def _evaluate(out, ckpt, preset, episodes, seed, overrides) -> dict:
     try:
         runs.validate_env(cfg, env)
         e = cfg.env
-        result = evaluate_policy(env, policy, e.eval.seeds, e.max_episode_steps).summary()
+        evaluation = evaluate_policy(env, policy, e.eval.seeds, e.max_episode_steps, video_episodes if video else 0)
     finally:
         env.close()
+    result = evaluation.summary()
+    if video is not None:
+        if evaluation.no_video:
+            out.log("[yellow]--video: this env renders no frames; no video is recorded[/]")
+        result["videos"] = [str(p) for p in save_videos(evaluation, video)]
     return {"ckpt": str(source.weights), "preset": cfg.name, "reset_seed_base": cfg.env.eval.reset_seed_base, **result}

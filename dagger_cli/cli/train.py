@@ -217,6 +217,9 @@ class _Hooks:
     def evaluated(self, label: str, result: dict) -> None:
         self._print(f"{label} SR {percent(result['success_once'])} ({result['episodes']} episodes, {result['seconds']:.1f} s)")
 
+    def note(self, text: str) -> None:
+        self._print(f"[yellow]{text}[/]")
+
     def _print(self, line: str) -> None:
         if self.progress is not None:
             self.progress.console.print(line, highlight=False)

@@ -22,8 +22,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 import time
+import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
@@ -36,6 +36,7 @@ from dagger_cli.core.config import Config
 from dagger_cli.core.errors import ConfigError, DaggerError
 from dagger_cli.core.metrics import MetricsLogger
 from dagger_cli.core.protocols import TrainablePolicy
+from dagger_cli.core.ray_cluster import KEPT_VERSIONS, connect
 from dagger_cli.core.rollout import EpisodeStats, EvalResult, Rollout
 from dagger_cli.core.run_state import RunnerHooks, RunState, eval_row, evaluate_policy, torch_threads
 
@@ -52,17 +53,34 @@ class RolloutWorker:
             d.mixing, d.only_save_expert,
         )
         self.version: int | None = None
+        """the weights version loaded into the student"""
+        self._weights: dict[int, dict] = {}  # the newest KEPT_VERSIONS versions received (zero-copy object store views)
+        self.receipts: dict[int, int] = {}
+        """times each weights version was received (once, unless evicted and needed again)"""
+        self.tasks = 0
+        """collections and evaluation chunks run"""
 
     def ping(self) -> int:
         return self.worker_id
 
-    def _sync(self, version: int, weights: dict) -> None:
+    def counts(self) -> dict[str, Any]:
+        return {"receipts": self.receipts, "tasks": self.tasks}
+
+    def receive(self, version: int, weights: dict) -> None:
+        """Weights of `version`, sent to each worker once (`AsyncRunner._send`); tasks name only the version."""
+        self._weights[version] = weights
+        self.receipts[version] = self.receipts.get(version, 0) + 1
+        for old in sorted(self._weights)[:-KEPT_VERSIONS]:
+            del self._weights[old]
+
+    def _use(self, version: int) -> None:
+        self.tasks += 1
         if version != self.version:
-            self.student.load_state_dict(weights)
+            self.student.load_state_dict(unpack_weights(self._weights[version]))
             self.version = version
 
-    def collect(self, version: int, weights: dict, beta: float, index: int) -> dict[str, Any]:
-        self._sync(version, weights)
+    def collect(self, version: int, beta: float, index: int) -> dict[str, Any]:
+        self._use(version)
         start = time.perf_counter()
         with torch_threads():
             r = self.rollout.collect(
@@ -74,16 +92,54 @@ class RolloutWorker:
             "seconds": time.perf_counter() - start,
         }
 
-    def evaluate(self, version: int | None, weights: dict | None, seeds: list[int]) -> EvalResult:
-        """The student with `weights`, or the expert when `weights` is None, one episode per seed."""
+    def evaluate(self, version: int | None, seeds: list[int], record: int = 0) -> EvalResult:
+        """The student with the weights of `version`, or the expert when `version` is None, one episode per seed;
+        the first `record` filmed."""
         policy = self.expert
-        if weights is not None:
-            self._sync(version, weights)
+        if version is not None:
+            self._use(version)
             policy = self.student
-        return evaluate_policy(self.env, policy, seeds, self.cfg.env.max_episode_steps)
+        else:
+            self.tasks += 1
+        return evaluate_policy(self.env, policy, seeds, self.cfg.env.max_episode_steps, record)
 
     def close(self) -> None:
         self.env.close()
+
+
+def pack_weights(state: dict[str, torch.Tensor]) -> dict[str, tuple[np.ndarray, str]]:
+    """A state dict as numpy arrays (bf16 as int16 bits), which Ray's object store hands to every worker on a node
+    without a copy; torch tensors would be unpickled into each worker's memory."""
+    packed = {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().cpu().contiguous()
+        if tensor.dtype == torch.bfloat16:
+            packed[name] = (tensor.view(torch.int16).numpy(), "bfloat16")
+        else:
+            packed[name] = (tensor.numpy(), "")
+    return packed
+
+
+def unpack_weights(packed: dict[str, tuple[np.ndarray, str]]) -> dict[str, torch.Tensor]:
+    """Tensors over the (read-only) arrays, for `load_state_dict`, which copies them into the model."""
+    out = {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not writable.*")
+        for name, (array, dtype) in packed.items():
+            tensor = torch.from_numpy(array)
+            out[name] = tensor.view(torch.bfloat16) if dtype == "bfloat16" else tensor
+    return out
+
+
+def rollout_worker_gpus(cfg: Config, cluster_gpus: float) -> float:
+    """cluster.rollout_worker_gpus, else (unset) the cluster's GPUs shared evenly by the workers, at most one each,
+    so that env, student and expert of a worker share its GPU (RLinf colocates them); none on a CPU run."""
+    c = cfg.cluster
+    if c.rollout_worker_gpus is not None:
+        return c.rollout_worker_gpus
+    if cfg.runner.device == "cpu" or not cluster_gpus:
+        return 0.0
+    return min(1.0, cluster_gpus / c.num_rollout_workers)
 
 
 def worker_config(cfg: Config) -> Config:
@@ -110,45 +166,6 @@ def ray_get(refs, what: str, worker: int | None = None, note: str = ""):
         raise DaggerError(f"{who} failed while {what}: {line}{note}") from None
 
 
-FORWARDED_ENV = ("DAGGER_HOME", "HF_HOME", "HF_HUB_OFFLINE")
-"""variables every rollout worker reads, passed to the workers of a joined cluster with those its adapters name"""
-
-
-def forwarded_env(cfg: Config) -> dict[str, str]:
-    """The variables set here that the run's rollout workers need: the generic ones, and those the env adapter and
-    the policy adapters declare (`worker_env`)."""
-    from dagger_cli.core.registry import SCRIPTED, env_adapter, policy_adapter
-
-    names = list(FORWARDED_ENV) + list(env_adapter(cfg.env.type).worker_env)
-    for model in (cfg.actor.model, cfg.rollout.expert_model):
-        if model.model_type != SCRIPTED:
-            names += policy_adapter(model.model_type).worker_env
-    return {k: os.environ[k] for k in dict.fromkeys(names) if k in os.environ}
-
-
-def _check_reachable(address: str, timeout: float = 10.0) -> None:
-    """A HOST:PORT nobody listens on is one error line (ray.init would retry for minutes)."""
-    import socket
-
-    host, _, port = address.rpartition(":")
-    if "://" in address or not host or not port.isdigit():
-        return  # "auto", ray:// client addresses: Ray resolves those itself
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as e:
-        raise DaggerError(f"cannot join the Ray cluster at {address}: nothing answers there ({e.strerror or e}); "
-                          "start it with `ray start --head` or fix cluster.ray_address / --ray-address / RAY_ADDRESS") from None
-
-
-def _token_auth_for_joining() -> None:
-    """Ray >= 2.59 clusters want an auth token, and a driver sends its token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
-    ~/.ray/auth_token) only in token mode, decided when Ray is imported; clusters without auth accept it too."""
-    token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
-    found = token or (Path.home() / ".ray" / "auth_token").is_file()
-    if found and "RAY_AUTH_MODE" not in os.environ and "ray" not in sys.modules:
-        os.environ["RAY_AUTH_MODE"] = "token"
-
-
 class RolloutWorkerGroup:
     """Ray (an embedded local instance, or the cluster at cluster.ray_address / RAY_ADDRESS) and one actor per
     rollout worker. `start` returns at once; the actors build their envs and models while this process goes on."""
@@ -157,42 +174,18 @@ class RolloutWorkerGroup:
         self.cfg, self.build = cfg, build
         self.actors: list = []
         self._own_ray = False
+        self.worker_gpus = 0.0
 
     def start(self) -> "RolloutWorkerGroup":
         wcfg = worker_config(self.cfg)  # an uneven env split fails before Ray starts
-        address = self.cfg.cluster.ray_address or os.environ.get("RAY_ADDRESS")
-        if address:
-            _token_auth_for_joining()  # read when Ray is imported
-        try:
-            import ray
-        except ImportError:
-            raise DaggerError("dagger train --async needs Ray: pip install 'dagger-cli[ray]'") from None
+        self._own_ray = connect(self.cfg, "dagger train --async")
+        import ray
 
-        if not ray.is_initialized():
-            if address:
-                self._join(ray, address)
-            else:
-                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, namespace="dagger",
-                         object_store_memory=256 * 1024**2)
-                self._own_ray = True
         c = self.cfg.cluster
-        actor = ray.remote(num_cpus=c.rollout_worker_cpus, num_gpus=c.rollout_worker_gpus)(RolloutWorker)
+        self.worker_gpus = rollout_worker_gpus(self.cfg, ray.cluster_resources().get("GPU", 0))
+        actor = ray.remote(num_cpus=c.rollout_worker_cpus, num_gpus=self.worker_gpus)(RolloutWorker)
         self.actors = [actor.remote(wcfg, i, self.build) for i in range(c.num_rollout_workers)]
         return self
-
-    def _join(self, ray, address: str) -> None:
-        """Connects to a running cluster, passing on the variables its workers need (they would not see them)."""
-        _check_reachable(address)
-        forwarded = forwarded_env(self.cfg)
-        try:
-            ray.init(address=address, namespace="dagger", log_to_driver=False,
-                     runtime_env={"env_vars": forwarded} if forwarded else None)
-        except (ConnectionError, RuntimeError) as e:
-            line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DaggerError(
-                f"cannot join the Ray cluster at {address} ({line}); check the address (cluster.ray_address, "
-                "--ray-address, RAY_ADDRESS) and that RAY_AUTH_TOKEN or ~/.ray/auth_token matches the cluster's"
-            ) from None
 
     def wait_ready(self) -> None:
         """Blocks until every worker has built its env and models; a worker that cannot is one error line."""
@@ -229,10 +222,9 @@ class _Evaluation:
     what: str
     """student, initial student or expert"""
     version: int | None
-    weights: Any
-    """object ref of the student's weights; None for the expert"""
+    """the student's weights version; None for the expert"""
     chunks: deque
-    """seed lists not yet handed out"""
+    """(episodes to film, seed list) not yet handed out"""
     parts: list = dataclasses.field(default_factory=list)
     outstanding: int = 0
     started: float | None = None
@@ -262,7 +254,8 @@ class AsyncRunner:
         self.state = RunState(cfg, run_dir, student, hooks)
         self.workers = workers
         self.tensorboard = tensorboard
-        self._weights_ref = None
+        self._version_refs: dict[int, Any] = {}  # weights in the object store, of the versions tasks may still need
+        self._sent: list[list[int]] = [[] for _ in range(cfg.cluster.num_rollout_workers)]  # versions each worker holds
         self._rows: deque[_Row] = deque()
         n = cfg.cluster.num_rollout_workers
         per_worker = cfg.env.num_envs // n
@@ -283,7 +276,7 @@ class AsyncRunner:
         """Runs until runner.max_epochs or a stop request and the last evaluation; returns the summary it writes."""
         s = self.state
         s.wall_start = started_at if started_at is not None else time.perf_counter()
-        metrics = s.open_metrics(self.tensorboard)
+        metrics = s.start(self.tensorboard)
         try:
             self.workers.wait_ready()
             self._publish()
@@ -293,6 +286,7 @@ class AsyncRunner:
                 s.save()  # again if evaluations came in after this iteration's checkpoint
         finally:
             metrics.close()
+            s.close()
         return s.write_summary()
 
     def _loop(self, metrics: MetricsLogger) -> None:
@@ -357,7 +351,7 @@ class AsyncRunner:
         self.state.iteration += 1
         self._publish()
         # EVAL: student only, these weights, in the workers' spare time
-        evals = [self._evaluation("student", self.state.iteration, self._weights_ref)] if self.state.eval_due() else []
+        evals = [self._evaluation("student", self.state.iteration)] if self.state.eval_due() else []
         self._rows.append(_Row(self.state.iteration, row, evals))
         self._dispatch()
         elapsed = time.perf_counter() - start
@@ -415,7 +409,8 @@ class AsyncRunner:
                 index = self.state.results.collections  # unique per collection: seeds its episodes and coins
                 self.state.results.collections += 1
                 self._collects[w] += 1
-                ref = actors[w].collect.remote(self.state.iteration, self._weights_ref, self.state.beta(self.state.iteration), index)
+                self._send(w, self.state.iteration)
+                ref = actors[w].collect.remote(self.state.iteration, self.state.beta(self.state.iteration), index)
                 self._inflight[ref] = (w, "collect", self.state.iteration)
             else:
                 if not pending:
@@ -423,7 +418,10 @@ class AsyncRunner:
                 ev = pending[0]
                 ev.started = ev.started or time.perf_counter()
                 ev.outstanding += 1
-                self._inflight[actors[w].evaluate.remote(ev.version, ev.weights, ev.chunks.popleft())] = (w, "eval", ev)
+                if ev.version is not None:
+                    self._send(w, ev.version)
+                record, seeds = ev.chunks.popleft()
+                self._inflight[actors[w].evaluate.remote(ev.version, seeds, record)] = (w, "eval", ev)
             self._idle.discard(w)
 
     def _receive(self, refs: list) -> None:
@@ -451,23 +449,36 @@ class AsyncRunner:
         self._arrived = []
 
     def _publish(self) -> None:
+        """The new weights into the object store once; workers receive them when their next task needs them."""
         import ray
 
-        self._weights_ref = ray.put(self.state.student.state_dict())
+        pending = {ev.version for row in self._rows for ev in row.evals if ev.chunks}
+        self._version_refs = {v: ref for v, ref in self._version_refs.items() if v in pending}
+        self._version_refs[self.state.iteration] = ray.put(pack_weights(self.state.student.state_dict()))
+
+    def _send(self, w: int, version: int) -> None:
+        """Worker w receives `version` unless it holds it (it keeps the newest KEPT_VERSIONS, as this mirrors)."""
+        held = self._sent[w]
+        if version in held:
+            return
+        self.workers.actors[w].receive.remote(version, self._version_refs[version])  # runs before its next task
+        held.append(version)
+        held.sort()
+        del held[:-KEPT_VERSIONS]
 
     # EVALUATION: episodes shared out over the workers in chunks
-    def _evaluation(self, what: str, version: int | None, weights) -> _Evaluation:
-        seeds = self.state.cfg.env.eval.seeds
-        chunks = deque(seeds[i : i + self._chunk] for i in range(0, len(seeds), self._chunk))
-        return _Evaluation(what, version, weights, chunks)
+    def _evaluation(self, what: str, version: int | None) -> _Evaluation:
+        seeds, film = self.state.cfg.env.eval.seeds, self.state.cfg.runner.eval_video_episodes
+        chunks = deque((max(0, film - i), seeds[i : i + self._chunk]) for i in range(0, len(seeds), self._chunk))
+        return _Evaluation(what, version, chunks)
 
     def _queue_initial_evaluations(self) -> None:
         """The initial student and the expert, as row 0."""
         r, evals = self.state.cfg.runner, []
         if r.eval_student_init and self.state.results.student_init is None:
-            evals.append(self._evaluation("initial student", self.state.iteration, self._weights_ref))
+            evals.append(self._evaluation("initial student", self.state.iteration))
         if r.eval_expert and self.state.results.expert is None:
-            evals.append(self._evaluation("expert", None, None))
+            evals.append(self._evaluation("expert", None))
         if evals:
             self._rows.append(_Row(0, {}, evals))
 
@@ -476,7 +487,9 @@ class AsyncRunner:
         while self._rows and all(ev.done for ev in self._rows[0].evals):
             row = self._rows.popleft()
             for ev in row.evals:
-                result = EvalResult.merge(ev.parts, seconds=ev.finished - ev.started).summary()
+                merged = EvalResult.merge(ev.parts, seconds=ev.finished - ev.started)
+                self.state.keep_videos(merged, "expert" if ev.what == "expert" else str(row.iteration))
+                result = merged.summary()
                 if ev.what == "student":
                     row.metrics.update(self.state.record_eval(row.iteration, result))
                     continue

@@ -1,8 +1,9 @@
 """Run checkpoints: tensors in safetensors, state in JSON, each checkpoint a directory renamed into place atomically.
 
 Layout: `<run>/checkpoints/iter_000007/` (7 = completed iterations) holding `student.safetensors`,
-`learner.safetensors` (optimizer, torch RNG), `replay_buffer.safetensors` and `state.json`. A crash mid-write leaves only a hidden
-`.iter_000007.tmp-*` directory, which is ignored and cleaned up by the next save.
+`learner.safetensors` (optimizer, torch RNG) and `state.json`. The replay buffer's rows are not copied into it: its
+state names the segments of the buffer's append-only log that hold them (`replay_storage`). A crash mid-write leaves
+only a hidden `.iter_000007.tmp-*` directory, which is ignored and cleaned up by the next save.
 """
 
 from __future__ import annotations

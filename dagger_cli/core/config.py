@@ -47,6 +47,10 @@ class ReplayBufferConfig:
     """labelled samples stored before the learner starts training"""
     sample_window_size: int = 20000
     """the learner samples uniformly from this many most recent samples; it is also the buffer's capacity"""
+    storage: str = "memory"
+    """memory: a RAM ring; disk: files written once under the run dir (or `path`), flat RAM at any window size"""
+    path: str | None = None
+    """storage=disk: the directory (a fast local disk) that holds the buffer's files, one subdirectory per run"""
 
 
 @dataclass
@@ -176,8 +180,14 @@ class ClusterConfig:
     """async: Ray actors running env + student + expert; env.num_envs is split evenly between them"""
     rollout_worker_cpus: float = 1.0
     """async: CPUs Ray reserves per rollout worker"""
-    rollout_worker_gpus: float = 0.0
-    """async: GPUs Ray reserves per rollout worker (fractions share a GPU)"""
+    rollout_worker_gpus: float | None = None
+    """async: GPUs Ray reserves per rollout worker (fractions share a GPU); unset: the cluster's GPUs shared evenly
+    (at most 1 each), none when runner.device is cpu"""
+    object_store_gib: float = 0.0
+    """async, embedded Ray: object store size; 0 = room for 3 versions of the student's weights + 256 MiB"""
+    learner_procs: int = 1
+    """learner processes training data-parallel (torch.distributed: NCCL on GPUs, one GPU each; gloo on CPUs),
+    placed by Ray; each takes a shard of every global batch"""
     learner_threads: int = 0
     """async: torch CPU threads of the learner (in the driver); 0 = the CPUs an embedded Ray leaves to it"""
     ray_address: str | None = None
@@ -199,6 +209,8 @@ class RunnerConfig:
     """student warm start: a .safetensors file or RLinf full_weights.pt (weights only, new run)"""
     expert_ckpt_path: str | None = None
     """expert weights for rollout.expert_model.model_type = mlp"""
+    eval_video_episodes: int = 0
+    """film the first this many episodes of each evaluation into RUN_DIR/videos/<iteration>/ (mp4, extra report)"""
     eval_student_init: bool = True
     """evaluate the student before training (the results table's "Student init SR")"""
     eval_expert: bool = True
@@ -385,6 +397,7 @@ def validate(cfg: Config) -> Config:
     if d.beta_schedule == "linear":
         check(0.0 <= d.beta_decay <= 1.0, "algorithm.dagger.beta_decay", f"must be in [0, 1], got {d.beta_decay}")
     check(rb.sample_window_size > 0, "algorithm.replay_buffer.sample_window_size", "must be positive")
+    check(rb.storage in ("memory", "disk"), "algorithm.replay_buffer.storage", f"must be memory or disk, got {rb.storage!r}")
     check(rb.min_buffer_size >= 0, "algorithm.replay_buffer.min_buffer_size", "must not be negative")
     check(
         rb.min_buffer_size <= rb.sample_window_size,
@@ -414,7 +427,11 @@ def validate(cfg: Config) -> Config:
     check(d.max_policy_lag >= 0, "algorithm.dagger.max_policy_lag", f"must not be negative, got {d.max_policy_lag}")
     c = cfg.cluster
     check(c.num_rollout_workers > 0, "cluster.num_rollout_workers", "must be positive")
-    check(c.rollout_worker_cpus >= 0 and c.rollout_worker_gpus >= 0, "cluster.rollout_worker_cpus", "must not be negative")
+    check(c.rollout_worker_cpus >= 0, "cluster.rollout_worker_cpus", "must not be negative")
+    check(c.rollout_worker_gpus is None or c.rollout_worker_gpus >= 0, "cluster.rollout_worker_gpus", "must not be negative")
+    check(cfg.runner.eval_video_episodes >= 0, "runner.eval_video_episodes", "must not be negative")
+    check(c.learner_procs >= 1, "cluster.learner_procs", f"must be at least 1, got {c.learner_procs}")
+    check(c.object_store_gib >= 0, "cluster.object_store_gib", "must not be negative")
     check(c.learner_threads >= 0, "cluster.learner_threads", f"must not be negative, got {c.learner_threads}")
     check(a.optim.lr > 0, "actor.optim.lr", f"must be positive, got {a.optim.lr}")
     check(0 <= a.optim.min_lr <= a.optim.lr, "actor.optim.min_lr", "must be in [0, actor.optim.lr]")

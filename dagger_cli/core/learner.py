@@ -53,30 +53,40 @@ class Learner:
 
     def train(self, buffer: ReplayBuffer, num_updates: int) -> dict[str, float]:
         """Takes `num_updates` optimizer steps; returns mean loss and grad norm and the final LR."""
-        cfg = self.cfg
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        module = self.policy.module
-        module.train()
+        self.policy.module.train()
         losses, norms = [], []
         for _ in range(num_updates):
-            batch_size = min(cfg.global_batch_size, buffer.size)
-            batch = buffer.sample(batch_size, self.rng)
-            self.optimizer.zero_grad(set_to_none=True)
-            total = 0.0
-            for start in range(0, batch_size, cfg.micro_batch_size):
-                part = {k: v[start : start + cfg.micro_batch_size] for k, v in batch.items()}
-                weight = len(part["expert_action"]) / batch_size
-                loss = self.policy.loss(unflatten_obs(part), part["expert_action"]) * weight
-                loss.backward()
-                total += float(loss.detach())
-            limit = cfg.optim.clip_grad if cfg.optim.clip_grad > 0 else float("inf")
-            norm = torch.nn.utils.clip_grad_norm_(params, limit)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.steps += 1
-            losses.append(total)
-            norms.append(float(norm))
-        module.eval()
+            batch_size = min(self.cfg.global_batch_size, buffer.size)
+            loss, norm = self.step(buffer.sample(batch_size, self.rng), batch_size)
+            losses.append(loss)
+            norms.append(norm)
+        self.policy.module.eval()
+        return self.metrics(losses, norms)
+
+    def step(self, batch: dict[str, np.ndarray], batch_size: int, reduce=None) -> tuple[float, float]:
+        """One optimizer step on `batch`, all of a global batch of `batch_size` samples or (data-parallel) this
+        process's shard of it, with `reduce(params)` summing the shards' gradients; returns (loss, grad norm), the
+        loss summed over the shards' parts."""
+        cfg = self.cfg
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for start in range(0, len(batch["expert_action"]), cfg.micro_batch_size):
+            part = {k: v[start : start + cfg.micro_batch_size] for k, v in batch.items()}
+            weight = len(part["expert_action"]) / batch_size
+            loss = self.policy.loss(unflatten_obs(part), part["expert_action"]) * weight
+            loss.backward()
+            total += float(loss.detach())
+        if reduce is not None:
+            reduce(params)
+        limit = cfg.optim.clip_grad if cfg.optim.clip_grad > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, limit)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.steps += 1
+        return total, float(norm)
+
+    def metrics(self, losses: list[float], norms: list[float]) -> dict[str, float]:
         return {
             "train/dagger/actor_loss": float(np.mean(losses)) if losses else float("nan"),
             "train/actor/grad_norm": float(np.mean(norms)) if norms else float("nan"),
@@ -119,3 +129,6 @@ class Learner:
         self.scheduler.load_state_dict(scheduler)
         self.rng.bit_generator.state = meta["rng"]
         self.steps = int(meta["steps"])
+
+    def close(self) -> None:
+        """Nothing to end in-process (`DistributedLearner` ends its ranks)."""

@@ -36,6 +36,10 @@ class VecEnv(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional, found with getattr: `episode_tasks() -> list[str]`, the task of each env's current episode
+    # (evaluation reports success per task); `video_frames(obs) -> {camera: (batch, H, W, 3) uint8}` and
+    # `video_fps`, the frames evaluation videos are made of (asked for only while filming).
+
 
 class Policy(Protocol):
     """Maps a batch of observations to a batch of action chunks, deterministically."""

@@ -84,6 +84,8 @@ class PolicyAdapter:
     """(model config, built policy, device, is student) -> extra `dagger check` detail (memory, sizes)"""
     fits_env: Callable[[Any, Any, str], None] | None = None
     """(model config, env, config key) -> raises a ConfigError when the model cannot read the env's observations"""
+    weight_bytes: Callable[[Any], int] | None = None
+    """(model config) -> bytes of its state dict (sizes Ray's object store for async weight versions)"""
     worker_env: tuple[str, ...] = ()
     fetch_aliases: tuple[Alias, ...] = ()
     presets: Callable[[], Path] | None = None

@@ -1,8 +1,8 @@
 """A bounded, trajectory-aware buffer of labelled samples, counted in samples.
 
-Storage is one preallocated ring of `capacity` rows per field, so memory is flat once the buffer is full. The
-learner samples uniformly, with replacement, from everything stored: the ring *is* RLinf's `sample_window_size`
-window (RLinf counts trajectories; here every size is in samples).
+The rows live in a storage (`replay_storage`: a preallocated RAM ring, or append-only files on disk), so memory is
+flat once the buffer is full. The learner samples uniformly, with replacement, from everything stored: the window
+*is* RLinf's `sample_window_size` (RLinf counts trajectories; here every size is in samples).
 
 A sample is one labelled env step. Fields: `obs` (or `obs/<key>` for dict observations), `expert_action`
 (the label, full horizon, env units), `action` (what was executed), and metadata `expert_used`, `beta`,
@@ -104,20 +104,27 @@ class TextTable:
 
 
 class ReplayBuffer:
-    """Ring buffer of labelled samples grouped into trajectories (contiguous steps of one episode).
+    """Ring buffer of labelled samples grouped into trajectories (contiguous steps of one episode), over a storage
+    (`MemoryStorage` by default, or `DiskStorage`; see `replay_storage`).
 
+    Rows are numbered by write order; the window is the last `size` rows, and a sample index `i` in [0, capacity)
+    names the row that sits in ring slot `i`, whichever the storage, so both storages draw the same batches.
     The first trajectory fixes each field's shape and kind; later ones must match (numbers may narrow within their
     kind, e.g. float64 into float32, never float into int). Text fields go through a `TextTable`, so their length
     is never fixed.
     """
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, storage=None):
+        from dagger_cli.core.replay_storage import MemoryStorage
+
         if capacity <= 0:
             raise ValueError(f"capacity must be positive, got {capacity}")
         self.capacity = capacity
-        self._data: dict[str, np.ndarray] = {}
-        self._text: dict[str, TextTable] = {}  # text fields: _data holds their int32 codes
-        self._next = 0  # ring slot the next sample goes to
+        self.storage = storage if storage is not None else MemoryStorage(capacity)
+        self._specs: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+        self._text: dict[str, TextTable] = {}  # text fields: the storage holds their int32 codes
+        self.written = 0
+        """rows ever written to the storage (the next row's index)"""
         self.size = 0
         """samples stored now (at most capacity)"""
         self.total_samples = 0
@@ -131,7 +138,16 @@ class ReplayBuffer:
 
     @property
     def fields(self) -> list[str]:
-        return list(self._data)
+        return list(self._specs)
+
+    @property
+    def window(self) -> tuple[int, int]:
+        """Rows [start, end) the learner samples from."""
+        return self.written - self.size, self.written
+
+    def row_bytes(self, key: str) -> int:
+        dtype, shape = self._specs[key]
+        return int(dtype.itemsize * np.prod(shape, dtype=np.int64))
 
     def add(self, trajectory: dict[str, np.ndarray]) -> None:
         """Adds one trajectory: every field has the same leading length T (T may exceed capacity)."""
@@ -141,22 +157,24 @@ class ReplayBuffer:
             raise ValueError(f"trajectory fields differ in length: {lengths}")
         if length == 0:
             return
-        if not self._data:
+        if not self._specs:
             self._allocate(trajectory)
-        elif set(trajectory) != set(self._data):
-            raise ValueError(f"trajectory fields {sorted(trajectory)} differ from the buffer's {sorted(self._data)}")
+        elif set(trajectory) != set(self._specs):
+            raise ValueError(f"trajectory fields {sorted(trajectory)} differ from the buffer's {sorted(self._specs)}")
         keep = min(length, self.capacity)  # a trajectory longer than the ring keeps its newest samples
-        slots = (self._next + np.arange(keep)) % self.capacity
-        values = {key: self._checked(key, np.asarray(trajectory[key])[length - keep :]) for key in self._data}
-        occupied = slots[slots < self.size]
+        values = {key: self._checked(key, np.asarray(trajectory[key])[length - keep :]) for key in self._specs}
+        start = self.written - self.size
+        evicted = max(0, self.size + keep - self.capacity)
         for key, table in self._text.items():
-            table.release(self._data[key][occupied])
+            if evicted:
+                table.release(self.storage.read(key, np.arange(start, start + evicted)))
             values[key] = table.encode(values[key])
             table.retain(values[key])
-        for key, array in self._data.items():
-            array[slots] = values[key]
-        self._next = int((self._next + keep) % self.capacity)
+        self.storage.write(self.written, values)
+        self.written += keep
         self.size = min(self.capacity, self.size + keep)
+        if evicted:
+            self.storage.moved(self.written - self.size)
         self.total_samples += length
         self._trajectory_ends.append(self.total_samples)
         oldest_kept = self.total_samples - self.size
@@ -165,85 +183,115 @@ class ReplayBuffer:
 
     def _checked(self, key: str, value: np.ndarray) -> np.ndarray:
         """`value` if it fits field `key` in shape and kind; else a ValueError naming the field."""
-        array = self._data[key]
-        if value.shape[1:] != array.shape[1:]:
-            raise ValueError(f"field {key!r} has shape {value.shape[1:]}, the buffer holds {array.shape[1:]}")
+        dtype, shape = self._specs[key]
+        if value.shape[1:] != shape:
+            raise ValueError(f"field {key!r} has shape {value.shape[1:]}, the buffer holds {shape}")
         if key in self._text:
             if not is_text(value):
                 raise ValueError(f"field {key!r} holds text, got {value.dtype}")
-        elif not np.can_cast(value.dtype, array.dtype, casting="same_kind"):
-            raise ValueError(f"field {key!r} is {array.dtype}, cannot store {value.dtype} in it")
+        elif not np.can_cast(value.dtype, dtype, casting="same_kind"):
+            raise ValueError(f"field {key!r} is {dtype}, cannot store {value.dtype} in it")
         return value
 
     def _allocate(self, example: dict[str, np.ndarray]) -> None:
+        specs = {}
         for key, value in example.items():
             value = np.asarray(value)
             if is_text(value):
                 self._text[key] = TextTable()
-                dtype = np.int32
+                dtype = np.dtype(np.int32)
             elif value.dtype.kind == "O":
                 raise ValueError(f"field {key!r} holds Python objects; only numbers and text can be stored")
             else:
                 dtype = value.dtype
-            self._data[key] = np.zeros((self.capacity, *value.shape[1:]), dtype=dtype)
+            specs[key] = (dtype, tuple(value.shape[1:]))
+        self.storage.allocate(specs)
+        self._specs = specs
 
-    def _values(self, key: str, index: np.ndarray) -> np.ndarray:
+    def _rows(self, index: np.ndarray) -> np.ndarray:
+        """Sample indices (ring slots) -> row numbers."""
+        start = self.written - self.size
+        return start + (np.asarray(index, dtype=np.int64) - start) % self.capacity
+
+    def _values(self, key: str, rows: np.ndarray) -> np.ndarray:
         table = self._text.get(key)
-        rows = self._data[key][index]
-        return table.decode(rows) if table is not None else rows
+        values = self.storage.read(key, rows)
+        return table.decode(values) if table is not None else values
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Uniform sample with replacement over stored samples."""
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
-        index = rng.integers(0, self.size, size=batch_size)
-        return {key: self._values(key, index) for key in self._data}
+        rows = self._rows(rng.integers(0, self.size, size=batch_size))
+        return {key: self._values(key, rows) for key in self._specs}
 
-    def stored(self) -> dict[str, np.ndarray]:
-        """Every stored sample, oldest first (a copy)."""
-        if self.size < self.capacity:
-            order = np.arange(self.size)
-        else:
-            order = (self._next + np.arange(self.capacity)) % self.capacity
-        return {key: self._values(key, order) for key in self._data}
+    def stored(self, fields: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Every stored sample (of `fields`, default all), oldest first (a copy)."""
+        rows = np.arange(*self.window)
+        return {key: self._values(key, rows) for key in (fields or self._specs)}
 
     # CHECKPOINT
-    def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """(arrays, JSON-able state); arrays keep the ring's slot order so that sampling resumes identically.
-        Text fields travel as their int32 codes, their tables in the JSON state, so every array is numeric."""
-        meta = {
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able state: counters, shapes, text tables and the storage's manifest of the window's rows (which
+        writes only rows not saved before; see `replay_storage`)."""
+        return {
             "capacity": self.capacity,
             "size": self.size,
-            "next": self._next,
+            "written": self.written,
             "total_samples": self.total_samples,
             "trajectory_ends": list(self._trajectory_ends),
-            "dtypes": {k: str(v.dtype) for k, v in self._data.items()},
-            "text": {k: table.strings for k, table in self._text.items()},
+            "dtypes": {k: str(dtype) for k, (dtype, _) in self._specs.items()},
+            "shapes": {k: list(shape) for k, (_, shape) in self._specs.items()},
+            "text": {k: list(table.strings) for k, table in self._text.items()},
+            "storage": self.storage.checkpoint(self.window) if self._specs else None,
         }
-        return {key: array[: self.size] for key, array in self._data.items()}, meta
 
-    def load_state_dict(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    def load_state_dict(self, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
+        """Restores `state_dict`'s state; `arrays` are a checkpoint from before segment logs (rows in slot order,
+        `next` in the state), loaded into a memory storage."""
         if meta["capacity"] != self.capacity:
             raise ValueError(f"checkpoint buffer capacity {meta['capacity']} differs from {self.capacity}")
-        self._data, self._text = {}, {}
-        self._next = 0
-        self.size = 0
-        size = meta["size"]
-        text = meta.get("text", {})
-        for key, array in arrays.items():
-            dtype = np.dtype(meta["dtypes"][key])
-            if dtype.kind == "U":  # an older checkpoint: code points; re-encode through a table
-                table = TextTable()
-                codes = table.encode(_legacy_text(array, dtype))
-                self._text[key], array, dtype = table, codes, np.dtype(np.int32)
-            elif key in text:
-                self._text[key] = TextTable(text[key])
-            self._data[key] = np.zeros((self.capacity, *array.shape[1:]), dtype=dtype)
-            self._data[key][:size] = array
-        for key, table in self._text.items():
-            table.recount(self._data[key][:size])
-        if arrays:
-            self.size = size
-            self._next = int(meta["next"])
+        if arrays is not None and "storage" not in meta:
+            return self._load_slot_arrays(arrays, meta)
+        self._specs = {k: (np.dtype(d), tuple(meta["shapes"][k])) for k, d in meta["dtypes"].items()}
+        self._text = {k: TextTable(strings) for k, strings in meta.get("text", {}).items()}
+        self.size, self.written = int(meta["size"]), int(meta["written"])
         self.total_samples = int(meta["total_samples"])
         self._trajectory_ends = deque(int(e) for e in meta["trajectory_ends"])
+        if self._specs:
+            self.storage.restore(self._specs, self.window, meta["storage"])
+        for key, table in self._text.items():
+            table.recount(self.storage.read(key, np.arange(*self.window)))
+
+    def _load_slot_arrays(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        size = int(meta["size"])
+        slots = {}
+        for key, array in arrays.items():
+            dtype = np.dtype(meta["dtypes"][key])
+            if dtype.kind == "U":  # code points, from before the text table
+                table = TextTable()
+                array = table.encode(_legacy_text(array, dtype))
+                self._text[key] = table
+            elif key in meta.get("text", {}):
+                self._text[key] = TextTable(meta["text"][key])
+            slots[key] = array
+        self._specs = {}
+        if slots:
+            self._specs = {k: (np.dtype(a.dtype), tuple(a.shape[1:])) for k, a in slots.items()}
+            self.storage.allocate(self._specs)
+            # the ring was written from slot 0 on, so row r sat in slot r % capacity
+            self.size = size
+            self.written = size if size < self.capacity else int(meta["next"]) + self.capacity
+            order = np.argsort(self._rows(np.arange(size)))
+            self.storage.write(self.window[0], {k: a[order] for k, a in slots.items()})
+        self.total_samples = int(meta["total_samples"])
+        self._trajectory_ends = deque(int(e) for e in meta["trajectory_ends"])
+        for key, table in self._text.items():
+            table.recount(self.storage.read(key, np.arange(*self.window)))
+
+    def collect(self, keep: set[str]) -> None:
+        """Deletes stored rows that neither the window nor the checkpoints naming segments in `keep` need."""
+        self.storage.collect(keep)
+
+    def close(self) -> None:
+        self.storage.close()

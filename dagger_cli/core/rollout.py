@@ -276,17 +276,40 @@ class Rollout:
 
 
 @dataclass
+class Video:
+    """One recorded evaluation episode, encoded (so that a remote worker sends kilobytes, not frames)."""
+
+    seed: int
+    success: bool
+    frames: int
+    mp4: bytes
+
+    @property
+    def name(self) -> str:
+        return f"seed{self.seed:07d}-{'success' if self.success else 'failure'}.mp4"
+
+
+@dataclass
 class EvalResult:
     episodes: EpisodeStats
     seconds: float
+    tasks: list = field(default_factory=list)
+    """per episode: the env's task name, or None (an env without `episode_tasks`)"""
+    videos: list = field(default_factory=list)
+    """`Video`s of the first episodes asked for"""
+    no_video: bool = False
+    """video was asked for and the env renders no frames"""
 
     @classmethod
     def merge(cls, parts: list["EvalResult"], seconds: float) -> "EvalResult":
         """One result from parts evaluated apart, which took `seconds` of wall time together."""
-        episodes = EpisodeStats()
+        merged = cls(EpisodeStats(), seconds)
         for part in parts:
-            episodes.extend(part.episodes)
-        return cls(episodes, seconds)
+            merged.episodes.extend(part.episodes)
+            merged.tasks.extend(part.tasks)
+            merged.videos.extend(part.videos)
+            merged.no_video |= part.no_video
+        return merged
 
     def summary(self) -> dict[str, float]:
         from dagger_cli.core.stats import wilson_interval
@@ -294,7 +317,7 @@ class EvalResult:
         n = self.episodes.count
         once = self.episodes.rate("success_once")
         low, high = wilson_interval(int(round(once * n)), n)
-        return {
+        summary = {
             "success_once": once,
             "success_at_end": self.episodes.rate("success_at_end"),
             "episodes": n,
@@ -302,20 +325,43 @@ class EvalResult:
             "episode_len": float(np.mean(self.episodes.length)) if n else float("nan"),
             "seconds": self.seconds,
         }
+        if any(t is not None for t in self.tasks):
+            summary["tasks"] = self.per_task()
+        return summary
+
+    def per_task(self) -> dict[str, dict[str, float]]:
+        """{task: {success_once, episodes}}, in the order tasks first appear."""
+        out: dict[str, dict[str, float]] = {}
+        for task, success in zip(self.tasks, self.episodes.success_once):
+            entry = out.setdefault(str(task), {"success_once": 0.0, "episodes": 0})
+            entry["success_once"] += success
+            entry["episodes"] += 1
+        for entry in out.values():
+            entry["success_once"] /= entry["episodes"]
+        return out
 
 
-def evaluate(env: VecEnv, policy: Policy, seeds: Sequence[int], max_episode_steps: int) -> EvalResult:
-    """Runs `policy` alone for one full-length episode per reset seed (no early termination)."""
+def evaluate(env: VecEnv, policy: Policy, seeds: Sequence[int], max_episode_steps: int, record: int = 0) -> EvalResult:
+    """Runs `policy` alone for one full-length episode per reset seed (no early termination), noting each episode's
+    task where the env names it (`episode_tasks`) and recording the first `record` episodes where it renders frames
+    (`video_frames`); with `record` = 0 no frame is asked for."""
     check_action_shape(env, policy, "policy")
     start = time.perf_counter()
     n, chunks = env.num_envs, env.num_action_chunks
-    episodes = EpisodeStats()
+    result = EvalResult(EpisodeStats(), 0.0)
+    frames_of = getattr(env, "video_frames", None) if record else None
+    result.no_video = bool(record) and frames_of is None
+    tasks_of = getattr(env, "episode_tasks", None)
     seeds = list(seeds)
     for first in range(0, len(seeds), n):
         batch = seeds[first : first + n]
         active = len(batch)
         batch = batch + [batch[-1]] * (n - active)  # pad the last round; padded envs are not counted
         obs = env.reset(batch, np.ones(n, dtype=bool))
+        tasks = list(tasks_of()) if tasks_of is not None else [None] * n
+        filming = [i for i in range(active) if first + i < record] if frames_of is not None else []
+        film: dict[int, list[np.ndarray]] = {i: [] for i in filming}
+        _film(film, frames_of, obs)
         success_once = np.zeros(n, dtype=bool)
         success = np.zeros((n, chunks), dtype=bool)
         elapsed = 0
@@ -325,6 +371,26 @@ def evaluate(env: VecEnv, policy: Policy, seeds: Sequence[int], max_episode_step
             success = np.asarray(success, dtype=bool).reshape(n, chunks)
             success_once |= success.any(axis=1)
             elapsed += chunks
+            _film(film, frames_of, obs)
         for i in range(active):
-            episodes.add(success_once[i], success[i, -1], elapsed)
-    return EvalResult(episodes, time.perf_counter() - start)
+            result.episodes.add(success_once[i], success[i, -1], elapsed)
+            result.tasks.append(tasks[i])
+        fps = getattr(env, "video_fps", 10.0)
+        for i, frames in film.items():
+            from dagger_cli.core.video import encode_mp4
+
+            stack = np.stack(frames)
+            result.videos.append(Video(int(batch[i]), bool(success_once[i]), len(stack), encode_mp4(stack, fps)))
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _film(film: dict[int, list[np.ndarray]], frames_of, obs: Obs) -> None:
+    """Appends this step's frame of each filmed env: its cameras side by side."""
+    if not film:
+        return
+    from dagger_cli.core.video import side_by_side
+
+    frames = side_by_side(frames_of(obs))
+    for i, kept in film.items():
+        kept.append(frames[i])

@@ -8,12 +8,14 @@ hold one and differ only in how they collect and evaluate.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dagger_cli.core import checkpoint
@@ -22,8 +24,14 @@ from dagger_cli.core.config import Config
 from dagger_cli.core.learner import Learner
 from dagger_cli.core.metrics import MetricsLogger
 from dagger_cli.core.protocols import Policy, TrainablePolicy, VecEnv
+from dagger_cli.core.errors import CheckpointError, DaggerError
 from dagger_cli.core.replay_buffer import ReplayBuffer, unflatten_obs
+from dagger_cli.core.replay_storage import DiskStorage, MemoryStorage, SegmentLog
 from dagger_cli.core.rollout import evaluate
+
+NORM_STATS_ROW_BYTES = 64 * 1024
+"""`fit_norm_stats` gets the fields with rows up to this size: states and labels, not camera images"""
+
 
 @contextmanager
 def torch_threads(n: int = 1):
@@ -37,20 +45,59 @@ def torch_threads(n: int = 1):
         torch.set_num_threads(previous)
 
 
-def evaluate_policy(env: VecEnv, policy: Policy, seeds: list[int], max_episode_steps: int):
+def evaluate_policy(env: VecEnv, policy: Policy, seeds: list[int], max_episode_steps: int, record: int = 0):
     """`rollout.evaluate` on one torch thread, with sampling policies (a flow-matching student draws its noise from
     torch's global generator) drawing from a generator seeded by the first reset seed: an evaluation repeats
     exactly, and training's random stream is left as it was."""
     with torch_threads(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeds[0] if seeds else 0)
-        return evaluate(env, policy, seeds, max_episode_steps)
+        return evaluate(env, policy, seeds, max_episode_steps, record)
 
 
 def eval_row(prefix: str, result: dict[str, Any]) -> dict[str, float]:
-    """Metric names for an evaluation summary: `eval/success_once`, ...; durations go under `time/`."""
-    row = {f"{prefix}/{k}": v for k, v in result.items() if k not in ("seconds", "success_once_ci95")}
+    """Metric names for an evaluation summary: `eval/success_once`, ..., `eval/task/<task>/success_once` for an env
+    that names its tasks; durations go under `time/`."""
+    row = {f"{prefix}/{k}": v for k, v in result.items() if k not in ("seconds", "success_once_ci95", "tasks")}
+    for task, entry in result.get("tasks", {}).items():
+        row[f"{prefix}/task/{task}/success_once"] = entry["success_once"]
     row[f"time/{prefix}_s"] = result["seconds"]
     return row
+
+
+def save_videos(result, folder: Path) -> list[Path]:
+    """An evaluation's recorded episodes as mp4 files in `folder` (seed and outcome in the name)."""
+    if not result.videos:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for video in result.videos:
+        path = folder / video.name
+        path.write_bytes(video.mp4)
+        paths.append(path)
+    return paths
+
+
+def checkpoint_samples(ckpt: Path, fields: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The replay buffer samples a checkpoint holds (its window, oldest first), read in place from the segment log
+    that either storage wrote (or from a checkpoint from before segment logs)."""
+    state = checkpoint.read_state(ckpt)
+    meta = dict(state["replay_buffer"])
+    if "storage" not in meta:
+        buffer = ReplayBuffer(meta["capacity"])
+        buffer.load_state_dict(meta, checkpoint.read_tensors(ckpt, "replay_buffer", "np"))
+        return buffer.stored(fields)
+    if not meta["storage"]:
+        return {}
+    log = Path(ckpt).parent.parent / meta["storage"]["log"]
+    meta["storage"] = {**meta["storage"], "log": str(log)}
+    buffer = ReplayBuffer(meta["capacity"], DiskStorage(meta["capacity"], log))
+    try:
+        buffer.load_state_dict(meta)
+        return buffer.stored(fields)
+    except DaggerError as e:
+        raise CheckpointError(f"{Path(ckpt) / checkpoint.STATE_FILE}: {e}") from None
+    finally:
+        buffer.close()
 
 
 class RunnerHooks:
@@ -61,6 +108,9 @@ class RunnerHooks:
 
     def evaluated(self, label: str, result: dict[str, Any]) -> None:
         """An evaluation before training finished (`label`: "initial student" or "expert")."""
+
+    def note(self, text: str) -> None:
+        """Something the user should know once (e.g. no video: the env renders no frames)."""
 
     def iteration_done(self, iteration: int, total: int, metrics: dict[str, float]) -> None:
         """Iteration `iteration` (1-based) of `total` finished with `metrics`."""
@@ -87,7 +137,8 @@ class Loaded:
     state: dict[str, Any]
     student: dict[str, Any]
     learner: dict[str, Any]
-    buffer: dict[str, Any]
+    buffer: dict[str, Any] | None
+    """rows of a checkpoint from before segment logs (now the rows live in the log its state names)"""
 
 
 class RunState:
@@ -97,8 +148,14 @@ class RunState:
         self.student = student
         self.hooks = hooks or RunnerHooks()
         self.beta = BetaSchedule.from_config(cfg.algorithm.dagger)
-        self.buffer = ReplayBuffer(cfg.algorithm.replay_buffer.sample_window_size)
-        self.learner = Learner(student, cfg.actor, cfg.seed, cfg.runner.max_epochs * cfg.actor.update_epoch)
+        self.buffer = ReplayBuffer(cfg.algorithm.replay_buffer.sample_window_size, self._storage())
+        total_steps = cfg.runner.max_epochs * cfg.actor.update_epoch
+        if cfg.cluster.learner_procs > 1:
+            from dagger_cli.core.distributed_learner import DistributedLearner
+
+            self.learner = DistributedLearner(student, cfg, total_steps)
+        else:
+            self.learner = Learner(student, cfg.actor, cfg.seed, total_steps)
         self.iteration = 0
         """iterations completed (= the version of the student's weights)"""
         self.results = RunResults()
@@ -108,6 +165,18 @@ class RunState:
         self.last_saved: int | None = None
         self.saved_evals = 0
         self.wall_start = time.perf_counter()
+        self._said_no_video = False
+
+    def _storage(self):
+        """The buffer's storage as algorithm.replay_buffer says: RAM (checkpointed to `checkpoints/replay_buffer/`) or
+        files under `RUN_DIR/replay_buffer/` or `path/<run>-<hash>/`."""
+        rb = self.cfg.algorithm.replay_buffer
+        if rb.storage == "memory":
+            return MemoryStorage(rb.sample_window_size, self.checkpoint_root / "replay_buffer")
+        if rb.path:
+            tag = hashlib.sha1(str(self.run_dir.resolve()).encode()).hexdigest()[:8]
+            return DiskStorage(rb.sample_window_size, Path(rb.path).expanduser() / f"{self.run_dir.name}-{tag}")
+        return DiskStorage(rb.sample_window_size, self.run_dir / "replay_buffer")
 
     @property
     def checkpoint_root(self) -> Path:
@@ -124,7 +193,7 @@ class RunState:
         for trajectory in trajectories:
             self.buffer.add(trajectory)
         if getattr(self.student, "needs_norm_stats", False) and self.buffer.size:
-            stored = self.buffer.stored()
+            stored = self.buffer.stored([k for k in self.buffer.fields if self.buffer.row_bytes(k) <= NORM_STATS_ROW_BYTES])
             self.student.fit_norm_stats(unflatten_obs(stored), stored["expert_action"])
             self.hooks.phase("student norm stats computed from the expert's labels")
 
@@ -148,13 +217,23 @@ class RunState:
         interval = self.cfg.runner.val_check_interval
         return self.finished or (interval > 0 and self.iteration % interval == 0)
 
+    def keep_videos(self, result, label: str) -> None:
+        """The evaluation's videos under `RUN_DIR/videos/<label>/` (label: the iteration, or `expert`); an env that
+        renders nothing is said once."""
+        if result.no_video and not self._said_no_video:
+            self.hooks.note("runner.eval_video_episodes: this env renders no frames; no video is recorded")
+            self._said_no_video = True
+        save_videos(result, self.run_dir / "videos" / label)
+
     def record_eval(self, iteration: int, result: dict[str, Any]) -> dict[str, float]:
         """The student's evaluation after `iteration`; returns its metrics."""
         self.results.evals.append({"iteration": iteration, **result})
         return eval_row("eval", result)
 
-    def open_metrics(self, tensorboard: bool) -> MetricsLogger:
-        """The run's metrics sinks, cut back to the checkpoint on resume; a new run logs its config first."""
+    def start(self, tensorboard: bool) -> MetricsLogger:
+        """Makes the buffer's directory (a disk that cannot be written fails here, before any episode), then opens
+        the run's metrics sinks, cut back to the checkpoint on resume; a new run logs its config first."""
+        self.buffer.storage.prepare()
         metrics = MetricsLogger(self.run_dir, resume_step=self.resumed_from, tensorboard=tensorboard)
         if self.resumed_from is None:
             metrics.add_text("config", "```\n" + self.cfg.to_yaml() + "\n```")
@@ -166,7 +245,9 @@ class RunState:
         self.hooks.phase("saving checkpoint")
         learner_tensors, learner_meta = self.learner.state_dict()
         learner_tensors["rng/torch"] = torch.get_rng_state()
-        buffer_arrays, buffer_meta = self.buffer.state_dict()
+        buffer_meta = self.buffer.state_dict()
+        if buffer_meta["storage"]:
+            buffer_meta["storage"]["log"] = self._relative(buffer_meta["storage"]["log"])
         state = {
             "beta": self.beta(max(0, self.iteration - 1)),
             "next_beta": self.beta(self.iteration),
@@ -179,24 +260,55 @@ class RunState:
             self.checkpoint_root,
             self.iteration,
             torch_tensors={"student": self.student.state_dict(), "learner": learner_tensors},
-            numpy_arrays={"replay_buffer": buffer_arrays},
+            numpy_arrays={},
             state=state,
             keep=self.cfg.runner.keep_checkpoints,
         )
+        self.buffer.collect(self._kept_segments())
         self.last_saved = self.iteration
         self.saved_evals = len(self.results.evals)
         self.write_summary("finished" if self.finished else "running")
         return path
 
+    def _relative(self, path: str) -> str:
+        """A log path inside the run dir is saved relative to it, so that a moved run dir still resumes."""
+        try:
+            return str(Path(path).resolve().relative_to(self.run_dir.resolve()))
+        except ValueError:
+            return str(Path(path).resolve())
+
+    def _kept_segments(self) -> set[str]:
+        """Segments of the buffer's log that a kept checkpoint names (the others may be deleted)."""
+        names: set[str] = set()
+        for ckpt in checkpoint.list_checkpoints(self.checkpoint_root):
+            try:
+                storage = checkpoint.read_state(ckpt).get("replay_buffer", {}).get("storage") or {}
+            except CheckpointError:
+                continue
+            names.update(m["name"] for m in storage.get("segments", []))
+        return names
+
     @staticmethod
     def read(ckpt: Path) -> Loaded:
-        """Reads every file of a checkpoint; any broken one is a CheckpointError naming it."""
+        """Reads every file of a checkpoint (the buffer's rows are read by `restore`); any broken one is a
+        CheckpointError naming it."""
+        state = checkpoint.read_state(ckpt)
+        legacy, buffer = None, state.get("replay_buffer", {})
+        if "storage" not in buffer:  # before segment logs: the rows in the checkpoint
+            legacy = checkpoint.read_tensors(ckpt, "replay_buffer", "np")
+        elif buffer["storage"]:
+            specs = {k: (np.dtype(d), tuple(buffer["shapes"][k])) for k, d in buffer["dtypes"].items()}
+            log = SegmentLog(Path(ckpt).parent.parent / buffer["storage"]["log"], specs)
+            try:
+                log.verify(buffer["storage"]["segments"])
+            except DaggerError as e:
+                raise CheckpointError(f"{Path(ckpt) / checkpoint.STATE_FILE}: {e}") from None
         return Loaded(
             Path(ckpt),
-            checkpoint.read_state(ckpt),
+            state,
             checkpoint.read_tensors(ckpt, "student"),
             checkpoint.read_tensors(ckpt, "learner"),
-            checkpoint.read_tensors(ckpt, "replay_buffer", "np"),
+            legacy,
         )
 
     def restore(self, loaded: Loaded | Path) -> None:
@@ -208,11 +320,23 @@ class RunState:
         learner = dict(loaded.learner)
         torch.set_rng_state(learner.pop("rng/torch"))
         self.learner.load_state_dict(learner, state["learner"])
-        self.buffer.load_state_dict(loaded.buffer, state["replay_buffer"])
+        meta = dict(state["replay_buffer"])
+        if meta.get("storage"):
+            meta["storage"] = {**meta["storage"], "log": str(self.run_dir / meta["storage"]["log"])}
+        try:
+            self.buffer.load_state_dict(meta, loaded.buffer)
+        except (DaggerError, OSError, ValueError) as e:
+            raise CheckpointError(f"{loaded.path}: its replay buffer cannot be restored ({e})") from None
+        self.buffer.collect(self._kept_segments())
         self.results = RunResults(**state["results"])
         self.iteration = int(state["iteration"])
         self.resumed_from = self.last_saved = self.iteration
         self.saved_evals = len(self.results.evals)
+
+    def close(self) -> None:
+        """Ends what the run holds open: learner ranks, the buffer's files."""
+        self.learner.close()
+        self.buffer.close()
 
     # SUMMARY
     def summary(self, status: str | None = None) -> dict[str, Any]:
@@ -233,6 +357,7 @@ class RunState:
             "student_final_success_at_end": final["success_at_end"] if final else None,
             "student_final_ci95": final["success_once_ci95"] if final else None,
             "student_final_iteration": final["iteration"] if final else None,
+            "student_final_tasks": final.get("tasks") if final else None,
             "eval_episodes": final["episodes"] if final else None,
             "train_time_s": res.train_time_s,
             "wall_time_s": time.perf_counter() - self.wall_start,

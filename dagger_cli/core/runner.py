@@ -41,9 +41,14 @@ class SyncRunner:
             only_save_expert=d.only_save_expert,
         )
 
-    def evaluate(self, policy: Policy) -> dict[str, Any]:
-        e = self.state.cfg.env
-        return evaluate_policy(self.env, policy, e.eval.seeds, e.max_episode_steps).summary()
+    def evaluate(self, policy: Policy, label: str) -> dict[str, Any]:
+        """Policy alone on the evaluation seeds; its first runner.eval_video_episodes episodes filmed into
+        `videos/<label>/`."""
+        s = self.state
+        e = s.cfg.env
+        result = evaluate_policy(self.env, policy, e.eval.seeds, e.max_episode_steps, s.cfg.runner.eval_video_episodes)
+        s.keep_videos(result, label)
+        return result.summary()
 
     # MAIN LOOP
     def run(self, started_at: float | None = None) -> dict[str, Any]:
@@ -51,7 +56,7 @@ class SyncRunner:
         the summary it writes."""
         s = self.state
         s.wall_start = started_at if started_at is not None else time.perf_counter()
-        metrics = s.open_metrics(self.tensorboard)
+        metrics = s.start(self.tensorboard)
         try:
             if s.resumed_from is None:
                 self._initial_evaluations(metrics)
@@ -61,6 +66,7 @@ class SyncRunner:
                 s.save()
         finally:
             metrics.close()
+            s.close()
         return s.write_summary()
 
     def _initial_evaluations(self, metrics: MetricsLogger) -> None:
@@ -68,12 +74,12 @@ class SyncRunner:
         row: dict[str, float] = {}
         if r.eval_student_init and s.results.student_init is None:
             s.hooks.phase("evaluating the initial student")
-            s.results.student_init = self.evaluate(s.student)
+            s.results.student_init = self.evaluate(s.student, str(s.iteration))
             s.hooks.evaluated("initial student", s.results.student_init)
             row.update(eval_row("eval", s.results.student_init))
         if r.eval_expert and s.results.expert is None:
             s.hooks.phase("evaluating the expert")
-            s.results.expert = self.evaluate(self.expert)
+            s.results.expert = self.evaluate(self.expert, "expert")
             s.hooks.evaluated("expert", s.results.expert)
             row.update(eval_row("eval_expert", s.results.expert))
         if row:
@@ -106,7 +112,7 @@ class SyncRunner:
         # EVAL: student only
         if s.eval_due():
             s.hooks.phase("evaluating the student")
-            row.update(s.record_eval(s.iteration, self.evaluate(s.student)))
+            row.update(s.record_eval(s.iteration, self.evaluate(s.student, str(s.iteration))))
         evaluated = time.perf_counter()
         s.results.train_time_s += evaluated - start
 

@@ -167,6 +167,7 @@ class LiberoVecEnv(WorkerEnvMixin):
             raise EnvUnavailableError(f"env.task: LIBERO has no suite {cfg.task!r} (known: {', '.join(sorted(suites))})")
         suite = load_suite(benchmark, cfg.task)
         self.prompts = [suite.get_task(i).language for i in range(suite.n_tasks)]
+        self.task_names = [suite.get_task(i).name for i in range(suite.n_tasks)]
         self.num_envs = cfg.num_envs
         self.num_action_chunks = num_action_chunks
         self.action_dim = 7
@@ -175,6 +176,19 @@ class LiberoVecEnv(WorkerEnvMixin):
         self._task_ids = np.zeros(self.num_envs, dtype=np.int64)
         make = partial(_make_worker_env, cfg.task, cfg.image_size, cfg.settle_steps, num_action_chunks)
         self._env = start_workers([make] * cfg.num_envs, "dagger_cli.envs.libero._preload", f"LIBERO {cfg.task}")
+
+    @property
+    def video_fps(self) -> float:
+        """LIBERO controls at 20 Hz; a frame per chunk of `num_action_chunks` steps."""
+        return 20.0 / self.num_action_chunks
+
+    def episode_tasks(self) -> list[str]:
+        """The task of each env's current episode (per-task success in evaluation)."""
+        return [self.task_names[t] for t in self._task_ids]
+
+    def video_frames(self, obs: dict) -> dict[str, np.ndarray]:
+        """The two cameras the policy sees: no extra rendering."""
+        return {"image": obs["image"], "wrist_image": obs["wrist_image"]}
 
     def _with_prompts(self, obs: dict) -> dict:
         return {**obs, "prompt": np.array([self.prompts[t] for t in self._task_ids])}

@@ -61,4 +61,14 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-ADAPTER = PolicyAdapter("mlp", MLPModelConfig, student, expert, fits_env=fits_env)
+def weight_bytes(model: MLPModelConfig) -> int:
+    import torch
+
+    from dagger_cli.policies.mlp.model import MLPActor
+
+    with torch.device("meta"):
+        actor = MLPActor(model.obs_dim, model.action_dim, model.num_action_chunks, model.hidden_dim)
+    return sum(p.numel() * p.element_size() for p in actor.parameters())
+
+
+ADAPTER = PolicyAdapter("mlp", MLPModelConfig, student, expert, fits_env=fits_env, weight_bytes=weight_bytes)

@@ -66,5 +66,14 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-ADAPTER = PolicyAdapter("pi0", Pi0ModelConfig, student, expert, describe=describe, worker_env=("OPENPI_DATA_HOME",),
-                        fetch_aliases=FETCH_ALIASES)
+def weight_bytes(model: Pi0ModelConfig) -> int:
+    """The student's state dict at most (fp32, as a student keeps its master weights)."""
+    from dagger_cli.policies.pi0.model import memory_estimate_gib
+    from dagger_cli.policies.pi0.sizes import VARIANTS
+
+    weights, _ = memory_estimate_gib(VARIANTS[model.pi0.variant], "float32", model.pi0.train_expert_only, True)
+    return int(weights * 2**30)
+
+
+ADAPTER = PolicyAdapter("pi0", Pi0ModelConfig, student, expert, describe=describe, weight_bytes=weight_bytes,
+                        worker_env=("OPENPI_DATA_HOME",), fetch_aliases=FETCH_ALIASES)

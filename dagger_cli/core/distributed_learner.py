@@ -1,0 +1,187 @@
+"""A data-parallel learner: `cluster.learner_procs` = N processes (Ray actors) training replicas of the student with
+`torch.distributed` (NCCL on GPUs, gloo on CPUs).
+
+This process keeps the replay buffer and the sampling RNG, so it draws exactly the global batches a single learner
+would draw; rank i gets the i-th contiguous shard of each. Each rank weights its micro-batches' losses by their
+share of the global batch, so the all-reduced sum of the ranks' gradients is the single learner's gradient; every
+rank then clips and steps the same way, and the replicas stay equal. After each `train` the student here takes
+rank 0's weights (for rollouts, evaluation and checkpoints); checkpoints hold rank 0's optimizer state, which
+`load_state_dict` gives to every rank.
+
+The ranks start at the first `train`, from a copy of the student as it is then (a new task's norm stats, fitted on
+the first iteration's data, are in it; so are weights restored from a checkpoint). Each rank holds a whole replica
+(DDP's memory, not FSDP's): π₀ full fine-tuning needs ≈49 GiB per rank before activations.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import numpy as np
+import torch
+
+from dagger_cli.core.config import ActorConfig, Config
+from dagger_cli.core.errors import DaggerError
+from dagger_cli.core.learner import Learner, _SAMPLE_STREAM
+from dagger_cli.core.protocols import TrainablePolicy
+from dagger_cli.core.replay_buffer import ReplayBuffer
+
+
+class LearnerRank:
+    """One rank, in a Ray actor: a replica of the student, its optimizer and the process group."""
+
+    def __init__(self, policy: TrainablePolicy, cfg: ActorConfig, seed: int, total_steps: int, threads: int):
+        torch.set_num_threads(threads)
+        self.policy = policy
+        self.learner = Learner(policy, cfg, seed, total_steps)
+
+    def address(self) -> str:
+        """host:port for the process group's rendezvous (called on rank 0)."""
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return f"{socket.gethostbyname(socket.gethostname())}:{port}"
+
+    def join(self, address: str, rank: int, world: int, backend: str) -> int:
+        import torch.distributed as dist
+
+        dist.init_process_group(backend, init_method=f"tcp://{address}", rank=rank, world_size=world)
+        return rank
+
+    def step(self, shard: dict[str, np.ndarray], batch_size: int) -> tuple[float, float]:
+        self.policy.module.train()
+        return self.learner.step(shard, batch_size, reduce=_all_reduce)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        self.policy.module.eval()
+        return self.policy.state_dict()
+
+    def state_dict(self):
+        return self.learner.state_dict()
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        self.learner.load_state_dict(tensors, meta)
+
+    def lr(self) -> float:
+        return float(self.learner.optimizer.param_groups[0]["lr"])
+
+
+def _all_reduce(params: list[torch.Tensor]) -> None:
+    """Sums the gradients over the ranks, one flat buffer per dtype. A parameter no rank has a gradient for keeps
+    none (AdamW then leaves it alone, as a single learner does); one that only some ranks have counts as zeros
+    on the others."""
+    import torch.distributed as dist
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=params[0].device)
+    dist.all_reduce(has)
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for p, anyone in zip(params, has.tolist()):
+        if anyone:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+    for grads in by_dtype.values():
+        flat = _flatten_dense_tensors(grads)
+        dist.all_reduce(flat)
+        for g, reduced in zip(grads, _unflatten_dense_tensors(flat, grads)):
+            g.copy_(reduced)
+
+
+class DistributedLearner:
+    """`Learner`'s interface (train, state_dict, load_state_dict, steps) over N ranks."""
+
+    def __init__(self, policy: TrainablePolicy, run_cfg: Config, total_steps: int):
+        self.policy = policy
+        self.run_cfg = run_cfg
+        self.cfg = run_cfg.actor
+        self.procs = run_cfg.cluster.learner_procs
+        self.total_steps = total_steps
+        self.rng = np.random.default_rng([run_cfg.seed, _SAMPLE_STREAM])
+        self.steps = 0
+        self.ranks: list = []
+        self._own_ray = False
+        self._pending: tuple[dict, dict] | None = None  # optimizer state restored before the ranks started
+
+    def _start(self) -> None:
+        from dagger_cli.core.ray_cluster import connect
+
+        self._own_ray = connect(self.run_cfg, f"cluster.learner_procs={self.procs}")
+        import ray
+
+        cuda = next(self.policy.module.parameters()).is_cuda
+        threads = max(1, (os.cpu_count() or 1) // self.procs)
+        actor = ray.remote(num_cpus=1 if cuda else 0, num_gpus=1 if cuda else 0)(LearnerRank)
+        self.ranks = [actor.remote(self.policy, self.cfg, self.run_cfg.seed, self.total_steps, threads)
+                      for _ in range(self.procs)]
+        address = self._get(self.ranks[0].address.remote(), "starting")
+        backend = "nccl" if cuda else "gloo"
+        self._get([r.join.remote(address, i, self.procs, backend) for i, r in enumerate(self.ranks)], "joining")
+        if self._pending is not None:
+            self._get([r.load_state_dict.remote(*self._pending) for r in self.ranks], "restoring")
+            self._pending = None
+
+    def _get(self, refs, what: str):
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        try:
+            return ray.get(refs)
+        except (RayActorError, RayTaskError) as e:
+            cause = getattr(e, "cause", None) or e
+            line = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+            raise DaggerError(f"a learner rank failed while {what}: {line}") from None
+
+    def train(self, buffer: ReplayBuffer, num_updates: int) -> dict[str, float]:
+        """As `Learner.train`: the same global batches, each shared out over the ranks."""
+        if not self.ranks:
+            self._start()
+        losses, norms = [], []
+        for _ in range(num_updates):
+            batch_size = min(self.cfg.global_batch_size, buffer.size)
+            batch = buffer.sample(batch_size, self.rng)
+            bounds = np.linspace(0, batch_size, self.procs + 1).astype(int)
+            shards = [{k: v[a:b] for k, v in batch.items()} for a, b in zip(bounds[:-1], bounds[1:])]
+            results = self._get([r.step.remote(s, batch_size) for r, s in zip(self.ranks, shards)], "training")
+            losses.append(sum(loss for loss, _ in results))
+            norms.append(results[0][1])
+            self.steps += 1
+        self.policy.load_state_dict(self._get(self.ranks[0].weights.remote(), "sending its weights"))
+        lr = self._get(self.ranks[0].lr.remote(), "training")
+        return {
+            "train/dagger/actor_loss": float(np.mean(losses)) if losses else float("nan"),
+            "train/actor/grad_norm": float(np.mean(norms)) if norms else float("nan"),
+            "train/actor/lr": lr,
+        }
+
+    # CHECKPOINT
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Rank 0's optimizer and schedule (every rank's are equal), with this process's sampling RNG."""
+        if not self.ranks:
+            if self._pending is not None:
+                tensors, meta = self._pending
+            else:
+                tensors, meta = Learner(self.policy, self.cfg, self.run_cfg.seed, self.total_steps).state_dict()
+        else:
+            tensors, meta = self._get(self.ranks[0].state_dict.remote(), "saving")
+        return tensors, {**meta, "steps": self.steps, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = meta["rng"]
+        self.steps = int(meta["steps"])
+        if self.ranks:
+            self._get([r.load_state_dict.remote(tensors, meta) for r in self.ranks], "restoring")
+        else:
+            self._pending = (tensors, meta)
+
+    def close(self) -> None:
+        import ray
+
+        for rank in self.ranks:
+            ray.kill(rank)
+        self.ranks = []
+        if self._own_ray:
+            ray.shutdown()
+            self._own_ray = False

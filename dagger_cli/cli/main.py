@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from dagger_cli import __version__
-from dagger_cli.cli import check, eval as eval_cmd, fetch, presets, report, train
+from dagger_cli.cli import check, eval as eval_cmd, export, fetch, presets, report, train
 from dagger_cli.cli._output import set_debug
 
 app = typer.Typer(
@@ -40,6 +40,7 @@ app.command("train", epilog=train.EXAMPLES)(train.train)
 app.command("eval", epilog=eval_cmd.EXAMPLES)(eval_cmd.evaluate)
 app.command("check", epilog=check.EXAMPLES)(check.check)
 app.command("report", epilog=report.EXAMPLES)(report.report)
+app.command("export", epilog=export.EXAMPLES)(export.export)
 app.command("fetch", epilog=fetch.EXAMPLES)(fetch.fetch)
 app.add_typer(presets.app, name="presets")
 

@@ -84,6 +84,10 @@ class PolicyAdapter:
     """(model config, built policy, device, is student) -> extra `dagger check` detail (memory, sizes)"""
     fits_env: Callable[[Any, Any, str], None] | None = None
     """(model config, env, config key) -> raises a ConfigError when the model cannot read the env's observations"""
+    export: Callable[[Any, Any, Path, str], Path] | None = None
+    """(built student, its model config, directory, format) -> a self-contained checkpoint there (`dagger export`)"""
+    export_formats: tuple[str, ...] = ()
+    """the `dagger export --format` values `export` writes"""
     weight_bytes: Callable[[Any], int] | None = None
     """(model config) -> bytes of its state dict (sizes Ray's object store for async weight versions)"""
     worker_env: tuple[str, ...] = ()

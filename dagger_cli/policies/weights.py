@@ -3,7 +3,8 @@ them (safetensors, or torch state dicts such as RLinf's `full_weights.pt`, read 
 
 The one rule for a path: a file is itself; a dagger run checkpoint (`iter_*/` with `state.json`) means its
 `student.safetensors`; any other directory means its top-level `*.safetensors` (sorted and merged: sharded
-checkpoints, as openpi and RLinf read them), else RLinf's `model_state_dict/full_weights.pt` or
+checkpoints, as openpi and RLinf read them; LeRobot's `policy_{pre,post}processor*` normaliser files are not weights),
+else RLinf's `model_state_dict/full_weights.pt` or
 `actor/model_state_dict/full_weights.pt`.
 """
 
@@ -25,9 +26,13 @@ _IGNORED_PREFIXES = ("value_head.",)
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "_fsdp_wrapped_module.")
 
 
+NOT_WEIGHTS = ("policy_preprocessor", "policy_postprocessor")
+"""safetensors files beside the weights that hold no weights (LeRobot's normalisers)"""
+
+
 def weight_files_among(names: list[str]) -> list[str]:
     """The weight files among a directory's `/`-separated relative paths, by the module's rule (empty: none)."""
-    shards = sorted(n for n in names if "/" not in n and n.endswith(".safetensors"))
+    shards = sorted(n for n in names if "/" not in n and n.endswith(".safetensors") and not n.startswith(NOT_WEIGHTS))
     return shards or [f for f in RLINF_WEIGHT_FILES if f in names][:1]
 
 

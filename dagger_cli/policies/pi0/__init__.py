@@ -75,5 +75,12 @@ def weight_bytes(model: Pi0ModelConfig) -> int:
     return int(weights * 2**30)
 
 
+def export(policy, model: Pi0ModelConfig, directory, fmt: str):
+    """`checkpoint`: openpi's layout (model.safetensors + <asset_id>/norm_stats.json); `lerobot-checkpoint`:
+    LeRobot's `save_pretrained` layout (config.json, weights under `model.`, normaliser files)."""
+    return policy.save_lerobot(directory) if fmt == "lerobot-checkpoint" else policy.save(directory).parent
+
+
 ADAPTER = PolicyAdapter("pi0", Pi0ModelConfig, student, expert, describe=describe, weight_bytes=weight_bytes,
+                        export=export, export_formats=("checkpoint", "lerobot-checkpoint"),
                         worker_env=("OPENPI_DATA_HOME",), fetch_aliases=FETCH_ALIASES)

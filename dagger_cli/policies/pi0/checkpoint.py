@@ -4,7 +4,8 @@ A checkpoint directory holds weights as `dagger_cli.policies.weights` finds them
 merged; or RLinf's `full_weights.pt`, read weights-only), and `<asset_id>/norm_stats.json` (RLinf) or
 `assets/<asset_id>/norm_stats.json` (openpi).
 
-Key spellings accepted: transformers ≤4.51 (`paligemma.language_model.model.*`), 4.52–4.57 as openpi saves them
+Key spellings accepted: LeRobot's (`pi0/lerobot.py`: every key under `model.`, `time_mlp_*` for `action_time_mlp_*`),
+transformers ≤4.51 (`paligemma.language_model.model.*`), 4.52–4.57 as openpi saves them
 (`paligemma.model.vision_tower.vision_model.*`), and 5.x (`paligemma.model.vision_tower.*`). The token embedding may
 come as `paligemma.lm_head.weight` (what `safetensors.save_model` keeps of the tied pair) or as `embed_tokens`; the
 action expert's `lm_head` is never used and may be absent. We save in openpi's own spelling.
@@ -31,7 +32,11 @@ _VISION = "paligemma.model.vision_tower."
 
 
 def _rename(key: str, module_keys: set[str]) -> str:
-    """One checkpoint key in the module's spelling."""
+    """One checkpoint key in the module's spelling (LeRobot's: under `model.`, the time MLP maybe `time_mlp_*`)."""
+    if key.startswith("model.") and key not in module_keys:
+        key = key[len("model."):]
+    if key.startswith("time_mlp_"):
+        key = "action_" + key
     key = key.replace("paligemma.language_model.model.", "paligemma.model.language_model.")
     key = key.replace("paligemma.language_model.lm_head.", "paligemma.lm_head.")
     for part in ("vision_tower.", "multi_modal_projector."):
@@ -165,10 +170,17 @@ def norm_stats_candidates(model_path: Path | None, asset_id: str, override: str 
 
 def find_norm_stats(model_path: Path | None, asset_id: str, override: str | None = None,
                     required: bool = True) -> NormStats | None:
-    """The norm stats at the first candidate path that exists; None when there are none and not `required`.
+    """The norm stats at the first candidate path that exists (else in LeRobot's normaliser files); None when there
+    are none and not `required`.
     An override that does not exist, or a file that exists but is broken, is always an error."""
     candidates = norm_stats_candidates(model_path, asset_id, override)
     path = next((p for p in candidates if p.is_file()), None)
+    if path is None and not override and model_path is not None:
+        from dagger_cli.policies.pi0 import lerobot
+
+        found = lerobot.norm_stats(Path(model_path).expanduser())  # LeRobot's normaliser files
+        if found is not None:
+            return found
     if path is None and (required or override):
         looked = ", ".join(str(p) for p in candidates) or "nowhere (no model_path)"
         raise CheckpointError(f"norm_stats.json not found (looked at {looked}); set actor.model.pi0.norm_stats_path")

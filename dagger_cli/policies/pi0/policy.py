@@ -43,6 +43,7 @@ class Pi0Policy:
 
     def __init__(self, cfg, device: str | torch.device = "cpu", trainable: bool = True):
         _require_transformers()
+        from dagger_cli.policies.pi0 import lerobot
         from dagger_cli.policies.pi0.checkpoint import NormStats, find_norm_stats, load_weights
         from dagger_cli.policies.pi0.model import Pi0Model, apply_precision
         from dagger_cli.policies.pi0.sizes import VARIANTS
@@ -57,6 +58,8 @@ class Pi0Policy:
             raise CheckpointError(f"{model_path}: no such π₀ checkpoint directory")
         # weights before the tokenizer and norm stats: the largest, likeliest problem is reported first; the model
         # is made where it runs (initialising 3.5 B parameters on a GPU takes seconds, on a CPU a minute)
+        if model_path is not None and model_path.is_dir() and lerobot.is_lerobot(model_path):
+            lerobot.check_config(model_path, size, p.variant, "actor.model" if trainable else "rollout.expert_model")
         with self.device:
             self.model = Pi0Model(size)
         if model_path is not None:
@@ -221,6 +224,14 @@ class Pi0Policy:
             if norm is not None:
                 self._set_norm_stats(norm)
                 self.needs_norm_stats = False
+
+    def save_lerobot(self, directory: Path) -> Path:
+        """`directory` in LeRobot's `PI0Policy.save_pretrained` layout (config.json, weights, normaliser files)."""
+        from dagger_cli.policies.pi0 import lerobot
+        from dagger_cli.policies.pi0.sizes import VARIANTS
+
+        p = self.cfg.pi0
+        return lerobot.save(self.model, self.transforms.norm, VARIANTS[p.variant], directory, p.variant)
 
     def save(self, directory: Path) -> Path:
         """`<directory>/model.safetensors` in openpi's layout plus this policy's norm stats (a loadable model_path)."""

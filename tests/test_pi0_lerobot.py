@@ -1,0 +1,153 @@
+"""π₀ checkpoints in LeRobot's layout (PI0Policy.save_pretrained): written, read as student and as expert, its
+normaliser files not taken for weights, its config checked against the preset, and a DAgger iteration on it."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from conftest import requires_pi0
+from dagger_cli.core.config import load_config
+from dagger_cli.core.errors import ConfigError
+from test_pi0 import observation, pi0_config
+
+pytestmark = requires_pi0
+
+
+@pytest.fixture(scope="module")
+def source(checkpoint_dir, tokenizer_path):
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    return Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir), "cpu")
+
+
+@pytest.fixture(scope="module")
+def lerobot_dir(source, tmp_path_factory):
+    return source.save_lerobot(tmp_path_factory.mktemp("lerobot-pi0"))
+
+
+def test_the_layout_is_lerobots(lerobot_dir):
+    from dagger_cli.policies.weights import weight_files
+
+    config = json.loads((lerobot_dir / "config.json").read_text())
+    assert config["type"] == "pi0" and config["chunk_size"] == 50 and config["max_action_dim"] == 32
+    weights = load_file(str(lerobot_dir / "model.safetensors"))
+    assert all(k.startswith("model.") for k in weights)
+    assert "model.action_time_mlp_in.weight" in weights and "model.state_proj.weight" in weights
+    assert "model.paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight" in weights
+    assert not any(k.endswith("paligemma.lm_head.weight") for k in weights)  # the tied pair, stored once
+    pre = load_file(str(next(lerobot_dir.glob("policy_preprocessor*normalizer_processor.safetensors"))))
+    assert {"observation.state.mean", "observation.state.std", "action.mean", "action.std"} <= set(pre)
+    # AND the normaliser files are not taken for weight shards
+    assert weight_files(lerobot_dir) == [lerobot_dir / "model.safetensors"]
+
+
+@pytest.mark.parametrize("trainable", [True, False], ids=["student", "expert"])
+def test_a_lerobot_checkpoint_loads_with_its_weights_and_normaliser(source, lerobot_dir, tokenizer_path, trainable):
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    # WHEN it is read back as a student, or as an expert (which must find norm stats: here only LeRobot's files)
+    loaded = Pi0Policy(pi0_config(tokenizer_path, lerobot_dir), "cpu", trainable=trainable)
+    # THEN weights, norm stats and actions equal the policy it was written from
+    a, b = source.model.state_dict(), loaded.model.state_dict()
+    assert all(torch.equal(a[k], b[k].to(a[k].dtype)) for k in a)
+    assert np.allclose(loaded.transforms.norm.actions_std, source.transforms.norm.actions_std)
+    assert "normalizer_processor" in loaded.transforms.norm.source
+    obs, noise = observation(), source.sample_noise(2)
+    assert np.allclose(loaded.act(obs, noise=noise), source.act(obs, noise=noise), atol=1e-5)
+
+
+def test_the_older_time_mlp_spelling_loads_too(source, lerobot_dir, tokenizer_path, tmp_path):
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    older = tmp_path / "older"
+    older.mkdir()
+    for f in lerobot_dir.iterdir():
+        (older / f.name).write_bytes(f.read_bytes())
+    weights = load_file(str(older / "model.safetensors"))
+    save_file({k.replace("model.action_time_mlp_", "model.time_mlp_"): v for k, v in weights.items()},
+              str(older / "model.safetensors"))
+    loaded = Pi0Policy(pi0_config(tokenizer_path, older), "cpu")
+    assert torch.equal(loaded.model.action_time_mlp_in.weight, source.model.action_time_mlp_in.weight)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("chunk_size", 10, "config.json has chunk_size 10, but actor.model.pi0.variant tiny has 50 action horizon"),
+    ("max_state_dim", 64, "has max_state_dim 64, but actor.model.pi0.variant tiny has 32 state dims"),
+    ("type", "pi05", "is a LeRobot 'pi05' policy, not pi0"),
+])
+def test_a_config_that_contradicts_the_preset_is_one_line(lerobot_dir, tokenizer_path, tmp_path, field, value,
+                                                          message):
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in lerobot_dir.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, field: value}))
+    with pytest.raises(ConfigError) as e:
+        Pi0Policy(pi0_config(tokenizer_path, bad), "cpu")
+    assert message in str(e.value) and str(bad / "config.json") in str(e.value) and "\n" not in str(e.value)
+    assert str(e.value).startswith("actor.model.model_path: ")
+
+
+class CameraEnv:
+    """Two envs with LIBERO's observation keys (random 64² images), never succeeding."""
+
+    num_action_chunks, action_dim, obs_shape = 10, 7, (8,)
+
+    def __init__(self):
+        self.num_envs, self.rng = 2, np.random.default_rng(0)
+
+    def _obs(self):
+        return {**observation(batch=2, seed=int(self.rng.integers(1 << 30)), size=64)}
+
+    def reset(self, seeds, mask=None):
+        return self._obs()
+
+    def step(self, actions):
+        return self._obs(), np.zeros((2, 10), bool)
+
+    def close(self):
+        pass
+
+
+def test_a_lerobot_checkpoint_trains_as_student_and_labels_as_expert(lerobot_dir, tokenizer_path, tmp_path):
+    from dagger_cli.core.runner import SyncRunner
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    sets = []
+    for model in ("actor.model", "rollout.expert_model"):
+        sets += [f"{model}.model_type=pi0", f"{model}.model_path={lerobot_dir}", f"{model}.pi0.variant=tiny",
+                 f"{model}.pi0.tokenizer_path={tokenizer_path}", f"{model}.pi0.num_steps=2", f"{model}.action_dim=7",
+                 f"{model}.num_action_chunks=10"]
+    cfg = load_config("pick-cube", overrides=sets + [
+        "env.max_episode_steps=20", "env.max_steps_per_rollout_epoch=20", "env.eval.num_episodes=2",
+        "algorithm.replay_buffer.min_buffer_size=2", "algorithm.replay_buffer.sample_window_size=16",
+        "actor.update_epoch=2", "actor.global_batch_size=2", "actor.micro_batch_size=2", "runner.max_epochs=1",
+        "runner.eval_expert=false", "runner.eval_student_init=false", "runner.device=cpu"])
+    student = Pi0Policy(cfg.actor.model, "cpu")
+    expert = Pi0Policy(cfg.rollout.expert_model, "cpu", trainable=False)
+    before = {k: v.clone() for k, v in student.model.state_dict().items()}
+    runner = SyncRunner(cfg, tmp_path, CameraEnv(), student, expert, tensorboard=False)
+    summary = runner.run()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # THEN the expert labelled every step (beta 1) and the student trained on the labels
+    assert summary["iterations"] == 1 and rows[-1]["train/dagger/expert_action_frac"] == 1.0
+    assert rows[-1]["train/replay_buffer/total_samples"] == 2 * 2 and np.isfinite(rows[-1]["train/dagger/actor_loss"])
+    after = student.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    # AND `dagger export` writes the trained student in both layouts, each loading back to the same weights
+    from test_cli import dagger
+
+    (tmp_path / "config.yaml").write_text(cfg.to_yaml())
+    for fmt in ("checkpoint", "lerobot-checkpoint"):
+        result = dagger("export", str(tmp_path), "--format", fmt, "--out", str(tmp_path / fmt))
+        assert result.returncode == 0, result.stderr
+        back = Pi0Policy(dataclasses.replace(cfg.actor.model, model_path=str(tmp_path / fmt)), "cpu")
+        assert all(torch.equal(after[k], v.to(after[k].dtype)) for k, v in back.model.state_dict().items())
+        assert np.allclose(back.transforms.norm.state_mean, student.transforms.norm.state_mean)

@@ -37,6 +37,8 @@ class DaggerConfig:
     """keep only steps the expert executed (HG-DAgger style); False labels every visited state (classic DAgger)"""
     mixing: Literal["env", "batch"] = "env"
     """one expert/student coin per env per step (`env`), or one per step for all envs (`batch`, RLinf's behaviour)"""
+    bc_warmup_updates: int = 0
+    """with replay_buffer.seed_dataset: behaviour-cloning optimizer steps on it before the initial evaluation"""
     max_policy_lag: int = 1
     """async: most learner iterations by which trained-on data may trail the learner (0: as fresh as sync mode)"""
 
@@ -51,6 +53,9 @@ class ReplayBufferConfig:
     """memory: a RAM ring; disk: files written once under the run dir (or `path`), flat RAM at any window size"""
     path: str | None = None
     """storage=disk: the directory (a fast local disk) that holds the buffer's files, one subdirectory per run"""
+    seed_dataset: str | None = None
+    """a LeRobot v3.0 dataset (a directory, e.g. `dagger export --format lerobot`) of expert-labelled demonstrations,
+    put into the buffer before iteration 0 as iteration -1"""
 
 
 @dataclass
@@ -398,6 +403,9 @@ def validate(cfg: Config) -> Config:
         check(0.0 <= d.beta_decay <= 1.0, "algorithm.dagger.beta_decay", f"must be in [0, 1], got {d.beta_decay}")
     check(rb.sample_window_size > 0, "algorithm.replay_buffer.sample_window_size", "must be positive")
     check(rb.storage in ("memory", "disk"), "algorithm.replay_buffer.storage", f"must be memory or disk, got {rb.storage!r}")
+    check(d.bc_warmup_updates >= 0, "algorithm.dagger.bc_warmup_updates", "must not be negative")
+    check(d.bc_warmup_updates == 0 or rb.seed_dataset is not None, "algorithm.dagger.bc_warmup_updates",
+          "needs algorithm.replay_buffer.seed_dataset (the data it clones)")
     check(rb.min_buffer_size >= 0, "algorithm.replay_buffer.min_buffer_size", "must not be negative")
     check(
         rb.min_buffer_size <= rb.sample_window_size,

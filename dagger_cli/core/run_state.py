@@ -24,7 +24,7 @@ from dagger_cli.core.config import Config
 from dagger_cli.core.learner import Learner
 from dagger_cli.core.metrics import MetricsLogger
 from dagger_cli.core.protocols import Policy, TrainablePolicy, VecEnv
-from dagger_cli.core.errors import CheckpointError, DaggerError
+from dagger_cli.core.errors import CheckpointError, ConfigError, DaggerError
 from dagger_cli.core.replay_buffer import ReplayBuffer, unflatten_obs
 from dagger_cli.core.replay_storage import DiskStorage, MemoryStorage, SegmentLog
 from dagger_cli.core.rollout import evaluate
@@ -166,6 +166,8 @@ class RunState:
         self.saved_evals = 0
         self.wall_start = time.perf_counter()
         self._said_no_video = False
+        self.seeded_from: Path | None = None
+        """the seed dataset the buffer started from (its samples fixed the fields)"""
 
     def _storage(self):
         """The buffer's storage as algorithm.replay_buffer says: RAM (checkpointed to `checkpoints/replay_buffer/`) or
@@ -190,12 +192,39 @@ class RunState:
     def add(self, trajectories: list[dict]) -> None:
         """Labelled trajectories into the buffer; a student without normalisation stats (a new task) takes them
         from the expert-labelled data stored so far, i.e. the first iteration's (`TrainablePolicy.fit_norm_stats`)."""
-        for trajectory in trajectories:
-            self.buffer.add(trajectory)
+        try:
+            for trajectory in trajectories:
+                self.buffer.add(trajectory)
+        except ValueError as e:
+            if not self.seeded_from:
+                raise
+            raise ConfigError(f"algorithm.replay_buffer.seed_dataset: the samples of {self.seeded_from} and of this "
+                              f"run differ ({e})") from None
         if getattr(self.student, "needs_norm_stats", False) and self.buffer.size:
-            stored = self.buffer.stored([k for k in self.buffer.fields if self.buffer.row_bytes(k) <= NORM_STATS_ROW_BYTES])
+            small = [k for k in self.buffer.fields if self.buffer.row_bytes(k) <= NORM_STATS_ROW_BYTES]
+            stored = self.buffer.stored(small)
             self.student.fit_norm_stats(unflatten_obs(stored), stored["expert_action"])
             self.hooks.phase("student norm stats computed from the expert's labels")
+
+    def seed(self) -> None:
+        """algorithm.replay_buffer.seed_dataset into the buffer (iteration and policy version -1), then
+        algorithm.dagger.bc_warmup_updates behaviour-cloning steps on it."""
+        from dagger_cli.interop import lerobot_dataset
+
+        path = Path(self.cfg.algorithm.replay_buffer.seed_dataset).expanduser()
+        key = "algorithm.replay_buffer.seed_dataset"
+        samples = lerobot_dataset.read(path, key)
+        samples["iteration"] = np.full(len(samples["expert_action"]), -1, np.int32)
+        samples["policy_version"] = np.full(len(samples["expert_action"]), -1, np.int32)
+        self.add([{k: v[a:b] for k, v in samples.items()} for a, b in lerobot_dataset.episodes_of(samples)])
+        self.seeded_from = path
+        line = f"seed dataset: {self.buffer.size} samples from {path}"
+        updates = self.cfg.algorithm.dagger.bc_warmup_updates
+        if updates:
+            self.hooks.phase("behaviour cloning on the seed dataset")
+            row = self.learner.train(self.buffer, updates)
+            line += f"; BC warm-up: {updates} updates, loss {row['train/dagger/actor_loss']:.4f}"
+        self.hooks.note(line)
 
     def ready_to_train(self) -> bool:
         return self.buffer.size >= self.cfg.algorithm.replay_buffer.min_buffer_size
@@ -234,6 +263,8 @@ class RunState:
         """Makes the buffer's directory (a disk that cannot be written fails here, before any episode), then opens
         the run's metrics sinks, cut back to the checkpoint on resume; a new run logs its config first."""
         self.buffer.storage.prepare()
+        if self.resumed_from is None and self.cfg.algorithm.replay_buffer.seed_dataset:
+            self.seed()
         metrics = MetricsLogger(self.run_dir, resume_step=self.resumed_from, tensorboard=tensorboard)
         if self.resumed_from is None:
             metrics.add_text("config", "```\n" + self.cfg.to_yaml() + "\n```")

@@ -36,7 +36,7 @@ from dagger_cli.core.config import Config
 from dagger_cli.core.errors import ConfigError, DaggerError
 from dagger_cli.core.metrics import MetricsLogger
 from dagger_cli.core.protocols import TrainablePolicy
-from dagger_cli.core.ray_cluster import KEPT_VERSIONS, connect
+from dagger_cli.core.ray_cluster import KEPT_VERSIONS, connect, release
 from dagger_cli.core.rollout import EpisodeStats, EvalResult, Rollout
 from dagger_cli.core.run_state import RunnerHooks, RunState, eval_row, evaluate_policy, torch_threads
 
@@ -207,12 +207,8 @@ class RolloutWorkerGroup:
 
         if self.actors:
             ray.wait([a.close.remote() for a in self.actors], num_returns=len(self.actors), timeout=grace_s)
-        for actor in self.actors:
-            ray.kill(actor)
-        self.actors = []
-        if self._own_ray:
-            ray.shutdown()
-            self._own_ray = False
+        release(self.actors, self._own_ray)
+        self.actors, self._own_ray = [], False
 
 
 @dataclasses.dataclass

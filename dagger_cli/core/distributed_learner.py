@@ -177,11 +177,7 @@ class DistributedLearner:
             self._pending = (tensors, meta)
 
     def close(self) -> None:
-        import ray
+        from dagger_cli.core.ray_cluster import release
 
-        for rank in self.ranks:
-            ray.kill(rank)
-        self.ranks = []
-        if self._own_ray:
-            ray.shutdown()
-            self._own_ray = False
+        release(self.ranks, self._own_ray)
+        self.ranks, self._own_ray = [], False

@@ -86,6 +86,16 @@ def connect(cfg: Config, what: str) -> bool:
     return True
 
 
+def release(actors: list, owned: bool) -> None:
+    """Ends `actors`, and Ray itself when this process started it (`connect` returned True)."""
+    import ray
+
+    for actor in actors:
+        ray.kill(actor)
+    if owned:
+        ray.shutdown()
+
+
 def _join(ray, address: str, cfg: Config) -> None:
     """Connects to a running cluster, passing on the variables its workers need (they would not see them)."""
     _check_reachable(address)

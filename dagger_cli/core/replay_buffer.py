@@ -246,6 +246,11 @@ class ReplayBuffer:
             "storage": self.storage.checkpoint(self.window) if self._specs else None,
         }
 
+    @staticmethod
+    def specs_of(meta: dict[str, Any]) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+        """field -> (dtype, row shape) as `state_dict` recorded them."""
+        return {k: (np.dtype(d), tuple(meta["shapes"][k])) for k, d in meta["dtypes"].items()}
+
     def load_state_dict(self, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
         """Restores `state_dict`'s state; `arrays` are a checkpoint from before segment logs (rows in slot order,
         `next` in the state), loaded into a memory storage."""
@@ -253,7 +258,7 @@ class ReplayBuffer:
             raise ValueError(f"checkpoint buffer capacity {meta['capacity']} differs from {self.capacity}")
         if arrays is not None and "storage" not in meta:
             return self._load_slot_arrays(arrays, meta)
-        self._specs = {k: (np.dtype(d), tuple(meta["shapes"][k])) for k, d in meta["dtypes"].items()}
+        self._specs = self.specs_of(meta)
         self._text = {k: TextTable(strings) for k, strings in meta.get("text", {}).items()}
         self.size, self.written = int(meta["size"]), int(meta["written"])
         self.total_samples = int(meta["total_samples"])

@@ -375,12 +375,12 @@ def evaluate(env: VecEnv, policy: Policy, seeds: Sequence[int], max_episode_step
         for i in range(active):
             result.episodes.add(success_once[i], success[i, -1], elapsed)
             result.tasks.append(tasks[i])
-        fps = getattr(env, "video_fps", 10.0)
         for i, frames in film.items():
             from dagger_cli.core.video import encode_mp4
 
             stack = np.stack(frames)
-            result.videos.append(Video(int(batch[i]), bool(success_once[i]), len(stack), encode_mp4(stack, fps)))
+            mp4 = encode_mp4(stack, getattr(env, "video_fps", 10.0))
+            result.videos.append(Video(int(batch[i]), bool(success_once[i]), len(stack), mp4))
     result.seconds = time.perf_counter() - start
     return result
 

@@ -77,20 +77,25 @@ def save_videos(result, folder: Path) -> list[Path]:
     return paths
 
 
+def buffer_meta(state: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """A checkpoint's replay buffer state with its log's path resolved (saved relative to the run dir when inside)."""
+    meta = dict(state.get("replay_buffer", {}))
+    if meta.get("storage"):
+        meta["storage"] = {**meta["storage"], "log": str(Path(run_dir) / meta["storage"]["log"])}
+    return meta
+
+
 def checkpoint_samples(ckpt: Path, fields: list[str] | None = None) -> dict[str, np.ndarray]:
     """The replay buffer samples a checkpoint holds (its window, oldest first), read in place from the segment log
     that either storage wrote (or from a checkpoint from before segment logs)."""
-    state = checkpoint.read_state(ckpt)
-    meta = dict(state["replay_buffer"])
+    meta = buffer_meta(checkpoint.read_state(ckpt), Path(ckpt).parent.parent)
     if "storage" not in meta:
         buffer = ReplayBuffer(meta["capacity"])
         buffer.load_state_dict(meta, checkpoint.read_tensors(ckpt, "replay_buffer", "np"))
         return buffer.stored(fields)
     if not meta["storage"]:
         return {}
-    log = Path(ckpt).parent.parent / meta["storage"]["log"]
-    meta["storage"] = {**meta["storage"], "log": str(log)}
-    buffer = ReplayBuffer(meta["capacity"], DiskStorage(meta["capacity"], log))
+    buffer = ReplayBuffer(meta["capacity"], DiskStorage(meta["capacity"], Path(meta["storage"]["log"])))
     try:
         buffer.load_state_dict(meta)
         return buffer.stored(fields)
@@ -324,12 +329,11 @@ class RunState:
         """Reads every file of a checkpoint (the buffer's rows are read by `restore`); any broken one is a
         CheckpointError naming it."""
         state = checkpoint.read_state(ckpt)
-        legacy, buffer = None, state.get("replay_buffer", {})
+        legacy, buffer = None, buffer_meta(state, Path(ckpt).parent.parent)
         if "storage" not in buffer:  # before segment logs: the rows in the checkpoint
             legacy = checkpoint.read_tensors(ckpt, "replay_buffer", "np")
         elif buffer["storage"]:
-            specs = {k: (np.dtype(d), tuple(buffer["shapes"][k])) for k, d in buffer["dtypes"].items()}
-            log = SegmentLog(Path(ckpt).parent.parent / buffer["storage"]["log"], specs)
+            log = SegmentLog(Path(buffer["storage"]["log"]), ReplayBuffer.specs_of(buffer))
             try:
                 log.verify(buffer["storage"]["segments"])
             except DaggerError as e:
@@ -351,11 +355,8 @@ class RunState:
         learner = dict(loaded.learner)
         torch.set_rng_state(learner.pop("rng/torch"))
         self.learner.load_state_dict(learner, state["learner"])
-        meta = dict(state["replay_buffer"])
-        if meta.get("storage"):
-            meta["storage"] = {**meta["storage"], "log": str(self.run_dir / meta["storage"]["log"])}
         try:
-            self.buffer.load_state_dict(meta, loaded.buffer)
+            self.buffer.load_state_dict(buffer_meta(state, self.run_dir), loaded.buffer)
         except (DaggerError, OSError, ValueError) as e:
             raise CheckpointError(f"{loaded.path}: its replay buffer cannot be restored ({e})") from None
         self.buffer.collect(self._kept_segments())

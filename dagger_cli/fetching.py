@@ -1,4 +1,5 @@
-"""Pretrained checkpoints from the Hugging Face Hub: aliases, where they go, the download and a check of what came.
+"""Pretrained checkpoints and LeRobot datasets from the Hugging Face Hub: aliases, where they go, the download and a
+check of what came.
 
 The download is `huggingface_hub.snapshot_download`, so HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE apply as in any
 Hub client, and a re-run skips the files already complete.
@@ -25,8 +26,16 @@ from dagger_cli.policies.weights import RLINF_WEIGHT_FILES, weight_files_among
 
 
 # NAMES AND PLACES
-def resolve(name_or_repo: str) -> tuple[str, Alias | None]:
+DATASET = "dataset"
+SEED_DATASET_KEY = "algorithm.replay_buffer.seed_dataset"
+
+
+def resolve(name_or_repo: str, repo_type: str = "model") -> tuple[str, Alias | None]:
     """(repo id, alias) for an alias or a repo id; anything else is a UsageError with a suggestion."""
+    if repo_type == DATASET:
+        if name_or_repo.count("/") != 1:
+            raise UsageError(f"unknown dataset {name_or_repo!r}: give a Hub dataset id owner/name")
+        return name_or_repo, None
     known = fetch_aliases()
     if name_or_repo in known:
         alias = known[name_or_repo]
@@ -44,9 +53,12 @@ def dagger_home() -> Path:
     return Path(os.environ.get("DAGGER_HOME") or "~/.cache/dagger").expanduser()
 
 
-def default_local_dir(name_or_repo: str) -> Path:
-    """Where `dagger fetch NAME` puts a repo: $DAGGER_HOME/checkpoints/<repo_id>, the tokenizer in openpi's cache."""
-    repo_id, alias = resolve(name_or_repo)
+def default_local_dir(name_or_repo: str, repo_type: str = "model") -> Path:
+    """Where `dagger fetch NAME` puts a repo: $DAGGER_HOME/checkpoints/<repo_id> ($DAGGER_HOME/datasets/<repo_id> for
+    a dataset), the tokenizer in openpi's cache."""
+    repo_id, alias = resolve(name_or_repo, repo_type)
+    if repo_type == DATASET:
+        return dagger_home() / "datasets" / repo_id
     if alias is not None and alias.kind == "tokenizer":
         return openpi_home()
     return dagger_home() / "checkpoints" / repo_id
@@ -78,7 +90,7 @@ def list_aliases() -> list[dict[str, Any]]:
 class Layout:
     """What a downloaded repo holds, in the terms a preset needs."""
 
-    kind: str  # "model", "tokenizer" or "generic"
+    kind: str  # "model", "tokenizer", "generic" or "dataset"
     weights: list[str] = field(default_factory=list)
     norm_stats: dict[str, str] = field(default_factory=dict)  # asset id -> file
     tokenizer: str | None = None
@@ -91,6 +103,10 @@ class Layout:
 def inspect_layout(files: list[str], kind: str) -> Layout:
     """Finds weights, norm stats and a tokenizer among repo-relative paths (`/`-separated)."""
     layout = Layout(kind)
+    if kind == DATASET:  # a LeRobot dataset: its info.json says what it is
+        if "meta/info.json" not in files:
+            layout.missing.append("meta/info.json")
+        return layout
     layout.weights = weight_files_among(files)
     for f in sorted(files):
         if f.endswith("/norm_stats.json"):
@@ -144,10 +160,11 @@ def fetch(
     revision: str | None = None,
     include: list[str] | None = None,
     progress: bool = False,
+    repo_type: str = "model",
 ) -> FetchResult:
     """Downloads a repo (or the files matching `include`) into `local_dir` and checks its layout."""
-    repo_id, alias = resolve(repo_or_alias)
-    target = Path(local_dir).expanduser() if local_dir is not None else default_local_dir(repo_or_alias)
+    repo_id, alias = resolve(repo_or_alias, repo_type)
+    target = Path(local_dir).expanduser() if local_dir is not None else default_local_dir(repo_or_alias, repo_type)
     target = target.absolute()
 
     import warnings as py_warnings
@@ -179,21 +196,24 @@ def fetch(
                     snapshot_download(
                         repo_id=repo_id,
                         revision=revision,
+                        repo_type=repo_type,
                         local_dir=target,
                         allow_patterns=include or None,
                         tqdm_class=rich_tqdm(bars),
                     )
             else:
-                snapshot_download(repo_id=repo_id, revision=revision, local_dir=target, allow_patterns=include or None)
+                snapshot_download(repo_id=repo_id, revision=revision, repo_type=repo_type, local_dir=target,
+                                  allow_patterns=include or None)
     except Exception as e:
-        mapped = _map_error(e, repo_or_alias, repo_id, revision, target)
+        again = f"dagger fetch {repo_or_alias}" + (" --repo-type dataset" if repo_type == DATASET else "")
+        mapped = _map_error(e, repo_or_alias, repo_id, revision, target, again)
         if mapped is None:
             raise
         raise mapped from e
 
     # Layout
-    files = _present_files(repo_id, revision, target)
-    kind = alias.kind if alias is not None else "generic"
+    files = _present_files(repo_id, revision, target, repo_type)
+    kind = DATASET if repo_type == DATASET else alias.kind if alias is not None else "generic"
     layout = inspect_layout(files, kind)
     config_key, hint = _config_hint(alias, layout, target)
     warnings = [_hub_warning(w, target) for w in dict.fromkeys(hub_warnings) if not w.startswith("No files matched")]
@@ -204,7 +224,7 @@ def fetch(
         repo_id=repo_id,
         alias=alias.name if alias is not None else None,
         revision=revision or "main",
-        commit=_commit(repo_id, revision),
+        commit=_commit(repo_id, revision, repo_type),
         local_dir=target,
         files=files,
         layout=layout,
@@ -215,12 +235,13 @@ def fetch(
     )
 
 
-def _present_files(repo_id: str, revision: str | None, local_dir: Path) -> list[str]:
+def _present_files(repo_id: str, revision: str | None, local_dir: Path, repo_type: str) -> list[str]:
     """The repo's files (from the listing the download cached) that are in `local_dir`; else every file there."""
     from huggingface_hub import get_cached_repo_tree
 
     try:
-        listed = [f.path for f in get_cached_repo_tree(repo_id, revision=revision, local_dir=local_dir)]
+        listed = [f.path for f in get_cached_repo_tree(repo_id, repo_type=repo_type, revision=revision,
+                                                        local_dir=local_dir)]
     except Exception:  # no cached listing (older huggingface_hub, or a copy made by other means)
         listed = [
             p.relative_to(local_dir).as_posix()
@@ -236,19 +257,21 @@ def _matches(path: str, patterns: list[str]) -> bool:
     return bool(list(filter_repo_objects([path], allow_patterns=patterns)))
 
 
-def _commit(repo_id: str, revision: str | None) -> str | None:
+def _commit(repo_id: str, revision: str | None, repo_type: str) -> str | None:
     from huggingface_hub import constants
     from huggingface_hub.file_download import REGEX_COMMIT_HASH, repo_folder_name
 
     revision = revision or "main"
     if REGEX_COMMIT_HASH.fullmatch(revision):
         return revision
-    ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "refs" / revision
+    ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type=repo_type) / "refs" / revision
     return ref.read_text().strip() if ref.is_file() else None
 
 
 def _config_hint(alias: Alias | None, layout: Layout, local_dir: Path) -> tuple[str | None, str | None]:
     """The preset key that should point at the download, and the `--set` that does it (None: already does)."""
+    if layout.kind == DATASET:
+        return SEED_DATASET_KEY, f"--set {SEED_DATASET_KEY}={local_dir}"
     if (alias is not None and alias.kind == "tokenizer") or (alias is None and layout.tokenizer and not layout.weights):
         if layout.tokenizer is None:
             return TOKENIZER_KEY, None
@@ -265,6 +288,12 @@ def _config_hint(alias: Alias | None, layout: Layout, local_dir: Path) -> tuple[
 
 def _summary(layout: Layout, hint: str | None, config_key: str | None, local_dir: Path) -> str:
     parts = []
+    if layout.kind == DATASET and not layout.missing:
+        import json
+
+        info = json.loads((local_dir / "meta/info.json").read_text())
+        parts.append(f"LeRobot {info.get('codebase_version')} dataset: {info.get('total_episodes')} episodes, "
+                     f"{info.get('total_frames')} frames at {info.get('fps')} fps")
     if layout.weights:
         more = " …" if len(layout.weights) > 1 else ""
         n = len(layout.weights)
@@ -273,7 +302,7 @@ def _summary(layout: Layout, hint: str | None, config_key: str | None, local_dir
         parts.append(f"norm stats: {', '.join(layout.norm_stats)}")
     if layout.tokenizer and (layout.kind == "tokenizer" or not layout.weights):
         parts.append(f"tokenizer: {layout.tokenizer}")
-    if not parts:
+    if not parts and layout.kind != DATASET:
         parts.append("no π₀ weights, norm stats or tokenizer recognised")
     if hint:
         parts.append(f"set {hint.removeprefix('--set ')}")
@@ -283,6 +312,8 @@ def _summary(layout: Layout, hint: str | None, config_key: str | None, local_dir
 
 
 def _missing_warning(what: str, local_dir: Path) -> str:
+    if what == "meta/info.json":
+        return f"no meta/info.json in {local_dir}: not a LeRobot v3 dataset"
     if what == "weights":
         return (
             f"no π₀ weights in {local_dir} (expected *.safetensors at the top level or "
@@ -326,15 +357,18 @@ def _hub_log_captured(messages: list[str]) -> Iterator[None]:
 
 
 # ERRORS
-def _map_error(e: Exception, name: str, repo_id: str, revision: str | None, local_dir: Path) -> DaggerError | None:
-    """A huggingface_hub failure as one actionable line (None: not one we know)."""
+def _map_error(e: Exception, name: str, repo_id: str, revision: str | None, local_dir: Path,
+               again: str | None = None) -> DaggerError | None:
+    """A huggingface_hub failure as one actionable line (None: not one we know); `again` is the command that
+    resumes (default `dagger fetch NAME`)."""
     from huggingface_hub import constants, errors
 
     def isa(error: BaseException, *names: str) -> bool:
         return any(isinstance(error, getattr(errors, n)) for n in names if hasattr(errors, n))
 
     endpoint = constants.ENDPOINT
-    rerun = f"re-run `dagger fetch {name}` to resume"
+    again = again or f"dagger fetch {name}"
+    rerun = f"re-run `{again}` to resume"
     offline = _offline() or isa(e, "OfflineModeIsEnabled")
     if isa(e, "GatedRepoError"):
         return UsageError(
@@ -351,7 +385,7 @@ def _map_error(e: Exception, name: str, repo_id: str, revision: str | None, loca
         partial = isa(e, "IncompleteSnapshotError")
         return DaggerError(
             f"HF_HUB_OFFLINE is set and there is {'an incomplete' if partial else 'no'} copy of {repo_id} in "
-            f"{local_dir}; unset it and re-run `dagger fetch {name}` to {'resume' if partial else 'fetch it'} "
+            f"{local_dir}; unset it and re-run `{again}` to {'resume' if partial else 'fetch it'} "
             f"from {endpoint} (HF_ENDPOINT)"
         )
     if isa(e, "LocalEntryNotFoundError") and isa(e.__cause__, "HfHubHTTPError"):

@@ -1,11 +1,5 @@
-"""`dagger fetch` with the real huggingface_hub client against a small fake Hub on 127.0.0.1.
+"""`dagger fetch` with the real huggingface_hub client against a small fake Hub on 127.0.0.1 (`fake_hub.py`)."""
 
-The fake Hub serves what `snapshot_download` asks for: `GET /api/models/{repo}/revision/{rev}` (commit sha),
-`GET /api/models/{repo}/tree/{sha}?recursive=...` (the file listing) and `HEAD`/`GET /{repo}/resolve/{sha}/{path}`
-(X-Repo-Commit, ETag, Content-Length; no Xet headers, so plain HTTP is used), with the Hub's error codes.
-"""
-
-import contextlib
 import errno
 import hashlib
 import io
@@ -17,13 +11,11 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import pytest
+from fake_hub import Hub, fake_hub
 from test_cli import dagger
 
 LIBERO = "RLinf/RLinf-Pi0-LIBERO-Spatial-Object-Goal-SFT"
@@ -57,84 +49,19 @@ REPOS = {
 SHAS = {repo: hashlib.sha1(repo.encode()).hexdigest() for repo in [*REPOS, GATED, BROKEN]}
 
 
-def git_oid(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-class FakeHub(BaseHTTPRequestHandler):
-    requests: list[tuple[str, str]]  # set per server
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        self._serve(body=True)
-
-    def do_HEAD(self):
-        self._serve(body=False)
-
-    def _send(self, status, body=b"", headers=None, send_body=True):
-        self.send_response(status)
-        for key, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
-            self.send_header(key, value)
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body)
-
-    def _error(self, status, code, send_body=True):
-        body = json.dumps({"error": code}).encode()
-        self._send(status, body, {"X-Error-Code": code, "Content-Type": "application/json"}, send_body)
-
-    def _serve(self, body):
-        self.server.requests.append((self.command, self.path))
-        parts = unquote(urlsplit(self.path).path).strip("/").split("/")
-        api = parts[:2] == ["api", "models"]
-        repo = "/".join(parts[2:4] if api else parts[:2])
-        action, rest = (parts[4], parts[5:]) if api else (parts[2] if len(parts) > 2 else "", parts[3:])
-        if repo == BROKEN:
-            return self._send(500, b"internal error", send_body=body)
-        if repo == GATED:
-            return self._error(403, "GatedRepo", body)
-        if repo not in REPOS:
-            return self._error(404, "RepoNotFound", body)
-        files, sha = REPOS[repo], SHAS[repo]
-        if not rest or rest[0] not in ("main", sha):
-            return self._error(404, "RevisionNotFound", body)
-        if api and action == "revision":
-            info = {"id": repo, "sha": sha, "private": False, "siblings": [{"rfilename": f} for f in files]}
-            return self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"}, body)
-        if api and action == "tree":
-            folders = sorted({"/".join(f.split("/")[:i]) for f in files for i in range(1, f.count("/") + 1)})
-            tree = [{"type": "directory", "path": d, "oid": "0" * 40, "size": 0} for d in folders]
-            tree += [{"type": "file", "path": f, "size": len(b), "oid": git_oid(b)} for f, b in files.items()]
-            return self._send(200, json.dumps(tree).encode(), {"Content-Type": "application/json"}, body)
-        path = "/".join(rest[1:])
-        if action == "resolve" and path in files:
-            data = files[path]
-            headers = {"X-Repo-Commit": sha, "ETag": f'"{git_oid(data)}"', "Content-Type": "application/octet-stream"}
-            return self._send(200, data, headers, body)
-        return self._error(404, "EntryNotFound", body)
-
-
-@contextlib.contextmanager
-def fake_hub():
-    """A fake Hub on 127.0.0.1 (port chosen by the OS) in a thread; yields its URL, stops on exit."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
-    server.daemon_threads = True
-    server.requests = []
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+def fetch_hub() -> Hub:
+    """The repos `dagger fetch` is tried on: the aliases' (at fixed shas), a gated one and a broken one."""
+    hub = Hub()
+    for repo, files in REPOS.items():
+        hub.add(repo, files, sha=SHAS[repo])
+    hub.gated.add(GATED)
+    hub.broken.add(BROKEN)
+    return hub
 
 
 @pytest.fixture(scope="module")
 def hub():
-    with fake_hub() as (url, server):
+    with fake_hub(fetch_hub()) as (url, server):
         yield url, server
 
 
@@ -304,7 +231,7 @@ def test_hub_errors_are_one_line_and_an_exit_code(hub, tmp_path, args, code, nee
 
 def test_offline_uses_the_downloaded_copy_and_fails_cleanly_without_one(tmp_path):
     # GIVEN pi0-libero fetched to its default dir from a fake Hub that is then stopped
-    with fake_hub() as (url, _):
+    with fake_hub(fetch_hub()) as (url, _):
         first = dagger("fetch", "pi0-libero", env=hub_env(tmp_path, url))
         assert first.returncode == 0, first.stderr
     offline = hub_env(tmp_path, url, HF_HUB_OFFLINE="1")

@@ -1,5 +1,6 @@
 """The aggregated samples as a LeRobot v3.0 dataset: written with pyarrow and PyAV, read back to the same samples,
-and (with DAGGER_LEROBOT_PYTHON, a Python with `lerobot` installed) loaded by LeRobot's own LeRobotDataset."""
+and (with DAGGER_LEROBOT_PYTHON, a Python with `lerobot` installed) loaded by LeRobot's own LeRobotDataset; datasets
+not written by dagger (LeRobot's names, one action a frame) read through a feature map and seed runs."""
 
 import json
 import os
@@ -12,11 +13,13 @@ import pytest
 pytest.importorskip("pyarrow")
 pytest.importorskip("av")
 
+from conftest import PointEnv, PointExpert, point_config  # noqa: E402
+from test_cli import dagger  # noqa: E402
+from test_report import train  # noqa: E402
+
 from dagger_cli.core import checkpoint  # noqa: E402
 from dagger_cli.core.run_state import checkpoint_samples  # noqa: E402
 from dagger_cli.interop import lerobot_dataset  # noqa: E402
-from test_cli import dagger  # noqa: E402
-from test_report import train  # noqa: E402
 
 
 def camera_samples(episodes=3, length=6):
@@ -75,6 +78,13 @@ def test_dagger_export_writes_a_runs_buffer_as_a_dataset(tmp_path):
     back = lerobot_dataset.read(out)
     assert set(back) == set(stored)
     assert all(np.array_equal(back[k], v) for k, v in stored.items())
+    # AND a feature of one value a frame (the point env's 1-D action) is a scalar column, which is how LeRobot's
+    # reader (HF datasets) types a feature of shape [1]: a list column there fails its cast
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(out / "data" / "chunk-000" / "file-000.parquet")
+    assert str(schema.field("action").type) == "float"
+    assert str(schema.field("observation.state").type).startswith("fixed_size_list")
 
 
 LEROBOT_PYTHON = os.environ.get("DAGGER_LEROBOT_PYTHON")
@@ -147,3 +157,233 @@ def test_a_seed_dataset_that_does_not_fit_the_env_is_one_line(tmp_path):
         train(tmp_path / "run", **{"runner.max_epochs": 1,
                                    "algorithm.replay_buffer.seed_dataset": str(tmp_path / "ds")})
     assert str(e.value).startswith("algorithm.replay_buffer.seed_dataset: the samples of ") and "\n" not in str(e.value)
+
+
+# DATASETS NOT WRITTEN BY DAGGER: features named by algorithm.replay_buffer.seed_features
+def write_lerobot_layout(root, episodes, fps=10, split_at=1, use_videos=True):
+    """A LeRobot v3.0 dataset as LeRobot's own writer lays it out, written here with pyarrow and PyAV (lossless):
+    each episode a dict of per-frame arrays under LeRobot's feature names plus its `task`; uint8 (T, H, W, 3) arrays
+    are videos (or, without `use_videos`, PNG images in the parquet). Episodes before `split_at` go to data and
+    video file 0, the rest to file 1, one after another."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dagger_cli.core.video import VideoWriter
+
+    names = [k for k in episodes[0] if k != "task"]
+    cameras = [k for k in names if episodes[0][k].dtype == np.uint8 and episodes[0][k].ndim == 4]
+    videos = cameras if use_videos else []
+    tasks = list(dict.fromkeys(e["task"] for e in episodes))
+    features, rows, index = {}, [], 0
+    for k in names:
+        shape = list(episodes[0][k].shape[1:])
+        dtype = "video" if k in videos else "image" if k in cameras else str(episodes[0][k].dtype)
+        features[k] = {"dtype": dtype, "shape": shape, "names": None}
+    for k in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
+        features[k] = {"dtype": "float32" if k == "timestamp" else "int64", "shape": [1], "names": None}
+    files = {0: [], 1: []}
+    for e, episode in enumerate(episodes):
+        files[int(e >= split_at)].append(e)
+    offsets = {}
+    for file, members in files.items():
+        columns = {k: [] for k in names if k not in videos}
+        extra = {k: [] for k in ("timestamp", "frame_index", "episode_index", "index", "task_index")}
+        start = 0
+        for e in members:
+            episode = episodes[e]
+            length = len(episode[names[0]])
+            offsets[e] = (file, start)
+            for k in columns:
+                columns[k].append(episode[k])
+            extra["timestamp"].append(np.arange(length, dtype=np.float32) / fps)
+            extra["frame_index"].append(np.arange(length))
+            extra["episode_index"].append(np.full(length, e))
+            extra["index"].append(np.arange(index, index + length))
+            extra["task_index"].append(np.full(length, tasks.index(episode["task"])))
+            rows.append({"episode_index": e, "tasks": [episode["task"]], "length": length, "data/chunk_index": 0,
+                         "data/file_index": file, "dataset_from_index": index, "dataset_to_index": index + length})
+            index += length
+            start += length
+        table = {}
+        for k, parts in columns.items():
+            values = np.concatenate(parts)
+            if k in cameras:  # LeRobot's image feature: a struct of the PNG's bytes and a path
+                table[k] = pa.array([{"bytes": png(frame), "path": None} for frame in values])
+                continue
+            flat = values.reshape(len(values), -1)
+            table[k] = (pa.array(flat[:, 0]) if flat.shape[1] == 1
+                        else pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), flat.shape[1]))
+        table.update({k: pa.array(np.concatenate(v).astype(np.float32 if k == "timestamp" else np.int64))
+                      for k, v in extra.items()})
+        (root / "data/chunk-000").mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(table), root / f"data/chunk-000/file-{file:03d}.parquet")
+        for k in videos:
+            (root / f"videos/{k}/chunk-000").mkdir(parents=True, exist_ok=True)
+            with VideoWriter(root / f"videos/{k}/chunk-000/file-{file:03d}.mp4", fps, lossless=True) as writer:
+                for e in members:
+                    writer.write(episodes[e][k])
+    for row in rows:
+        file, start = offsets[row["episode_index"]]
+        for k in videos:
+            row.update({f"videos/{k}/chunk_index": 0, f"videos/{k}/file_index": file,
+                        f"videos/{k}/from_timestamp": start / fps,
+                        f"videos/{k}/to_timestamp": (start + row["length"]) / fps})
+    (root / "meta/episodes/chunk-000").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), root / "meta/episodes/chunk-000/file-000.parquet")
+    pq.write_table(pa.table({"task_index": np.arange(len(tasks)), "__index_level_0__": tasks}),
+                   root / "meta/tasks.parquet")
+    info = {"codebase_version": "v3.0", "fps": fps, "total_episodes": len(episodes), "total_frames": index,
+            "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
+            "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet", "features": features}
+    (root / "meta/info.json").write_text(json.dumps(info))
+    return root
+
+
+def png(frame) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def foreign_episodes():
+    rng = np.random.default_rng(1)
+    return [{"observation.state": rng.standard_normal((length, 3)).astype(np.float32),
+             # (LeRobot's SVT-AV1 encoder dies on 24×16 frames)
+             "observation.images.front": rng.integers(0, 256, (length, 24, 32, 3), dtype=np.uint8),
+             "action": (np.arange(length)[:, None] * [1, -1] + 100 * e).astype(np.float32),
+             "task": f"task {e % 2}"} for e, length in enumerate([5, 3, 4])]
+
+
+FEATURES = {"obs/state": "observation.state", "obs/front": "observation.images.front", "expert_action": "action",
+            "obs/prompt": "task"}
+
+
+def test_a_foreign_dataset_reads_through_a_feature_map_with_per_step_actions_as_chunks(tmp_path):
+    # GIVEN a dataset in LeRobot's names, two data and video files, one action a frame
+    episodes = foreign_episodes()
+    write_lerobot_layout(tmp_path / "ds", episodes)
+    # WHEN read for a student whose labels are 4 steps of 2, executing 2
+    samples = lerobot_dataset.read(tmp_path / "ds", "k", FEATURES, label_shape=(4, 2), executed_steps=2)
+    # THEN every frame is a sample; its label the episode's next 4 actions, the last repeated past the end
+    assert set(samples) == {*FEATURES, "action", "expert_used", "beta", "episode_id"}
+    frames = {k: np.concatenate([e[k] for e in episodes]) for k in ("observation.state", "observation.images.front")}
+    assert np.array_equal(samples["obs/state"], frames["observation.state"])
+    assert np.array_equal(samples["obs/front"], frames["observation.images.front"])  # frames of file 1 too
+    second = episodes[1]["action"]  # 3 frames
+    assert np.array_equal(samples["expert_action"][5], second[[0, 1, 2, 2]])
+    assert np.array_equal(samples["expert_action"][7], second[[2, 2, 2, 2]])
+    assert np.array_equal(samples["action"], samples["expert_action"][:, :2])
+    assert list(samples["obs/prompt"]) == ["task 0"] * 5 + ["task 1"] * 3 + ["task 0"] * 4
+    # AND the frames are demonstrations: executed by the expert at beta 1, episodes of iteration -1
+    assert samples["expert_used"].all() and (samples["beta"] == 1).all()
+    assert list(np.unique(samples["episode_id"])) == [-(2**24), -(2**24) + 1, -(2**24) + 2]
+    # WHEN a label is a whole chunk a frame
+    chunks = lerobot_dataset.read(tmp_path / "ds", "k", FEATURES, label_shape=(1, 2))
+    assert np.array_equal(chunks["expert_action"][:, 0], np.concatenate([e["action"] for e in episodes]))
+    # WHEN the camera is stored as PNG images in the parquet instead of a video
+    write_lerobot_layout(tmp_path / "images", episodes, use_videos=False)
+    images = lerobot_dataset.read(tmp_path / "images", "k", FEATURES, label_shape=(4, 2))
+    assert np.array_equal(images["obs/front"], frames["observation.images.front"])
+
+
+@pytest.mark.parametrize("features, shape, needle", [
+    ({**FEATURES, "obs/wrist": "observation.images.wrist"},
+     (4, 2), "algorithm.replay_buffer.seed_features.obs/wrist: "),
+    (FEATURES, (4, 3), "algorithm.replay_buffer.seed_features.expert_action: 'action' has 2 values a frame; the "
+                       "student's labels are 4 steps of 3"),
+])
+def test_a_feature_map_that_does_not_fit_is_one_line(tmp_path, features, shape, needle):
+    from dagger_cli.core.errors import UsageError
+
+    write_lerobot_layout(tmp_path / "ds", foreign_episodes())
+    with pytest.raises(UsageError) as e:
+        lerobot_dataset.read(tmp_path / "ds", "k", features, label_shape=shape)
+    assert str(e.value).startswith(needle) and "\n" not in str(e.value)
+    if "wrist" in needle:
+        assert "has no feature 'observation.images.wrist' (it has action, episode_index" in str(e.value)
+
+
+def test_seed_features_need_a_dataset_and_a_label(tmp_path):
+    from dagger_cli.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="seed_features: needs algorithm.replay_buffer.seed_dataset"):
+        point_config(**{"algorithm.replay_buffer.seed_features.obs": "observation.state"})
+    with pytest.raises(ConfigError, match="must name the dataset's label feature as expert_action"):
+        point_config(**{"algorithm.replay_buffer.seed_dataset": "x", "algorithm.replay_buffer.seed_features":
+                        "{obs: observation.state}"})
+    with pytest.raises(ConfigError, match="seed_features: expected a mapping"):
+        point_config(**{"algorithm.replay_buffer.seed_dataset": "x", "algorithm.replay_buffer.seed_features": "3"})
+    cfg = point_config(**{"algorithm.replay_buffer.seed_dataset": "x",
+                          "algorithm.replay_buffer.seed_features.expert_action": "action"})
+    assert cfg.algorithm.replay_buffer.seed_features == {"expert_action": "action"}
+
+
+def point_demonstrations(episodes=12, steps=20):
+    """The point expert's episodes in PointEnv, as LeRobot names them: the state, one action a frame."""
+    env, expert = PointEnv(1), PointExpert()
+    out = []
+    for e in range(episodes):
+        obs = env.reset([1000 + e])
+        states, actions = [], []
+        for _ in range(steps):
+            action = expert.act(obs)
+            states.append(obs[0].copy())
+            actions.append(action[0, 0].copy())
+            obs, _ = env.step(action)
+        out.append({"observation.state": np.array(states, np.float32), "action": np.array(actions, np.float32),
+                    "task": "reach the goal"})
+    return out
+
+
+def test_demonstrations_in_lerobots_names_seed_a_run_above_the_untrained_student(tmp_path):
+    # GIVEN the expert's demonstrations as a dataset with LeRobot's feature names and no dagger metadata
+    dataset = write_lerobot_layout(tmp_path / "demos", point_demonstrations())
+    untrained = train(tmp_path / "untrained", **{"runner.max_epochs": 1})
+    # WHEN a run is seeded from it through a feature map, with behaviour cloning first
+    seeded = train(tmp_path / "seeded", **{"runner.max_epochs": 1,
+                                           "algorithm.replay_buffer.seed_dataset": str(dataset),
+                                           "algorithm.replay_buffer.seed_features.obs": "observation.state",
+                                           "algorithm.replay_buffer.seed_features.expert_action": "action",
+                                           "algorithm.dagger.bc_warmup_updates": 300})
+    # THEN its initial student beats the untrained one, and the 240 frames are in the buffer as iteration -1
+    assert seeded["student_init_sr"] > untrained["student_init_sr"]
+    stored = checkpoint_samples(checkpoint.list_checkpoints(tmp_path / "seeded" / "checkpoints")[-1])
+    assert (stored["iteration"] == -1).sum() == 240
+
+
+@pytest.mark.skipif(not LEROBOT_PYTHON, reason="DAGGER_LEROBOT_PYTHON (a Python with lerobot) is not set")
+def test_a_dataset_written_by_lerobot_reads_through_a_feature_map(tmp_path):
+    # GIVEN a dataset that LeRobot's own LeRobotDataset.create / add_frame / save_episode wrote (AV1 video)
+    episodes = foreign_episodes()
+    np.savez(tmp_path / "frames.npz", **{f"{e}/{k}": v for e, ep in enumerate(episodes) for k, v in ep.items()
+                                         if k != "task"})
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+        frames = np.load({str(tmp_path / "frames.npz")!r})
+        features = {{"observation.state": {{"dtype": "float32", "shape": (3,), "names": None}},
+                     "observation.images.front": {{"dtype": "video", "shape": (24, 32, 3),
+                                                   "names": ["height", "width", "channels"]}},
+                     "action": {{"dtype": "float32", "shape": (2,), "names": None}}}}
+        ds = LeRobotDataset.create("local/foreign", fps=10, features=features, root={str(tmp_path / "ds")!r})
+        for e, task in enumerate({[ep["task"] for ep in episodes]!r}):
+            for t in range(len(frames[f"{{e}}/action"])):
+                ds.add_frame({{k: frames[f"{{e}}/{{k}}"][t] for k in features}} | {{"task": task}})
+            ds.save_episode()
+        ds.finalize()
+    """)
+    result = subprocess.run([LEROBOT_PYTHON, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # WHEN it is read through the feature map
+    samples = lerobot_dataset.read(tmp_path / "ds", "k", FEATURES, label_shape=(4, 2), executed_steps=2)
+    # THEN the states, the chunked actions and the tasks are LeRobot's exactly, and the frames close (AV1 is lossy)
+    assert np.array_equal(samples["obs/state"], np.concatenate([e["observation.state"] for e in episodes]))
+    assert np.array_equal(samples["expert_action"][5], episodes[1]["action"][[0, 1, 2, 2]])
+    assert list(samples["obs/prompt"]) == ["task 0"] * 5 + ["task 1"] * 3 + ["task 0"] * 4
+    assert samples["obs/front"].shape == (12, 24, 32, 3)
+    mean_frame = np.concatenate([e["observation.images.front"] for e in episodes]).mean(axis=(1, 2, 3))
+    assert np.abs(samples["obs/front"].mean(axis=(1, 2, 3)) - mean_frame).max() < 8

@@ -3,6 +3,9 @@ normaliser files not taken for weights, its config checked against the preset, a
 
 import dataclasses
 import json
+import os
+import subprocess
+import textwrap
 
 import numpy as np
 import pytest
@@ -78,6 +81,8 @@ def test_the_older_time_mlp_spelling_loads_too(source, lerobot_dir, tokenizer_pa
     ("chunk_size", 10, "config.json has chunk_size 10, but actor.model.pi0.variant tiny has 50 action horizon"),
     ("max_state_dim", 64, "has max_state_dim 64, but actor.model.pi0.variant tiny has 32 state dims"),
     ("type", "pi05", "is a LeRobot 'pi05' policy, not pi0"),
+    ("output_features", {"action": {"type": "ACTION", "shape": [14]}},
+     "acts in 14 dims (output_features.action), but actor.model.action_dim is 7"),
 ])
 def test_a_config_that_contradicts_the_preset_is_one_line(lerobot_dir, tokenizer_path, tmp_path, field, value,
                                                           message):
@@ -151,3 +156,60 @@ def test_a_lerobot_checkpoint_trains_as_student_and_labels_as_expert(lerobot_dir
         back = Pi0Policy(dataclasses.replace(cfg.actor.model, model_path=str(tmp_path / fmt)), "cpu")
         assert all(torch.equal(after[k], v.to(after[k].dtype)) for k, v in back.model.state_dict().items())
         assert np.allclose(back.transforms.norm.state_mean, student.transforms.norm.state_mean)
+
+
+LEROBOT_PYTHON = os.environ.get("DAGGER_LEROBOT_PYTHON")
+
+
+@pytest.mark.skipif(not LEROBOT_PYTHON, reason="DAGGER_LEROBOT_PYTHON (a Python with lerobot) is not set")
+def test_config_and_normalisers_written_by_lerobot_load(source, lerobot_dir, tokenizer_path, tmp_path):
+    """LeRobot's PI0Policy cannot be built here (it needs its patched transformers from GitHub), so the weights are
+    ours in its key names; config.json and the normaliser files are written by LeRobot's own PI0Config and
+    PolicyProcessorPipeline, as its save_pretrained writes them."""
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    # GIVEN our weights with LeRobot's config.json and pre/postprocessor (new stats) written by LeRobot
+    made = tmp_path / "lerobot-made"
+    made.mkdir()
+    (made / "model.safetensors").write_bytes((lerobot_dir / "model.safetensors").read_bytes())
+    norm = source.transforms.norm
+    stats = {"observation.state": {"mean": (norm.state_mean + 1).tolist(), "std": (norm.state_std * 2).tolist()},
+             "action": {"mean": (norm.actions_mean - 1).tolist(), "std": (norm.actions_std * 3).tolist()}}
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        import torch
+        from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature
+        from lerobot.policies.pi0.configuration_pi0 import PI0Config
+        from lerobot.processor import NormalizerProcessorStep, PolicyProcessorPipeline, UnnormalizerProcessorStep
+        stats = {{k: {{s: torch.tensor(v) for s, v in d.items()}} for k, d in {stats!r}.items()}}
+        state = PolicyFeature(FeatureType.STATE, ({len(norm.state_mean)},))
+        action = PolicyFeature(FeatureType.ACTION, (7,))
+        config = PI0Config(chunk_size=50, n_action_steps=10, max_state_dim=32, max_action_dim=32, device="cpu",
+                           input_features={{"observation.state": state}}, output_features={{"action": action}})
+        config._save_pretrained(Path({str(made)!r}))
+        norm_map = {{FeatureType.STATE: NormalizationMode.MEAN_STD, FeatureType.ACTION: NormalizationMode.MEAN_STD}}
+        features = {{"observation.state": state, "action": action}}
+        PolicyProcessorPipeline(steps=[NormalizerProcessorStep(features=features, norm_map=norm_map, stats=stats)],
+                                name="policy_preprocessor").save_pretrained({str(made)!r})
+        PolicyProcessorPipeline(steps=[UnnormalizerProcessorStep(features={{"action": action}}, norm_map=norm_map,
+                                                                 stats=stats)],
+                                name="policy_postprocessor").save_pretrained({str(made)!r})
+    """)
+    result = subprocess.run([LEROBOT_PYTHON, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((made / "config.json").read_text())["type"] == "pi0"
+    assert list(made.glob("policy_preprocessor_step_0_normalizer_processor.safetensors"))
+    # WHEN it is read as an expert (norm stats from LeRobot's files only) and as a student
+    for trainable in (False, True):
+        loaded = Pi0Policy(pi0_config(tokenizer_path, made), "cpu", trainable=trainable)
+        # THEN the weights are ours and the stats LeRobot's
+        assert torch.equal(loaded.model.state_proj.weight, source.model.state_proj.weight)
+        assert np.allclose(loaded.transforms.norm.state_mean, norm.state_mean + 1)
+        assert np.allclose(loaded.transforms.norm.actions_std, norm.actions_std * 3, rtol=1e-6)
+    # WHEN LeRobot's config says another action dim
+    config = json.loads((made / "config.json").read_text())
+    config["output_features"]["action"]["shape"] = [14]
+    (made / "config.json").write_text(json.dumps(config))
+    # THEN it is one line naming both
+    with pytest.raises(ConfigError, match="acts in 14 dims"):
+        Pi0Policy(pi0_config(tokenizer_path, made), "cpu")

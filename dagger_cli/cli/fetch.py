@@ -1,4 +1,4 @@
-"""`dagger fetch`: π₀ checkpoints and the PaliGemma tokenizer from the Hugging Face Hub."""
+"""`dagger fetch`: π₀ checkpoints, the PaliGemma tokenizer and LeRobot datasets from the Hugging Face Hub."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ EXAMPLES = examples(
     "dagger fetch openpi-tokenizer",
     "dagger fetch pi0-robotwin --local-dir ckpts/pi0-robotwin --json",
     "dagger fetch RLinf/RLinf-Pi0-LIBERO-Spatial-Object-Goal-SFT --include '*.json' --revision main",
+    "dagger fetch lerobot/pick-cube-demos --repo-type dataset",
     "HF_HUB_OFFLINE=1 dagger fetch pi0-libero",
 )
 
@@ -40,7 +41,8 @@ def fetch(
         Optional[Path],
         typer.Option(
             "--local-dir",
-            help="Where the files go (default $DAGGER_HOME/checkpoints/REPO_ID; the tokenizer: $OPENPI_DATA_HOME).",
+            help="Where the files go (default $DAGGER_HOME/checkpoints/REPO_ID, $DAGGER_HOME/datasets/REPO_ID for a "
+            "dataset; the tokenizer: $OPENPI_DATA_HOME).",
             file_okay=False,
         ),
     ] = None,
@@ -48,15 +50,21 @@ def fetch(
     include: Annotated[
         Optional[list[str]], typer.Option("--include", help="Only files matching GLOB (repeatable).", metavar="GLOB")
     ] = None,
+    repo_type: Annotated[
+        str, typer.Option("--repo-type", help="model, or dataset (a LeRobot dataset to seed a run with).")
+    ] = "model",
     list_: Annotated[bool, typer.Option("--list", help="List the aliases and where they go.")] = False,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Download a π₀ checkpoint or the tokenizer from the Hub (honours HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE)."""
+    """Download a π₀ checkpoint, the tokenizer or a LeRobot dataset from the Hub (honours HF_ENDPOINT, HF_TOKEN,
+    HF_HUB_OFFLINE)."""
     out = Output(json_mode)
     with handle_errors():
         from dagger_cli import fetching
         from dagger_cli.core.errors import UsageError
 
+        if repo_type not in ("model", "dataset"):
+            raise UsageError(f"--repo-type {repo_type}: expected model or dataset")
         if list_:
             if name is not None:
                 raise UsageError("--list takes no NAME")
@@ -64,7 +72,8 @@ def fetch(
         elif name is None:
             raise UsageError("missing NAME: an alias (see `dagger fetch --list`) or a Hub repo id owner/name")
         else:
-            result = fetching.fetch(name, local_dir, revision, list(include or []), progress=out.progress_enabled)
+            result = fetching.fetch(name, local_dir, revision, list(include or []), progress=out.progress_enabled,
+                                    repo_type=repo_type)
 
     if list_:
         out.result({"aliases": rows}, lambda console: _table(console, rows))

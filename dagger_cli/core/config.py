@@ -54,8 +54,11 @@ class ReplayBufferConfig:
     path: str | None = None
     """storage=disk: the directory (a fast local disk) that holds the buffer's files, one subdirectory per run"""
     seed_dataset: str | None = None
-    """a LeRobot v3.0 dataset (a directory, e.g. `dagger export --format lerobot`) of expert-labelled demonstrations,
+    """a LeRobot v3.0 dataset of expert-labelled demonstrations (a directory, or a Hub dataset id `owner/name[@rev]`),
     put into the buffer before iteration 0 as iteration -1"""
+    seed_features: dict[str, str] = field(default_factory=dict)
+    """seed_dataset not written by dagger: sample field -> the dataset's feature (`expert_action: action`, `obs/state:
+    observation.state`, `obs/prompt: task`); per-step actions become the student's chunks"""
 
 
 @dataclass
@@ -287,6 +290,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {_coerce(k, key_tp, key): _coerce(v, value_tp, f"{key}.{k}") for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -406,6 +414,10 @@ def validate(cfg: Config) -> Config:
     check(d.bc_warmup_updates >= 0, "algorithm.dagger.bc_warmup_updates", "must not be negative")
     check(d.bc_warmup_updates == 0 or rb.seed_dataset is not None, "algorithm.dagger.bc_warmup_updates",
           "needs algorithm.replay_buffer.seed_dataset (the data it clones)")
+    check(not rb.seed_features or rb.seed_dataset is not None, "algorithm.replay_buffer.seed_features",
+          "needs algorithm.replay_buffer.seed_dataset (the dataset it names features of)")
+    check(not rb.seed_features or "expert_action" in rb.seed_features, "algorithm.replay_buffer.seed_features",
+          "must name the dataset's label feature as expert_action (e.g. expert_action: action)")
     check(rb.min_buffer_size >= 0, "algorithm.replay_buffer.min_buffer_size", "must not be negative")
     check(
         rb.min_buffer_size <= rb.sample_window_size,

@@ -216,9 +216,11 @@ class RunState:
         algorithm.dagger.bc_warmup_updates behaviour-cloning steps on it."""
         from dagger_cli.interop import lerobot_dataset
 
-        path = Path(self.cfg.algorithm.replay_buffer.seed_dataset).expanduser()
+        rb = self.cfg.algorithm.replay_buffer
         key = "algorithm.replay_buffer.seed_dataset"
-        samples = lerobot_dataset.read(path, key)
+        path = lerobot_dataset.locate(rb.seed_dataset, key, self.hooks.phase)
+        samples = lerobot_dataset.read(path, key, rb.seed_features, tuple(self.student.action_shape),
+                                       self.cfg.actor.model.num_action_chunks)
         samples["iteration"] = np.full(len(samples["expert_action"]), -1, np.int32)
         samples["policy_version"] = np.full(len(samples["expert_action"]), -1, np.int32)
         self.add([{k: v[a:b] for k, v in samples.items()} for a, b in lerobot_dataset.episodes_of(samples)])

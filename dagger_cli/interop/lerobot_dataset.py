@@ -15,8 +15,9 @@ One frame is one sample, a decision of the policy (an action chunk): `action` is
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -26,7 +27,6 @@ CODEBASE_VERSION = "v3.0"
 DATA_FILE = "data/chunk-000/file-000.parquet"
 EPISODES_FILE = "meta/episodes/chunk-000/file-000.parquet"
 VIDEO_FILE = "videos/{key}/chunk-000/file-000.mp4"
-METADATA = ("expert_used", "beta", "iteration", "policy_version", "episode_id")
 TEXT_FIELD = "obs/prompt"
 TASKS_PANDAS_METADATA = {
     "index_columns": ["__index_level_0__"],
@@ -70,12 +70,16 @@ def field_name(feature: str, fields_in_obs: bool) -> str:
     return feature
 
 
+def runs_of(values: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of each run of equal consecutive values."""
+    cuts = np.flatnonzero(np.diff(values)) + 1
+    bounds = [0, *cuts.tolist(), len(values)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def episodes_of(samples: dict[str, np.ndarray]) -> list[tuple[int, int]]:
     """(start, end) of each run of consecutive samples of one episode."""
-    ids = samples["episode_id"]
-    cuts = np.flatnonzero(np.diff(ids)) + 1
-    bounds = [0, *cuts.tolist(), len(ids)]
-    return list(zip(bounds[:-1], bounds[1:]))
+    return runs_of(samples["episode_id"])
 
 
 def export(samples: dict[str, np.ndarray], out: Path, fps: float, only_expert_labels: bool = False,
@@ -125,7 +129,7 @@ def export(samples: dict[str, np.ndarray], out: Path, fps: float, only_expert_la
         flats[name] = flat
         features[name] = {"dtype": "bool" if flat.dtype == bool else str(flat.dtype), "shape": [flat.shape[1]],
                           "names": None, "dagger_field": field, "dagger_shape": list(array.shape[1:])}
-        if field in METADATA:  # one value per frame, as LeRobot's own scalar columns
+        if flat.shape[1] == 1:  # LeRobot reads a feature of shape [1] as a scalar column
             columns[name] = flat[:, 0]
         else:
             columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), flat.shape[1])
@@ -197,22 +201,133 @@ def export(samples: dict[str, np.ndarray], out: Path, fps: float, only_expert_la
     (out / "meta").mkdir(parents=True, exist_ok=True)
     (out / "meta/stats.json").write_text(json.dumps(stats, indent=2))
     (out / "meta/info.json").write_text(json.dumps(info, indent=2))
+    (out / "README.md").write_text(card(info, only_expert_labels))
     return info
+
+
+def card(info: dict[str, Any], only_expert_labels: bool) -> str:
+    """The dataset card: the Hub's metadata (LeRobot's tags, the parquet files as the viewer's data) and what a
+    frame holds."""
+    kept = "the steps the expert executed (HG-DAgger's training data)" if only_expert_labels else "every labelled step"
+    cameras = [k for k, f in info["features"].items() if f["dtype"] == "video"]
+    return (
+        "---\ntask_categories:\n- robotics\ntags:\n- LeRobot\n- dagger\nconfigs:\n- config_name: default\n"
+        "  data_files: data/*/*.parquet\n---\n\n"
+        "# DAgger samples\n\n"
+        f"Written by `dagger export --format lerobot`: {info['total_episodes']} episodes, "
+        f"{info['total_frames']} frames (one a policy decision, {info['fps']} fps), {info['total_tasks']} tasks; "
+        f"{kept}.\n\n"
+        "Per frame: `action` is the executed action chunk and `expert_action` the expert's label (both flattened; "
+        "their shapes are `dagger_shape` in `meta/info.json`), `expert_used` (also as `intervention`) whether the "
+        "expert's action was executed, and `beta`, `iteration`, `policy_version`, `episode_id`."
+        + (f" Cameras: {', '.join(f'`{c}`' for c in cameras)}." if cameras else "") + "\n"
+    )
+
+
+HUB_DATASET_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?")
+
+
+def locate(spec: str, key: str, say: Callable[[str], None] = lambda text: None) -> Path:
+    """A dataset given as a directory, or as a Hub dataset id `owner/name[@revision]` (fetched into
+    $DAGGER_HOME/datasets/, as `dagger fetch --repo-type dataset` does): its local directory."""
+    from dagger_cli import fetching
+
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    if not HUB_DATASET_ID.fullmatch(spec):
+        raise UsageError(f"{key}: {spec} is neither a directory nor a Hub dataset id owner/name[@revision]")
+    repo_id, _, revision = spec.partition("@")
+    say(f"fetching the dataset {repo_id} from the Hub")
+    try:
+        fetched = fetching.fetch(repo_id, None, revision or None, repo_type=fetching.DATASET)
+    except DaggerError as e:
+        raise type(e)(f"{key}: {e}") from None
+    if fetched.layout.missing:
+        raise UsageError(f"{key}: the Hub dataset {spec} has no meta/info.json: not a LeRobot v3 dataset")
+    return fetched.local_dir
 
 
 REQUIRED = ("expert_action", "action", "expert_used", "beta", "episode_id")
 """what a dataset must hold to enter the buffer (the label, the executed chunk, the per-sample metadata)"""
+TASK = "task"
+"""the value of a `features` entry that stands for the frame's task string"""
+FOREIGN_EPISODE_IDS = -(2**24)
+"""a foreign dataset's episode e becomes episode FOREIGN_EPISODE_IDS + e, the ids of iteration -1"""
 
 
-def read(path: Path, key: str = "dataset") -> dict[str, np.ndarray]:
-    """A dataset this module wrote (or any v3.0 one with the same feature names) as buffer samples; a missing
-    feature is one line naming `key`, the dataset and the feature."""
-    pa = _pyarrow()
-    import pyarrow.parquet as pq
+def read(path: Path, key: str = "dataset", features: dict[str, str] | None = None,
+         label_shape: tuple[int, int] | None = None, executed_steps: int = 1) -> dict[str, np.ndarray]:
+    """A LeRobot v3.0 dataset as buffer samples, one a frame.
 
-    from dagger_cli.core.video import read_frames
-
+    Without `features` the dataset is one this module wrote (dagger's field names and metadata). With it, only the
+    named features are read, `{sample field: feature}` (`task`: the frame's task string), and the frames are
+    demonstrations: the label `expert_action` is executed (`action`, its first `executed_steps` steps), by the expert,
+    at beta 1. A label of one step a frame becomes a chunk of `label_shape` (horizon, action dim) from the episode's
+    next frames, the last one repeated past the episode's end. Every problem is one line naming `key`."""
     path = Path(path)
+    info = _info(path, key)
+    table = _data_table(path, key)
+    episodes = _episode_rows(path, key)
+    if features:
+        return _demonstrations(path, info, table, episodes, key, features, label_shape, executed_steps)
+    names = {feature.get("dagger_field") or name for name, feature in info["features"].items()}
+    missing = [f for f in REQUIRED if f not in names]
+    if missing:
+        raise UsageError(f"{key}: {path} has no feature {missing[0]!r} (a dagger sample needs "
+                         f"{', '.join(REQUIRED)} and the observations; name a foreign dataset's features with "
+                         "algorithm.replay_buffer.seed_features)")
+    in_obs = any(k.startswith("observation.") and k != "observation.state" for k in info["features"])
+    samples: dict[str, np.ndarray] = {}
+    skip = {"timestamp", "frame_index", "episode_index", "index", "task_index", "intervention"}
+    for name, feature in info["features"].items():
+        if name not in skip:
+            field = feature.get("dagger_field") or field_name(name, in_obs)
+            samples[field] = _feature(path, info, table, episodes, name, key)
+            if "dagger_shape" in feature:
+                samples[field] = samples[field].reshape(len(samples[field]), *feature["dagger_shape"])
+    tasks = _task_strings(path, table, key)
+    if any(tasks):
+        samples[TEXT_FIELD] = tasks
+    return samples
+
+
+def _demonstrations(path: Path, info: dict, table, episodes: dict, key: str, features: dict[str, str],
+                    label_shape: tuple[int, int] | None, executed_steps: int) -> dict[str, np.ndarray]:
+    where = "algorithm.replay_buffer.seed_features"
+    have = sorted(info["features"])
+    samples: dict[str, np.ndarray] = {}
+    for field, name in features.items():
+        if name == TASK:
+            samples[field] = _task_strings(path, table, key)
+        elif name not in info["features"]:
+            raise UsageError(f"{where}.{field}: {path} has no feature {name!r} (it has {', '.join(have)})")
+        else:
+            samples[field] = _feature(path, info, table, episodes, name, key)
+    episode_index = _int_column(table, "episode_index", path, key)
+    bounds = runs_of(episode_index)
+    label = samples["expert_action"].reshape(table.num_rows, -1).astype(np.float32)
+    horizon, dim = label_shape if label_shape is not None else (1, label.shape[1])
+    name = features["expert_action"]
+    if label.shape[1] == horizon * dim:
+        label = label.reshape(-1, horizon, dim)
+    elif label.shape[1] == dim:  # one step a frame: the chunk is this frame's action and the next ones'
+        steps = np.arange(horizon)
+        rows = np.concatenate([np.minimum(np.arange(a, b)[:, None] + steps, b - 1) for a, b in bounds])
+        label = label[rows]
+    else:
+        raise UsageError(f"{where}.expert_action: {name!r} has {label.shape[1]} values a frame; the student's labels "
+                         f"are {horizon} steps of {dim} (a frame of {dim} or of {horizon * dim})")
+    samples["expert_action"] = label
+    samples.setdefault("action", label[:, :executed_steps].copy())
+    n = table.num_rows
+    samples.setdefault("expert_used", np.ones(n, dtype=bool))
+    samples.setdefault("beta", np.ones(n, dtype=np.float32))
+    samples.setdefault("episode_id", FOREIGN_EPISODE_IDS + episode_index.astype(np.int64))
+    return samples
+
+
+def _info(path: Path, key: str) -> dict:
     try:
         info = json.loads((path / "meta/info.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -220,34 +335,103 @@ def read(path: Path, key: str = "dataset") -> dict[str, np.ndarray]:
     if info.get("codebase_version") != CODEBASE_VERSION:
         raise UsageError(f"{key}: {path} is a LeRobot {info.get('codebase_version')!r} dataset; {CODEBASE_VERSION} "
                          "is read")
-    names = {feature.get("dagger_field") or name for name, feature in info["features"].items()}
-    missing = [f for f in REQUIRED if f not in names]
-    if missing:
-        raise UsageError(f"{key}: {path} has no feature {missing[0]!r} (a dagger sample needs "
-                         f"{', '.join(REQUIRED)} and the observations)")
-    table = pq.read_table(path / DATA_FILE)
-    tasks = pq.read_table(path / "meta/tasks.parquet").column("__index_level_0__").to_pylist()
-    features = info["features"]
-    in_obs = any(k.startswith("observation.") and k != "observation.state" for k in features)
-    samples: dict[str, np.ndarray] = {}
+    return info
+
+
+def _parquet_files(path: Path, folder: str, key: str) -> list[Path]:
+    files = sorted((path / folder).glob("chunk-*/file-*.parquet"))
+    if not files:
+        raise UsageError(f"{key}: {path / folder} holds no chunk-*/file-*.parquet")
+    return files
+
+
+def _data_table(path: Path, key: str):
+    """Every data file's frames, in `index` order."""
+    pa = _pyarrow()
+    import pyarrow.parquet as pq
+
+    table = pa.concat_tables([pq.read_table(f) for f in _parquet_files(path, "data", key)])
+    if "index" in table.column_names:
+        table = table.take(pa.compute.sort_indices(table, [("index", "ascending")]))
+    return table
+
+
+def _episode_rows(path: Path, key: str) -> dict[int, dict]:
+    """meta/episodes as {episode index: its row} (where each camera's frames of it are)."""
+    _pyarrow()
+    import pyarrow.parquet as pq
+
+    rows = {}
+    for file in _parquet_files(path, "meta/episodes", key):
+        for row in pq.read_table(file).to_pylist():
+            rows[int(row["episode_index"])] = row
+    return rows
+
+
+def _int_column(table, name: str, path: Path, key: str) -> np.ndarray:
+    if name not in table.column_names:
+        raise UsageError(f"{key}: {path} has no {name!r} column in its data")
+    return table.column(name).to_numpy()
+
+
+def _task_strings(path: Path, table, key: str) -> np.ndarray:
+    _pyarrow()
+    import pyarrow.parquet as pq
+
+    tasks_table = pq.read_table(path / "meta/tasks.parquet")
+    column = next(c for c in tasks_table.column_names if c != "task_index")  # pandas' index: the task strings
+    order = np.argsort(tasks_table.column("task_index").to_numpy())
+    tasks = [tasks_table.column(column).to_pylist()[i] for i in order]
+    return np.array([tasks[i] for i in _int_column(table, "task_index", path, key)])
+
+
+def _feature(path: Path, info: dict, table, episodes: dict, name: str, key: str) -> np.ndarray:
+    """One feature's values of every frame: a video's or an image column's frames (n, H, W, 3) uint8, else the
+    column's values (n, *shape)."""
+    pa = _pyarrow()
+    feature = info["features"][name]
     n = table.num_rows
-    skip = {"timestamp", "frame_index", "episode_index", "index", "task_index", "intervention"}
-    for name, feature in features.items():
-        if name in skip:
-            continue
-        field = feature.get("dagger_field") or field_name(name, in_obs)
-        if feature["dtype"] == "video":
-            frames = read_frames(path / info["video_path"].format(video_key=name, chunk_index=0, file_index=0))
-            height, width = feature["shape"][:2]
-            samples[field] = frames[:n, :height, :width]  # H.264 needed even sizes: the padding goes
-            continue
-        column = table.column(name).combine_chunks()
-        if pa.types.is_fixed_size_list(column.type) or pa.types.is_list(column.type):
-            values = column.flatten().to_numpy(zero_copy_only=False)
-        else:
-            values = column.to_numpy(zero_copy_only=False)
-        dtype = np.bool_ if feature["dtype"] == "bool" else np.dtype(feature["dtype"])
-        samples[field] = np.asarray(values, dtype=dtype).reshape(n, *feature.get("dagger_shape", feature["shape"]))
-    if any(tasks):
-        samples[TEXT_FIELD] = np.array([tasks[i] for i in table.column("task_index").to_numpy()])
-    return samples
+    if feature["dtype"] == "video":
+        return _video_frames(path, info, table, episodes, name, key)
+    column = table.column(name).combine_chunks()
+    if feature["dtype"] == "image":
+        import io
+
+        from PIL import Image
+
+        return np.stack([np.asarray(Image.open(io.BytesIO(item["bytes"])).convert("RGB"))
+                         for item in column.to_pylist()])
+    if pa.types.is_fixed_size_list(column.type) or pa.types.is_list(column.type):
+        values = column.flatten().to_numpy(zero_copy_only=False)
+    else:
+        values = column.to_numpy(zero_copy_only=False)
+    dtype = np.bool_ if feature["dtype"] == "bool" else np.dtype(feature["dtype"])
+    return np.asarray(values, dtype=dtype).reshape(n, *feature["shape"])
+
+
+def _video_frames(path: Path, info: dict, table, episodes: dict, name: str, key: str) -> np.ndarray:
+    """Frame f of episode e is frame round(from_timestamp * fps) + f of the episode's video file."""
+    from dagger_cli.core.video import read_frames
+
+    height, width = info["features"][name]["shape"][:2]
+    episode_index = _int_column(table, "episode_index", path, key)
+    frame_index = _int_column(table, "frame_index", path, key)
+    decoded: dict[tuple[int, int], np.ndarray] = {}
+    out = np.zeros((table.num_rows, height, width, 3), np.uint8)
+    for a, b in runs_of(episode_index):
+        row = episodes[int(episode_index[a])]
+        where = (int(row[f"videos/{name}/chunk_index"]), int(row[f"videos/{name}/file_index"]))
+        if where not in decoded:
+            file = path / info["video_path"].format(video_key=name, chunk_index=where[0], file_index=where[1])
+            try:
+                decoded[where] = read_frames(file)
+            except Exception as e:  # PyAV's errors name no file
+                raise UsageError(f"{key}: cannot decode {file} ({type(e).__name__}: {e})") from None
+        frames = decoded[where]
+        first = round(float(row[f"videos/{name}/from_timestamp"]) * info["fps"])
+        picked = first + frame_index[a:b]
+        if picked.max() >= len(frames):
+            raise UsageError(f"{key}: {name}'s video ends before episode {episode_index[a]}'s frame "
+                             f"{frame_index[a + int(np.argmax(picked >= len(frames)))]}")
+        out[a:b] = frames[picked, :height, :width]  # H.264 needed even sizes: the padding goes
+    return out

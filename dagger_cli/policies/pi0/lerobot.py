@@ -38,7 +38,7 @@ def is_lerobot(path: Path) -> bool:
     return isinstance(data, dict) and "type" in data
 
 
-def check_config(path: Path, size, variant: str, key: str) -> None:
+def check_config(path: Path, size, variant: str, key: str, action_dim: int | None = None) -> None:
     """config.json against the preset's model: a field that contradicts it is a one-line error naming both."""
     file = Path(path) / CONFIG_FILE
     try:
@@ -53,6 +53,10 @@ def check_config(path: Path, size, variant: str, key: str) -> None:
         if field in config and int(config[field]) != ours:
             raise ConfigError(f"{key}.model_path: {file} has {field} {config[field]}, but {key}.pi0.variant "
                               f"{variant} has {ours} {what}")
+    action = (config.get("output_features") or {}).get("action") or {}
+    if action_dim is not None and action.get("shape") and int(action["shape"][-1]) != action_dim:
+        raise ConfigError(f"{key}.model_path: {file} acts in {action['shape'][-1]} dims (output_features.action), but "
+                          f"{key}.action_dim is {action_dim}")
     if variant in VARIANTS:
         for field, ours in zip(("paligemma_variant", "action_expert_variant"), VARIANTS[variant]):
             if field in config and config[field] != ours:
@@ -81,7 +85,7 @@ def norm_stats(path: Path):
     return NormStats(*(tensors[n].double().numpy() for n in names), source=str(files[0]))
 
 
-def save(model: torch.nn.Module, norm, size, directory: Path, variant: str) -> Path:
+def save(model: torch.nn.Module, norm, size, directory: Path, variant: str, action_dim: int) -> Path:
     """Writes `directory` in LeRobot's layout: config.json, model.safetensors under `model.` (the tied embedding
     as `embed_tokens`, the time MLP as `action_time_mlp_*`) and the pre/postprocessor normaliser files."""
     from safetensors.torch import save_file
@@ -102,7 +106,9 @@ def save(model: torch.nn.Module, norm, size, directory: Path, variant: str) -> P
     _atomic_safetensors({k: v for k, v in tensors.items() if k.startswith("action.")},
                         directory / "policy_postprocessor_step_0_unnormalizer_processor.safetensors", save_file)
     config = {"type": "pi0", "chunk_size": size.action_horizon, "n_action_steps": size.action_horizon,
-              "max_state_dim": size.action_dim, "max_action_dim": size.action_dim}
+              "max_state_dim": size.action_dim, "max_action_dim": size.action_dim,
+              "input_features": {"observation.state": {"type": "STATE", "shape": [len(norm.state_mean)]}},
+              "output_features": {"action": {"type": "ACTION", "shape": [action_dim]}}}
     if variant in VARIANTS:
         config["paligemma_variant"], config["action_expert_variant"] = VARIANTS[variant]
     write_json(directory / CONFIG_FILE, config)

@@ -59,7 +59,8 @@ class Pi0Policy:
         # weights before the tokenizer and norm stats: the largest, likeliest problem is reported first; the model
         # is made where it runs (initialising 3.5 B parameters on a GPU takes seconds, on a CPU a minute)
         if model_path is not None and model_path.is_dir() and lerobot.is_lerobot(model_path):
-            lerobot.check_config(model_path, size, p.variant, "actor.model" if trainable else "rollout.expert_model")
+            lerobot.check_config(model_path, size, p.variant, "actor.model" if trainable else "rollout.expert_model",
+                                 cfg.action_dim)
         with self.device:
             self.model = Pi0Model(size)
         if model_path is not None:
@@ -231,7 +232,8 @@ class Pi0Policy:
         from dagger_cli.policies.pi0.sizes import VARIANTS
 
         p = self.cfg.pi0
-        return lerobot.save(self.model, self.transforms.norm, VARIANTS[p.variant], directory, p.variant)
+        return lerobot.save(self.model, self.transforms.norm, VARIANTS[p.variant], directory, p.variant,
+                            self.cfg.action_dim)
 
     def save(self, directory: Path) -> Path:
         """`<directory>/model.safetensors` in openpi's layout plus this policy's norm stats (a loadable model_path)."""

@@ -169,7 +169,7 @@ def fetch(
 
     import warnings as py_warnings
 
-    from huggingface_hub import snapshot_download  # also sets up its logger, which _hub_log_captured then swaps
+    from huggingface_hub import snapshot_download  # also sets up its logger, which hub_log_captured then swaps
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
 
     # Download
@@ -180,7 +180,7 @@ def fetch(
             disable_progress_bars()
     hub_warnings: list[str] = []
     try:
-        with _hub_log_captured(hub_warnings):
+        with hub_log_captured(hub_warnings):
             if progress:
                 from rich.console import Console
                 from rich.progress import BarColumn, Progress, TextColumn
@@ -206,7 +206,7 @@ def fetch(
                                   allow_patterns=include or None)
     except Exception as e:
         again = f"dagger fetch {repo_or_alias}" + (" --repo-type dataset" if repo_type == DATASET else "")
-        mapped = _map_error(e, repo_or_alias, repo_id, revision, target, again)
+        mapped = map_hub_error(e, repo_or_alias, repo_id, revision, target, again)
         if mapped is None:
             raise
         raise mapped from e
@@ -337,7 +337,7 @@ def _hub_warning(message: str, local_dir: Path) -> str:
 
 
 @contextmanager
-def _hub_log_captured(messages: list[str]) -> Iterator[None]:
+def hub_log_captured(messages: list[str]) -> Iterator[None]:
     """Collects huggingface_hub's warnings (first lines) instead of letting them print."""
 
     class _Collect(logging.Handler):
@@ -357,8 +357,8 @@ def _hub_log_captured(messages: list[str]) -> Iterator[None]:
 
 
 # ERRORS
-def _map_error(e: Exception, name: str, repo_id: str, revision: str | None, local_dir: Path,
-               again: str | None = None) -> DaggerError | None:
+def map_hub_error(e: Exception, name: str, repo_id: str, revision: str | None, local_dir: Path,
+                  again: str | None = None) -> DaggerError | None:
     """A huggingface_hub failure as one actionable line (None: not one we know); `again` is the command that
     resumes (default `dagger fetch NAME`)."""
     from huggingface_hub import constants, errors

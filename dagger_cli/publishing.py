@@ -45,12 +45,12 @@ def push(folder: Path, repo_id: str, repo_type: str, private: bool = False, tag:
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
-    from dagger_cli.fetching import _hub_log_captured, _map_error
+    from dagger_cli.fetching import hub_log_captured, map_hub_error
 
     api = HfApi()
     said: list[str] = []
     try:
-        with _hub_log_captured(said):
+        with hub_log_captured(said):
             api.create_repo(repo_id, repo_type=repo_type, private=private or None, exist_ok=True)  # None: the default
             commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type,
                                        commit_message=message, ignore_patterns=ignore)
@@ -62,7 +62,7 @@ def push(folder: Path, repo_id: str, repo_type: str, private: bool = False, tag:
                         raise
                 api.create_tag(repo_id, tag=tag, revision=commit.oid, repo_type=repo_type)
     except Exception as e:
-        mapped = _push_error(e, repo_id, folder) or _map_error(e, repo_id, repo_id, None, folder, again)
+        mapped = _push_error(e, repo_id, folder) or map_hub_error(e, repo_id, repo_id, None, folder, again)
         if mapped is None:
             raise
         raise mapped from e

@@ -385,17 +385,17 @@ def test_rich_progress_adapter_counts_files_and_bytes(hub, tmp_path):
 def test_disk_full_and_other_errors_map_to_one_line(tmp_path):
     # GIVEN the errors a download can raise besides the Hub's answers
     from dagger_cli.core.errors import DaggerError, UsageError
-    from dagger_cli.fetching import _map_error
+    from dagger_cli.fetching import map_hub_error
 
     # WHEN / THEN a full disk names the local dir (exit 1); a bad repo id is a usage error; unknown errors pass
-    full = _map_error(OSError(errno.ENOSPC, "No space left on device"), "pi0-libero", LIBERO, None, tmp_path)
+    full = map_hub_error(OSError(errno.ENOSPC, "No space left on device"), "pi0-libero", LIBERO, None, tmp_path)
     assert type(full) is DaggerError and full.exit_code == 1 and str(tmp_path) in str(full)
     assert "re-run `dagger fetch pi0-libero`" in str(full)
     from huggingface_hub.errors import HFValidationError
 
-    bad = _map_error(HFValidationError("Repo id must be in the form"), "a/b/c", "a/b/c", None, tmp_path)
+    bad = map_hub_error(HFValidationError("Repo id must be in the form"), "a/b/c", "a/b/c", None, tmp_path)
     assert isinstance(bad, UsageError) and "'a/b/c' is not a valid repo id" in str(bad)
-    assert _map_error(RuntimeError("boom"), "x/y", "x/y", None, tmp_path) is None
+    assert map_hub_error(RuntimeError("boom"), "x/y", "x/y", None, tmp_path) is None
 
 
 @pytest.mark.parametrize("argv", [["dagger", "--help"], ["dagger", "fetch", "--help"], ["dagger", "fetch", "--list"]])

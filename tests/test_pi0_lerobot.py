@@ -161,11 +161,27 @@ def test_a_lerobot_checkpoint_trains_as_student_and_labels_as_expert(lerobot_dir
 LEROBOT_PYTHON = os.environ.get("DAGGER_LEROBOT_PYTHON")
 
 
+def lerobot_processors(directory) -> str:
+    """Lines for LeRobot's Python that write its pre/postprocessor normalisers (mean/std of `state` and `action`,
+    the PolicyFeatures, from `stats`) into `directory`, as its training saves them next to the policy."""
+    return textwrap.dedent(f"""
+        from lerobot.configs.types import FeatureType, NormalizationMode
+        from lerobot.processor import NormalizerProcessorStep, PolicyProcessorPipeline, UnnormalizerProcessorStep
+        norm_map = {{FeatureType.STATE: NormalizationMode.MEAN_STD, FeatureType.ACTION: NormalizationMode.MEAN_STD}}
+        features = {{"observation.state": state, "action": action}}
+        PolicyProcessorPipeline(steps=[NormalizerProcessorStep(features=features, norm_map=norm_map, stats=stats)],
+                                name="policy_preprocessor").save_pretrained({str(directory)!r})
+        PolicyProcessorPipeline(steps=[UnnormalizerProcessorStep(features={{"action": action}}, norm_map=norm_map,
+                                                                 stats=stats)],
+                                name="policy_postprocessor").save_pretrained({str(directory)!r})
+    """)
+
+
 @pytest.mark.skipif(not LEROBOT_PYTHON, reason="DAGGER_LEROBOT_PYTHON (a Python with lerobot) is not set")
 def test_config_and_normalisers_written_by_lerobot_load(source, lerobot_dir, tokenizer_path, tmp_path):
-    """LeRobot's PI0Policy cannot be built here (it needs its patched transformers from GitHub), so the weights are
-    ours in its key names; config.json and the normaliser files are written by LeRobot's own PI0Config and
-    PolicyProcessorPipeline, as its save_pretrained writes them."""
+    """At our tiny size (LeRobot's PI0Policy has only full sizes: see the next test) the weights are ours in its key
+    names; config.json and the normaliser files are written by LeRobot's own PI0Config and PolicyProcessorPipeline,
+    as its save_pretrained writes them."""
     from dagger_cli.policies.pi0 import Pi0Policy
 
     # GIVEN our weights with LeRobot's config.json and pre/postprocessor (new stats) written by LeRobot
@@ -178,23 +194,15 @@ def test_config_and_normalisers_written_by_lerobot_load(source, lerobot_dir, tok
     script = textwrap.dedent(f"""
         from pathlib import Path
         import torch
-        from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature
+        from lerobot.configs.types import FeatureType, PolicyFeature
         from lerobot.policies.pi0.configuration_pi0 import PI0Config
-        from lerobot.processor import NormalizerProcessorStep, PolicyProcessorPipeline, UnnormalizerProcessorStep
         stats = {{k: {{s: torch.tensor(v) for s, v in d.items()}} for k, d in {stats!r}.items()}}
         state = PolicyFeature(FeatureType.STATE, ({len(norm.state_mean)},))
         action = PolicyFeature(FeatureType.ACTION, (7,))
         config = PI0Config(chunk_size=50, n_action_steps=10, max_state_dim=32, max_action_dim=32, device="cpu",
                            input_features={{"observation.state": state}}, output_features={{"action": action}})
         config._save_pretrained(Path({str(made)!r}))
-        norm_map = {{FeatureType.STATE: NormalizationMode.MEAN_STD, FeatureType.ACTION: NormalizationMode.MEAN_STD}}
-        features = {{"observation.state": state, "action": action}}
-        PolicyProcessorPipeline(steps=[NormalizerProcessorStep(features=features, norm_map=norm_map, stats=stats)],
-                                name="policy_preprocessor").save_pretrained({str(made)!r})
-        PolicyProcessorPipeline(steps=[UnnormalizerProcessorStep(features={{"action": action}}, norm_map=norm_map,
-                                                                 stats=stats)],
-                                name="policy_postprocessor").save_pretrained({str(made)!r})
-    """)
+    """) + lerobot_processors(made)
     result = subprocess.run([LEROBOT_PYTHON, "-c", script], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((made / "config.json").read_text())["type"] == "pi0"
@@ -213,3 +221,106 @@ def test_config_and_normalisers_written_by_lerobot_load(source, lerobot_dir, tok
     # THEN it is one line naming both
     with pytest.raises(ConfigError, match="acts in 14 dims"):
         Pi0Policy(pi0_config(tokenizer_path, made), "cpu")
+
+
+# What LeRobot's transformers branch (it installs from GitHub, out of reach here) changes that π₀ without adaRMS
+# uses, put back on stock transformers: its version check passes, RMSNorm takes `cond` and returns (y, None), the
+# gated residual with no gate is a plain sum, and SigLIP's image features are not divided by sqrt(width).
+LEROBOT_TRANSFORMERS_BRANCH = """
+import sys, types
+from transformers.models.gemma import modeling_gemma
+from transformers.models.paligemma import modeling_paligemma
+check = types.ModuleType("transformers.models.siglip.check")
+check.check_whether_transformers_replace_is_installed_correctly = lambda: True
+sys.modules[check.__name__] = check
+stock_norm = modeling_gemma.GemmaRMSNorm.forward
+def rms_norm(self, x, cond=None):
+    assert cond is None, "adaRMS is π0.5's"
+    return stock_norm(self, x), None
+modeling_gemma.GemmaRMSNorm.forward = rms_norm
+modeling_gemma._gated_residual = lambda x, y, gate: x + y
+def image_features(self, pixel_values):
+    return self.multi_modal_projector(self.vision_tower(pixel_values).last_hidden_state)
+modeling_paligemma.PaliGemmaModel.get_image_features = image_features
+"""
+
+
+def _physical_memory_gib() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+@pytest.mark.skipif(not LEROBOT_PYTHON, reason="DAGGER_LEROBOT_PYTHON (a Python with lerobot) is not set")
+@pytest.mark.skipif(_physical_memory_gib() < 20, reason="a full-size π₀ in fp32 needs about 15 GiB")
+def test_a_checkpoint_written_by_lerobots_pi0policy_loads_and_computes_lerobots_loss(tokenizer_path, tmp_path):
+    """LeRobot's own PI0Policy, at its only sizes (PaliGemma gemma_2b + expert gemma_300m: a 300m VLM does not fit
+    its 2048-wide image projector), written by its save_pretrained, read by us as an expert; both compute the
+    flow-matching loss on the same inputs in fp32. Several minutes and ~15 GiB: run only with DAGGER_LEROBOT_PYTHON."""
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    # GIVEN a π₀ checkpoint as LeRobot writes one, with its pre/postprocessor, and LeRobot's loss on fixed inputs
+    made = tmp_path / "lerobot-pi0"
+    inputs = tmp_path / "inputs.safetensors"
+    script = LEROBOT_TRANSFORMERS_BRANCH + textwrap.dedent(f"""
+        from pathlib import Path
+        import torch
+        from safetensors.torch import save_file
+        from lerobot.configs.types import FeatureType, PolicyFeature
+        from lerobot.policies.pi0.configuration_pi0 import PI0Config
+        from lerobot.policies.pi0.modeling_pi0 import PI0Policy
+        state = PolicyFeature(FeatureType.STATE, (8,))
+        action = PolicyFeature(FeatureType.ACTION, (7,))
+        camera = PolicyFeature(FeatureType.VISUAL, (3, 224, 224))
+        torch.manual_seed(0)
+        torch.set_default_dtype(torch.bfloat16)  # built as LeRobot stores π₀ for training (dtype bfloat16)
+        config = PI0Config(device="cpu", dtype="bfloat16", input_features={{"observation.state": state,
+                           "observation.images.base_0_rgb": camera}}, output_features={{"action": action}})
+        policy = PI0Policy(config)
+        policy.save_pretrained(Path({str(made)!r}))
+        stats = {{"observation.state": {{"mean": torch.arange(8.0), "std": torch.full((8,), 2.0)}},
+                  "action": {{"mean": torch.arange(7.0) / 10, "std": torch.full((7,), 0.5)}}}}
+    """) + lerobot_processors(made) + textwrap.dedent(f"""
+        # the loss in fp32 from the bf16 weights it saved (RoPE's frequencies, cast to bf16 with the model, anew)
+        torch.set_default_dtype(torch.float32)
+        model = policy.model.float().eval()
+        for rope in [m for m in model.modules() if hasattr(m, "rope_init_fn")]:
+            rope.inv_freq = rope.original_inv_freq = rope.rope_init_fn(rope.config, None)[0]
+        g = torch.Generator().manual_seed(1)
+        x = {{"image": torch.rand(1, 3, 224, 224, generator=g) * 2 - 1, "image_mask": torch.ones(1, dtype=torch.bool),
+              "tokens": torch.randint(1, 1000, (1, 12), generator=g), "token_mask": torch.ones(1, 12, dtype=torch.bool),
+              "state": torch.randn(1, 32, generator=g), "actions": torch.randn(1, 50, 32, generator=g),
+              "noise": torch.randn(1, 50, 32, generator=g), "time": torch.tensor([0.4])}}
+        x["token_mask"][:, 9:] = False
+        with torch.no_grad():
+            x["loss"] = model.forward([x["image"]], [x["image_mask"]], x["tokens"], x["token_mask"], x["state"],
+                                      x["actions"], x["noise"], x["time"])
+        save_file(x, {str(inputs)!r})
+    """)
+    result = subprocess.run([LEROBOT_PYTHON, "-c", script], capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = load_file(str(made / "model.safetensors"))
+    assert "model.paligemma_with_expert.paligemma.lm_head.weight" in written  # LeRobot keeps the tied pair's head
+    assert not any(k.endswith("embed_tokens.weight") for k in written)
+    # WHEN we read it as an expert (the full variant; norm stats from LeRobot's processor files only)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # made in bf16 like the file, then computed in fp32
+    try:
+        loaded = Pi0Policy(pi0_config(tokenizer_path, made, variant="full"), "cpu", trainable=False)
+    finally:
+        torch.set_default_dtype(default)
+    # THEN every weight is LeRobot's, the stats are its, and its loss comes out of our model
+    from dagger_cli.policies.pi0.checkpoint import _rename
+
+    ours = loaded.model.state_dict()
+    assert [k for k, v in written.items() if not torch.equal(ours[_rename(k, set(ours))], v)] == []
+    embed = "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
+    assert torch.equal(ours[embed], written["model.paligemma_with_expert.paligemma.lm_head.weight"])
+    del written, ours
+    assert np.allclose(loaded.transforms.norm.state_mean, np.arange(8.0))
+    assert np.allclose(loaded.transforms.norm.actions_std, 0.5)
+    x = load_file(str(inputs))
+    model = loaded.model.float()
+    with torch.no_grad():
+        loss = model.loss(x["image"][:, None], x["image_mask"][:, None], x["tokens"], x["token_mask"], x["state"],
+                          x["actions"], x["noise"], x["time"])
+    assert loss.shape == x["loss"].shape
+    assert torch.allclose(loss, x["loss"], rtol=1e-5, atol=1e-6), (loss - x["loss"]).abs().max()  # equal here

@@ -133,11 +133,9 @@ def _target(out: Path | None, run_dir: Path, record: dict) -> tuple[Path, dict |
 
 def _done(target: Path, result: dict) -> dict:
     """Records what `target` now holds (written last: an export cut short is not taken for done)."""
-    import os
+    from dagger_cli.core.checkpoint import write_json
 
-    tmp = target / (MARKER + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, target / MARKER)
+    write_json(target / MARKER, result)
     return result
 
 

@@ -381,7 +381,8 @@ def _task_strings(path: Path, table, key: str) -> np.ndarray:
     tasks_table = pq.read_table(path / "meta/tasks.parquet")
     column = next(c for c in tasks_table.column_names if c != "task_index")  # pandas' index: the task strings
     order = np.argsort(tasks_table.column("task_index").to_numpy())
-    tasks = [tasks_table.column(column).to_pylist()[i] for i in order]
+    strings = tasks_table.column(column).to_pylist()
+    tasks = [strings[i] for i in order]
     return np.array([tasks[i] for i in _int_column(table, "task_index", path, key)])
 
 

@@ -26,6 +26,20 @@ def test_pick_cube_keeps_rlinf_key_names():
         assert key in all_keys(cfg)
 
 
+@pytest.mark.parametrize("preset", ["libero-spatial", "robotwin-adjust-bottle"])
+def test_pi0_presets_carry_rlinf_experience_per_iteration_and_its_replay_window(preset):
+    """RLinf runs 64 envs and keeps one buffer per actor rank (4 ranks of 16 envs): 16 trajectories before training
+    and 2,000 in the window, per rank, each trajectory one env's chunk-steps of an iteration. Ours is one buffer."""
+    cfg = load_config(preset)
+    ranks, min_trajectories, window_trajectories = 4, 16, 2000
+    chunk_steps = cfg.env.max_steps_per_rollout_epoch // cfg.actor.model.num_action_chunks
+    assert cfg.env.num_envs == 64 and cfg.env.num_envs // ranks == min_trajectories
+    assert cfg.algorithm.replay_buffer.min_buffer_size == ranks * min_trajectories * chunk_steps
+    assert cfg.algorithm.replay_buffer.sample_window_size == ranks * window_trajectories * chunk_steps
+    # AND the window is the last 125 iterations of all envs, as the union of RLinf's per-rank windows is
+    assert cfg.algorithm.replay_buffer.sample_window_size // (cfg.env.num_envs * chunk_steps) == 125
+
+
 def test_unknown_key_names_the_key_and_suggests():
     # GIVEN a typo in a nested key
     with pytest.raises(ConfigError) as e:

@@ -15,6 +15,7 @@ from dagger_cli.core.config import load_config  # noqa: E402
 from dagger_cli.core.errors import CheckpointError  # noqa: E402
 
 from conftest import PROMPTS  # noqa: E402
+from dagger_cli.policies.pi0.images import augment_for_training  # noqa: E402
 from dagger_cli.policies.pi0.testing import write_norm_stats  # noqa: E402
 
 
@@ -98,8 +99,10 @@ def test_dagger_loss_is_cropped_to_the_executed_chunk_and_env_dims(policy):
     torch.manual_seed(1)
     time = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0)).sample((2,)) * 0.999 + 0.001
     noise = policy.sample_noise(2)
+    x = policy.inputs(obs)
+    x["images"] = augment_for_training(x["images"], [False, True])  # LIBERO's data: the base camera, then the wrist
     actions = torch.as_tensor(policy.transforms.actions_to_model(labels, obs["state"]))
-    per_element = policy.model.loss(**policy.inputs(obs), actions=actions, noise=noise, time=time)
+    per_element = policy.model.loss(**x, actions=actions, noise=noise, time=time)
     # THEN the DAgger loss is its mean over the first 10 steps and the 7 env dims only
     assert per_element.shape == (2, 50, 32)
     assert torch.allclose(loss, per_element[:, :10, :7].mean())
@@ -623,3 +626,75 @@ def test_bundled_tokenizer_resolves_inside_the_package():
     assert mask.sum() == 7 and 0 not in ids[1:5]  # BOS, four known words, then "\n"
     with pytest.raises(CheckpointError, match="tokenizer not found"):
         PromptTokenizer("bundled:nothing.model")
+
+
+# TRAIN-TIME AUGMENTATION
+def square_images(batch=4, size=64):
+    """(B, 2, 3, size, size) in [-1, 1]: a grey square off-centre on black, in both slots."""
+    images = -torch.ones(batch, 2, 3, size, size)
+    images[..., 10:26, 30:46] = 0.6
+    return images
+
+
+def centre_of_mass(image):
+    grey = image.mean(0)
+    weight = (grey > grey.mean()).float()  # the square (colour jitter keeps it brighter than the background)
+    rows, cols = torch.meshgrid(torch.arange(image.shape[-2]), torch.arange(image.shape[-1]), indexing="ij")
+    return torch.stack([(weight * rows).sum(), (weight * cols).sum()]) / weight.sum()
+
+
+def test_augmentation_moves_the_base_camera_only_and_jitters_colour_on_all():
+    # GIVEN the same square in the base (slot 0) and the wrist (slot 1) camera
+    images = square_images()
+    moved, recoloured = [], []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        # WHEN the batch is augmented for training
+        out = augment_for_training(images, [False, True])
+        assert out.shape == images.shape and out.min() >= -1.0 and out.max() <= 1.0
+        # THEN every image of a slot got the same draw (openpi draws once per slot and batch)
+        assert torch.allclose(out[0], out[-1])
+        base_shift = (centre_of_mass(out[0, 0]) - centre_of_mass(images[0, 0])).norm()
+        wrist_shift = (centre_of_mass(out[0, 1]) - centre_of_mass(images[0, 1])).norm()
+        assert wrist_shift < 1e-3  # the wrist camera is never cropped or rotated
+        moved.append(base_shift.item())
+        recoloured.append((out[0, 1] - images[0, 1]).abs().max().item())
+    # AND the base camera is cropped/rotated (by up to 5% of the frame and ±5°), colours change on both
+    assert max(moved) > 0.5 and max(moved) < 0.1 * 64
+    assert min(recoloured) > 0.01
+
+
+def test_augmentation_is_reproducible_from_the_global_generator():
+    images = square_images()
+    torch.manual_seed(3)
+    a = augment_for_training(images, [False, True])
+    torch.manual_seed(3)
+    b = augment_for_training(images, [False, True])
+    c = augment_for_training(images, [False, True])
+    assert torch.equal(a, b) and not torch.equal(b, c)
+
+
+def test_augmentation_is_in_the_loss_only_and_on_by_default_for_camera_data(checkpoint_dir, tokenizer_path):
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    # GIVEN two students of one checkpoint on LIBERO's data: augmentation by default, and turned off by its key
+    augmented = Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir), "cpu")
+    plain = Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir, train_augmentation=False), "cpu")
+    assert augmented.augment and not plain.augment
+    obs = observation()
+    noise = augmented.sample_noise(2)
+    # THEN acting is the same (never augmented)
+    labels = augmented.act(obs, noise=noise)
+    assert np.array_equal(labels, plain.act(obs, noise=noise))
+    # AND the loss, on the same draws of time and noise, sees different images
+    torch.manual_seed(0)
+    a = augmented.loss(obs, labels)
+    torch.manual_seed(0)
+    b = plain.loss(obs, labels)
+    assert not torch.allclose(a, b)
+    # AND an expert never augments; state data has nothing to augment; robotwin augments by default
+    assert not Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir), "cpu", trainable=False).augment
+    assert not Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir, data="state"), "cpu").augment
+    from dagger_cli.policies.pi0.transforms import DATA_SPECS
+
+    assert DATA_SPECS["robotwin"].augment and DATA_SPECS["robotwin"].wrist_slots() == [False, True, True]

@@ -24,6 +24,9 @@ import numpy as np
 from dagger_cli.core.errors import EnvUnavailableError
 from dagger_cli.envs._workers import WorkerEnvMixin, start_workers
 
+MUJOCO_RANGE = ">=2.3.7,<3.4"
+"""MuJoCo versions under which LIBERO's saved init states settle as recorded (the `libero` extra pins it): from 3.4,
+a box-box contact fix tips libero_spatial task 5's bowl onto its ramekin's rim during reset (RLinf #1460)"""
 CAMERAS = {"image": "agentview_image", "wrist_image": "robot0_eye_in_hand_image"}
 SETTLE_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
 
@@ -48,6 +51,21 @@ def import_libero():
             f"LIBERO is not installed ({e.name or e}); install it with: pip install 'dagger-cli[libero]'"
         ) from None
     return benchmark
+
+
+def mujoco_outside_range() -> str | None:
+    """A one-line problem when the installed MuJoCo is outside `MUJOCO_RANGE`, else None."""
+    from importlib.metadata import version
+
+    from packaging.specifiers import SpecifierSet
+
+    installed = version("mujoco")
+    if SpecifierSet(MUJOCO_RANGE).contains(installed, prereleases=True):
+        return None
+    return (
+        f"mujoco {installed} is outside {MUJOCO_RANGE}: LIBERO's init states do not settle as recorded (task 5's "
+        f"bowl tips off its ramekin, published checkpoints drop from ≈98% to ≈12% there); pip install 'mujoco{MUJOCO_RANGE}'"
+    )
 
 
 def load_suite(benchmark, name: str):

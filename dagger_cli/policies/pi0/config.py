@@ -36,6 +36,9 @@ class Pi0Config:
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """bfloat16: a student trains fp32 master weights under bf16 autocast, an expert is stored in bf16 (openpi's
     fp32 exceptions kept); auto = bfloat16 on CUDA, float32 elsewhere"""
+    train_augmentation: bool | None = None
+    """augment camera images in the training loss as openpi/RLinf do (95% random crop and ±5° rotation on the base
+    camera, brightness/contrast/saturation on all); never when acting; null = on for data `libero` and `robotwin`"""
     gradient_checkpointing: bool = False
     """recompute layer activations in the backward pass (less memory, slower)"""
     train_expert_only: bool = False

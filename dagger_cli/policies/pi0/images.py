@@ -28,3 +28,45 @@ def resize_with_pad(images: np.ndarray, height: int, width: int) -> np.ndarray:
 def to_model_range(images: np.ndarray) -> np.ndarray:
     """uint8 [0, 255] -> float32 [-1, 1]."""
     return images.astype(np.float32) / 127.5 - 1.0
+
+
+CROP_FRACTION, MAX_ROTATION_DEG = 0.95, 5.0
+BRIGHTNESS, CONTRAST, SATURATION = (0.7, 1.3), (0.6, 1.4), (0.5, 1.5)
+
+
+def augment_for_training(images, wrist: list[bool]):
+    """Train-time augmentation of model-ready images (B, K, 3, H, W) in [-1, 1], with openpi's PyTorch training
+    distribution (`preprocess_observation_pytorch(train=True)`, which RLinf's π₀ update uses): on each non-wrist
+    slot a random crop of 95% resized back and a rotation of up to ±5° (none under 0.1°), then on every slot
+    brightness ×U(0.7, 1.3), contrast U(0.6, 1.4) about each image's mean and saturation U(0.5, 1.5) about each
+    pixel's grey, clamped. As in openpi, one draw per slot for the whole batch. The draws come from torch's global
+    CPU generator, which run checkpoints hold, so a resumed run augments exactly as an uninterrupted one."""
+    import torch
+    import torch.nn.functional as F
+
+    out = []
+    height, width = images.shape[-2:]
+    for slot, is_wrist in enumerate(wrist):
+        x = images[:, slot] / 2.0 + 0.5  # [0, 1]
+        if not is_wrist:
+            crop_h, crop_w = int(height * CROP_FRACTION), int(width * CROP_FRACTION)
+            top = int(torch.randint(0, height - crop_h + 1, ()))
+            left = int(torch.randint(0, width - crop_w + 1, ()))
+            x = F.interpolate(x[:, :, top : top + crop_h, left : left + crop_w], size=(height, width),
+                              mode="bilinear", align_corners=False)
+            degrees = float(torch.rand(())) * 2 * MAX_ROTATION_DEG - MAX_ROTATION_DEG
+            if abs(degrees) > 0.1:
+                angle = torch.tensor(degrees * torch.pi / 180.0, dtype=torch.float64)
+                cos, sin = float(torch.cos(angle)), float(torch.sin(angle))
+                theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=x.dtype, device=x.device)
+                grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
+                x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        factors = [float(low + (high - low) * torch.rand(())) for low, high in (BRIGHTNESS, CONTRAST, SATURATION)]
+        brightness, contrast, saturation = factors
+        x = x * brightness
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * contrast + mean
+        grey = x.mean(dim=1, keepdim=True)
+        x = grey + (x - grey) * saturation
+        out.append(x.clamp(0.0, 1.0) * 2.0 - 1.0)
+    return torch.stack(out, dim=1)

@@ -48,6 +48,7 @@ class Pi0Policy:
         from dagger_cli.policies.pi0.model import Pi0Model, apply_precision
         from dagger_cli.policies.pi0.sizes import VARIANTS
         from dagger_cli.policies.pi0.tokenizer import PromptTokenizer
+        from dagger_cli.policies.pi0.transforms import DATA_SPECS
 
         p = cfg.pi0
         self.cfg = cfg
@@ -75,6 +76,9 @@ class Pi0Policy:
         if not trainable:
             self.model.requires_grad_(False)
         self.module = self.model
+        self.augment = trainable and (p.train_augmentation if p.train_augmentation is not None
+                                      else DATA_SPECS[p.data].augment)
+        """augment camera images in `loss` (never in `act`)"""
         self.num_steps = p.num_steps
         self.chunk = cfg.num_action_chunks
         self.action_shape = (size.action_horizon, cfg.action_dim)
@@ -166,6 +170,10 @@ class Pi0Policy:
         batch = len(actions)
         time = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0)).sample((batch,)) * 0.999 + 0.001
         noise = self.sample_noise(batch)
+        if self.augment and x["images"].shape[1]:
+            from dagger_cli.policies.pi0.images import augment_for_training
+
+            x["images"] = augment_for_training(x["images"], self.transforms.spec.wrist_slots())
         with self._precision_context():
             per_element = self.model.loss(**x, actions=actions, noise=noise, time=time.to(self.device))
         return per_element[:, : self.chunk, : self.cfg.action_dim].float().mean()

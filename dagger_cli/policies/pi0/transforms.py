@@ -26,13 +26,20 @@ class DataSpec:
     """observation keys feeding base_0_rgb, left_wrist_0_rgb, right_wrist_0_rgb (None: no camera, slot left out)"""
     delta_mask: tuple[bool, ...]
     """action dims trained as deltas to the state (openpi's extra_delta_transform)"""
+    augment: bool = False
+    """train-time image augmentation by default (openpi's, as RLinf's π₀ update runs it)"""
+
+    def wrist_slots(self) -> list[bool]:
+        """For each camera slot the model gets (in order): whether it is a wrist camera (all but the base slot)."""
+        return [slot > 0 for slot, key in enumerate(self.cameras) if key is not None]
 
 
 DATA_SPECS = {
     # LiberoInputs: agentview + wrist camera, 8-D state, 7-D actions (6 delta + absolute gripper)
-    "libero": DataSpec(("image", "wrist_image", None), (True,) * 6 + (False,)),
+    "libero": DataSpec(("image", "wrist_image", None), (True,) * 6 + (False,), augment=True),
     # AlohaInputs(adapt_to_pi=False): head + two wrists, 14-D [left arm 6, gripper, right arm 6, gripper]
-    "robotwin": DataSpec(("image", "left_wrist_image", "right_wrist_image"), ((True,) * 6 + (False,)) * 2),
+    "robotwin": DataSpec(("image", "left_wrist_image", "right_wrist_image"), ((True,) * 6 + (False,)) * 2,
+                         augment=True),
     # state observations alone (e.g. ManiSkill obs_mode=state): no camera, actions as the env takes them
     "state": DataSpec((None, None, None), ()),
 }

@@ -170,10 +170,10 @@ def test_seeds_line_names_the_key_and_the_bad_file(tmp_path):
 def test_seeds_line_reports_the_bundled_lists():
     # GIVEN the preset as shipped (bundled seed lists) WHEN checked
     _, checks = check_json()
-    # THEN both lists load, with RLinf's counts
+    # THEN both lists load, with RLinf's counts and how many of them RLinf's pick (4 workers of 16 envs) uses
     assert checks["seeds"]["ok"], checks["seeds"]
-    assert "train 1000 seeds from train_seeds.json (bundled)" in checks["seeds"]["detail"]
-    assert "eval 150 seeds from eval_seeds.json (bundled)" in checks["seeds"]["detail"]
+    assert "train 1000 seeds from train_seeds.json (bundled), 960 in RLinf's pick" in checks["seeds"]["detail"]
+    assert "eval 150 seeds from eval_seeds.json (bundled), 128 in RLinf's pick" in checks["seeds"]["detail"]
 
 
 @requires_pi0

@@ -10,7 +10,7 @@ from dagger_cli.core.config import EnvConfig
 from dagger_cli.core.registry import EnvAdapter
 
 _LAZY = {"RoboTwinVecEnv", "assets_root", "set_environment", "load_seeds", "bundled_seeds", "import_vector_env",
-         "task_config", "INSTALL_HINT"}
+         "task_config", "INSTALL_HINT", "worker_slices", "reset_order"}
 
 
 @dataclass
@@ -22,9 +22,10 @@ class RoboTwinConfig:
     task_config: str = "demo_clean"
     """RoboTwin task config the scene follows (demo_clean: no domain randomisation)"""
     train_seeds_path: str | None = None
-    """JSON of training "success seeds" in RLinf's format ({task: {success_seeds: [...]}}); null = bundled"""
+    """JSON of training "success seeds" in RLinf's format ({task: {success_seeds: [...]}}); null = bundled (RLinf's
+    own); at least 64, picked as RLinf's 4 env workers of 16 envs pick them (env.py)"""
     eval_seeds_path: str | None = None
-    """JSON of evaluation seeds, same format; null = bundled"""
+    """JSON of evaluation seeds, same format and pick (episodes 0..63: RLinf's 64); null = bundled (RLinf's own)"""
 
 
 @dataclass

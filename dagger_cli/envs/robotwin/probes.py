@@ -249,7 +249,7 @@ def planner(cfg) -> str:
 
 def seeds(cfg) -> str:
     from dagger_cli.core.errors import ConfigError
-    from dagger_cli.envs.robotwin.env import bundled_seeds, load_seeds
+    from dagger_cli.envs.robotwin.env import bundled_seeds, load_seeds, reset_order
 
     r, parts = cfg.env.robotwin, []
     for kind, path in (("train", r.train_seeds_path), ("eval", r.eval_seeds_path)):
@@ -259,7 +259,7 @@ def seeds(cfg) -> str:
             raise RuntimeError(f"{e}; give a JSON as {{\"{cfg.env.task}\": {{\"success_seeds\": [...]}}}} "
                                f"or set env.robotwin.{kind}_seeds_path=null for the bundled list") from None
         name = Path(path).name if path else f"{bundled_seeds(kind).name} (bundled)"
-        parts.append(f"{kind} {len(found)} seeds from {name}")
+        parts.append(f"{kind} {len(found)} seeds from {name}, {len(reset_order(found))} in RLinf's pick")
     return ", ".join(parts)
 
 

@@ -22,9 +22,10 @@ pytestmark = requires_pi0
 
 @pytest.fixture(scope="module")
 def source(checkpoint_dir, tokenizer_path):
+    """The tiny checkpoint's weights and stats, taken as LeRobot's π₀ takes actions (absolute: no delta step)."""
     from dagger_cli.policies.pi0 import Pi0Policy
 
-    return Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir), "cpu")
+    return Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir, action_convention="absolute"), "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -146,16 +147,23 @@ def test_a_lerobot_checkpoint_trains_as_student_and_labels_as_expert(lerobot_dir
     assert rows[-1]["train/replay_buffer/total_samples"] == 2 * 2 and np.isfinite(rows[-1]["train/dagger/actor_loss"])
     after = student.model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    # AND `dagger export` writes the trained student in both layouts, each loading back to the same weights
+    # AND `dagger export` writes the trained student in LeRobot's layout, loading back to the same weights and actions
     from test_cli import dagger
 
     (tmp_path / "config.yaml").write_text(cfg.to_yaml())
-    for fmt in ("checkpoint", "lerobot-checkpoint"):
-        result = dagger("export", str(tmp_path), "--format", fmt, "--out", str(tmp_path / fmt))
-        assert result.returncode == 0, result.stderr
-        back = Pi0Policy(dataclasses.replace(cfg.actor.model, model_path=str(tmp_path / fmt)), "cpu")
-        assert all(torch.equal(after[k], v.to(after[k].dtype)) for k, v in back.model.state_dict().items())
-        assert np.allclose(back.transforms.norm.state_mean, student.transforms.norm.state_mean)
+    fmt = "lerobot-checkpoint"
+    result = dagger("export", str(tmp_path), "--format", fmt, "--out", str(tmp_path / fmt))
+    assert result.returncode == 0, result.stderr
+    back = Pi0Policy(dataclasses.replace(cfg.actor.model, model_path=str(tmp_path / fmt)), "cpu")
+    assert all(torch.equal(after[k], v.to(after[k].dtype)) for k, v in back.model.state_dict().items())
+    assert np.allclose(back.transforms.norm.state_mean, student.transforms.norm.state_mean)
+    obs, noise = observation(), student.sample_noise(2)
+    assert back.action_convention == "absolute"
+    assert np.allclose(back.act(obs, noise=noise), student.act(obs, noise=noise), atol=1e-5)
+    # AND openpi's layout, which for LIBERO's data means delta actions, is refused in one line, writing nothing
+    refused = dagger("export", str(tmp_path), "--format", "checkpoint", "--out", str(tmp_path / "checkpoint"))
+    assert refused.returncode == 2 and "predicts absolute actions (LeRobot's convention)" in refused.stderr
+    assert "LeRobot's convention" in refused.stderr.strip().splitlines()[-1] and not (tmp_path / "checkpoint").exists()
 
 
 LEROBOT_PYTHON = os.environ.get("DAGGER_LEROBOT_PYTHON")
@@ -324,3 +332,40 @@ def test_a_checkpoint_written_by_lerobots_pi0policy_loads_and_computes_lerobots_
                           x["actions"], x["noise"], x["time"])
     assert loss.shape == x["loss"].shape
     assert torch.allclose(loss, x["loss"], rtol=1e-5, atol=1e-6), (loss - x["loss"]).abs().max()  # equal here
+
+
+def test_the_action_convention_is_the_checkpoints(checkpoint_dir, tokenizer_path, tmp_path):
+    """openpi's and RLinf's LIBERO π₀ predict dims 0-5 relative to the state (their norm stats in that space);
+    LeRobot's π₀ predicts and normalises absolute actions, with no delta step."""
+    from dagger_cli.core.errors import UsageError
+    from dagger_cli.policies.pi0 import Pi0Policy, lerobot
+    from dagger_cli.policies.pi0.sizes import VARIANTS
+
+    # GIVEN one model's weights and stats in openpi's layout and, the same numbers, in LeRobot's
+    openpi = Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir), "cpu", trainable=False)
+    made = lerobot.save(openpi.model, openpi.transforms.norm, VARIANTS["tiny"], tmp_path / "lerobot", "tiny", 7)
+    lerobots = Pi0Policy(pi0_config(tokenizer_path, made), "cpu", trainable=False)
+    assert (openpi.action_convention, lerobots.action_convention) == ("delta", "absolute")
+    # WHEN both act on one observation with one noise
+    obs = observation()
+    noise = openpi.sample_noise(2)
+    from_openpi, from_lerobot = openpi.act(obs, noise=noise), lerobots.act(obs, noise=noise)
+    # THEN LeRobot's env action is the model's own; openpi's adds the state on the 6 arm dims, not the gripper
+    state = obs["state"][:, None, :6]
+    assert np.allclose(from_openpi[..., :6], from_lerobot[..., :6] + state, atol=1e-5)
+    assert np.allclose(from_openpi[..., 6], from_lerobot[..., 6], atol=1e-6)
+    assert not np.allclose(from_openpi, from_lerobot, atol=1e-3)
+    # AND the key overrides what the layout implies, both ways
+    forced = Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir, action_convention="absolute"), "cpu", trainable=False)
+    assert np.allclose(forced.act(obs, noise=noise), from_lerobot, atol=1e-6)
+    forced = Pi0Policy(pi0_config(tokenizer_path, made, action_convention="delta"), "cpu", trainable=False)
+    assert np.allclose(forced.act(obs, noise=noise), from_openpi, atol=1e-6)
+    # AND the convention travels with a state dict (run checkpoints, Ray weights): loaded into a delta policy
+    student = Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir), "cpu")
+    student.load_state_dict(lerobots.state_dict())
+    assert student.action_convention == "absolute"
+    assert np.allclose(student.act(obs, noise=noise), from_lerobot, atol=1e-6)
+    # AND a delta model refuses LeRobot's layout in one line, writing nothing
+    with pytest.raises(UsageError, match="LeRobot's π₀ has no delta step") as e:
+        openpi.save_lerobot(tmp_path / "refused")
+    assert "dims 0–5" in str(e.value) and "\n" not in str(e.value) and not (tmp_path / "refused").exists()

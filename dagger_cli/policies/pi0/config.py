@@ -29,6 +29,10 @@ class Pi0Config:
     """norm stats are read from <model_path>/<asset_id>/norm_stats.json (or <model_path>/assets/<asset_id>/...)"""
     norm_stats_path: str | None = None
     """explicit norm_stats.json (or its folder), instead of the lookup in model_path"""
+    action_convention: Literal["auto", "delta", "absolute"] = "auto"
+    """what the checkpoint's actions and action stats mean: `delta` = relative to the state on the data's delta dims
+    (openpi's and RLinf's LIBERO and RoboTwin checkpoints), `absolute` = as the env takes them (LeRobot's π₀ has no
+    delta step); auto = what a dagger checkpoint recorded, else absolute for LeRobot's layout and delta otherwise"""
     num_steps: int = 10
     """Euler denoising steps per action chunk (RLinf's DAgger configs: 4; openpi: 10)"""
     max_token_len: int = 48

@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dagger_cli.core.errors import CheckpointError, EnvUnavailableError
+from dagger_cli.core.errors import CheckpointError, EnvUnavailableError, UsageError
+
+
+CONVENTION_KEY = "action_convention/delta"
+"""a state dict's record of its convention (1: delta, 0: absolute), so run checkpoints and Ray weights keep it"""
+
+
+def _dims(dims: list[int]) -> str:
+    return f"{dims[0]}–{dims[-1]}" if dims == list(range(dims[0], dims[-1] + 1)) else ", ".join(map(str, dims))
 
 
 def _require_transformers():
@@ -59,6 +67,11 @@ class Pi0Policy:
             raise CheckpointError(f"{model_path}: no such π₀ checkpoint directory")
         # weights before the tokenizer and norm stats: the largest, likeliest problem is reported first; the model
         # is made where it runs (initialising 3.5 B parameters on a GPU takes seconds, on a CPU a minute)
+        self.action_convention = p.action_convention
+        """`delta` or `absolute` (see Pi0Config.action_convention): what the model's actions and stats mean"""
+        if p.action_convention == "auto":
+            from_lerobot = model_path is not None and model_path.is_dir() and lerobot.is_lerobot(model_path)
+            self.action_convention = "absolute" if from_lerobot else "delta"
         if model_path is not None and model_path.is_dir() and lerobot.is_lerobot(model_path):
             lerobot.check_config(model_path, size, p.variant, "actor.model" if trainable else "rollout.expert_model",
                                  cfg.action_dim)
@@ -103,7 +116,14 @@ class Pi0Policy:
         from dagger_cli.policies.pi0.transforms import DATA_SPECS, Pi0Transforms
 
         size = VARIANTS[self.cfg.pi0.variant]
-        self.transforms = Pi0Transforms(DATA_SPECS[self.cfg.pi0.data], norm, self.cfg.action_dim, size.action_dim)
+        self.transforms = Pi0Transforms(DATA_SPECS[self.cfg.pi0.data], norm, self.cfg.action_dim, size.action_dim,
+                                        delta=self.action_convention == "delta")
+
+    def _set_convention(self, convention: str) -> None:
+        """A convention a checkpoint recorded or its layout implies; the config's key, when set, wins."""
+        if self.cfg.pi0.action_convention == "auto" and convention != self.action_convention:
+            self.action_convention = convention
+            self._set_norm_stats(self.transforms.norm)
 
     def _precision_context(self):
         """bf16 autocast for a trained model in bfloat16 precision; nothing otherwise."""
@@ -203,19 +223,24 @@ class Pi0Policy:
 
     # CHECKPOINT
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights in openpi's names, plus the norm stats in use under `norm_stats/` (none while it has none)."""
+        """Weights in openpi's names, the norm stats in use under `norm_stats/` (none while it has none) and the
+        action convention under `CONVENTION_KEY`."""
         from dagger_cli.policies.pi0.checkpoint import openpi_state_dict
 
         state = openpi_state_dict(self.model)
         if not self.needs_norm_stats:
             state.update(self.transforms.norm.to_tensors())
+        state[CONVENTION_KEY] = torch.tensor([self.action_convention == "delta"], dtype=torch.uint8)
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
         from dagger_cli.policies.pi0.checkpoint import NORM_KEY, NormStats, load_state
 
         norm = {k: v for k, v in state.items() if k.startswith(NORM_KEY)}
-        load_state(self.model, {k: v for k, v in state.items() if not k.startswith(NORM_KEY)}, source)
+        weights = {k: v for k, v in state.items() if not k.startswith(NORM_KEY) and k != CONVENTION_KEY}
+        load_state(self.model, weights, source)
+        if CONVENTION_KEY in state:
+            self._set_convention("delta" if int(state[CONVENTION_KEY].flatten()[0]) else "absolute")
         if norm:
             self._set_norm_stats(NormStats.from_tensors(norm, source))
             self.needs_norm_stats = False
@@ -226,8 +251,13 @@ class Pi0Policy:
         from dagger_cli.policies.pi0.checkpoint import find_norm_stats
         from dagger_cli.policies.weights import read_weights
 
+        from dagger_cli.policies.pi0 import lerobot
+
         path = Path(path).expanduser()
-        self.load_state_dict(read_weights(path), str(path))
+        state = read_weights(path)
+        if CONVENTION_KEY not in state and path.is_dir():
+            self._set_convention("absolute" if lerobot.is_lerobot(path) else "delta")
+        self.load_state_dict(state, str(path))
         if path.is_dir() and self.needs_norm_stats:
             norm = find_norm_stats(path, self.cfg.pi0.asset_id, None, required=False)
             if norm is not None:
@@ -239,6 +269,14 @@ class Pi0Policy:
         from dagger_cli.policies.pi0 import lerobot
         from dagger_cli.policies.pi0.sizes import VARIANTS
 
+        delta = self.transforms.delta_dims()
+        if delta:
+            raise UsageError(
+                f"--format lerobot-checkpoint: this π₀ predicts actions relative to the state on dims "
+                f"{_dims(delta)} (openpi's convention for data {self.cfg.pi0.data}), and LeRobot's π₀ has no delta "
+                "step, so it would execute them as absolute; export --format checkpoint (openpi's layout), or train "
+                "the student with actor.model.pi0.action_convention=absolute"
+            )
         p = self.cfg.pi0
         return lerobot.save(self.model, self.transforms.norm, VARIANTS[p.variant], directory, p.variant,
                             self.cfg.action_dim)
@@ -247,7 +285,16 @@ class Pi0Policy:
         """`<directory>/model.safetensors` in openpi's layout plus this policy's norm stats (a loadable model_path)."""
         from dagger_cli.core.checkpoint import write_json
         from dagger_cli.policies.pi0.checkpoint import save_weights
+        from dagger_cli.policies.pi0.transforms import DATA_SPECS
 
+        spec = DATA_SPECS[self.cfg.pi0.data]
+        implied = [d for d, on in enumerate(spec.delta_mask[: self.cfg.action_dim]) if on]
+        if self.action_convention == "absolute" and implied:
+            raise UsageError(
+                f"--format checkpoint: this π₀ predicts absolute actions (LeRobot's convention), and openpi's layout "
+                f"for data {self.cfg.pi0.data} means actions relative to the state on dims {_dims(implied)}; export "
+                "--format lerobot-checkpoint"
+            )
         path = save_weights(self.model, directory)
         stats_dir = Path(directory) / self.cfg.pi0.asset_id
         stats_dir.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,9 @@
 In: cameras → the image slots (`base_0_rgb`, `left_wrist_0_rgb`, `right_wrist_0_rgb`; a slot the dataset has no
 camera for is left out, which equals openpi's masked zero image; a camera missing from an observation is a zero
 image with its mask off), resize-with-pad to 224, [-1, 1]; state z-scored and zero-padded to 32; the prompt
-tokenised to 48. Actions (training labels): delta on the masked dims (relative to the current state), z-scored,
-padded to 32. Out: unnormalised, absolute again, cut to the env's action size. Labels and outputs stay in env units
+tokenised to 48. Actions (training labels): delta on the masked dims (relative to the current state) for a checkpoint
+of openpi's convention, as the env takes them for LeRobot's; z-scored, padded to 32. Out: unnormalised, absolute
+again, cut to the env's action size. Labels and outputs stay in env units
 over the full horizon, so student and expert may carry different norm stats.
 """
 
@@ -52,9 +53,12 @@ def pad_last(x: np.ndarray, size: int) -> np.ndarray:
 
 
 class Pi0Transforms:
-    def __init__(self, spec: DataSpec, norm: NormStats, action_dim: int, model_dim: int = 32, image_size: int = 224):
+    def __init__(self, spec: DataSpec, norm: NormStats, action_dim: int, model_dim: int = 32, image_size: int = 224,
+                 delta: bool = True):
         self.spec = spec
         self.norm = norm
+        self.delta = delta
+        """actions relative to the state on the spec's delta dims (openpi's convention); else absolute (LeRobot's)"""
         self.action_dim = action_dim
         self.model_dim = model_dim
         self.image_size = image_size
@@ -89,10 +93,14 @@ class Pi0Transforms:
         z = (state - self.norm.state_mean[:d]) / (self.norm.state_std[:d] + EPS)
         return pad_last(z, self.model_dim).astype(np.float32)
 
+    def delta_dims(self) -> list[int]:
+        """The action dims the model predicts relative to the state (none under the absolute convention)."""
+        return [d for d, on in enumerate(self.spec.delta_mask[: self.action_dim]) if on and self.delta]
+
     def delta_base(self, state: np.ndarray) -> np.ndarray:
         """(B, action_dim) amounts the delta dims are relative to (zero on absolute dims)."""
         mask = np.zeros(self.action_dim, dtype=bool)
-        mask[: len(self.spec.delta_mask)] = self.spec.delta_mask[: self.action_dim]
+        mask[self.delta_dims()] = True
         base = np.zeros((len(state), self.action_dim))
         base[:, mask] = np.asarray(state, dtype=np.float64)[:, : self.action_dim][:, mask]
         return base

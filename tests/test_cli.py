@@ -150,3 +150,69 @@ def test_missing_expert_checkpoint_is_named(tmp_path):
 def test_debug_shows_the_traceback():
     result = dagger("--debug", "train", "pick-cub")
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+CHATTY_LIBRARIES = """
+import logging, os, subprocess, sys, warnings
+from dagger_cli.cli.check import library_output_captured
+
+with library_output_captured() as captured:
+    print("[info] print to stdout")
+    print("[robosuite WARNING] print to stderr", file=sys.stderr)
+    sys.stdout.flush()
+    os.write(1, b"C-level write to fd 1\\n")
+    os.write(2, b"C-level write to fd 2\\n")
+    subprocess.run([sys.executable, "-c", "print('a child process started meanwhile')"])
+    warnings.warn("a library's Python warning")
+    logging.getLogger("robosuite").warning("a library's log record")
+print("✓ a check's line")
+with open(sys.argv[1], "w") as f:
+    f.write(captured())
+"""
+CHATTER = ["print to stdout", "print to stderr", "C-level write to fd 1", "C-level write to fd 2",
+           "a child process started meanwhile", "a library's Python warning", "a library's log record"]
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_check_captures_what_libraries_print_unless_debug(tmp_path, debug):
+    # GIVEN code that prints every way a simulator library does while a check runs
+    env = {**os.environ, "DAGGER_DEBUG": "1" if debug else ""}
+    result = subprocess.run([sys.executable, "-c", CHATTY_LIBRARIES, str(tmp_path / "captured")],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    captured = (tmp_path / "captured").read_text()
+    output = result.stdout + result.stderr
+    if debug:  # THEN with --debug it all passes through
+        assert all(c in output for c in CHATTER) and captured == ""
+    else:  # THEN without, none of it is between check's lines, and all of it was captured
+        assert result.stdout == "✓ a check's line\n" and result.stderr == ""
+        assert all(c in captured for c in CHATTER), captured
+
+
+def test_check_prints_a_warning_line_that_passes(monkeypatch, capsys):
+    import dataclasses
+
+    from dagger_cli.cli import check as check_command
+    from dagger_cli.core import registry
+    from dagger_cli.core.registry import CheckWarning
+
+    # GIVEN checks that pass, the student's with a warning (as a full-size π₀ on a CPU gets)
+    real = registry.env_adapter
+    monkeypatch.setattr(registry, "env_adapter",
+                        lambda name, key="env.type": dataclasses.replace(real(name, key), probes=None))
+    monkeypatch.setattr(check_command, "_torch", lambda cfg, state: "torch ok")
+    monkeypatch.setattr(check_command, "_env", lambda cfg, state: "env ok")
+    monkeypatch.setattr(check_command, "_model", lambda cfg, state, student:
+                        CheckWarning("too slow to use on this CPU") if student else "expert ok")
+    # WHEN dagger check runs
+    check_command.check("pick-cube")
+    lines = capsys.readouterr().out.splitlines()
+    # THEN the student's line is marked ! (not ✓), the others ✓, and the command succeeds (no typer.Exit)
+    assert "! student: too slow to use on this CPU" in lines and "✓ expert: expert ok" in lines
+    assert not any(line.startswith("✓ student") for line in lines)
+    # AND --json says ok with the warning flagged
+    check_command.check("pick-cube", json_mode=True)
+    data = json.loads(capsys.readouterr().out)
+    student = next(c for c in data["checks"] if c["name"] == "student")
+    assert data["ok"] and student["ok"] and student["warning"]
+    assert not next(c for c in data["checks"] if c["name"] == "expert")["warning"]

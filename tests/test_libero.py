@@ -116,6 +116,11 @@ def test_mujoco_outside_the_pinned_range_is_named(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "3.17.0")
     problem = libero_env.mujoco_outside_range()
     assert "mujoco 3.17.0" in problem and "<3.4" in problem and "\n" not in problem
+    # AND `dagger check`'s simulator line fails with it
+    from dagger_cli.envs.libero import probes
+
+    with pytest.raises(RuntimeError, match="mujoco 3.17.0 is outside"):
+        probes.simulator()
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "3.3.7")
     assert libero_env.mujoco_outside_range() is None
 
@@ -192,6 +197,8 @@ def test_check_libero_spatial(checkpoint_dir, tokenizer_path, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert "libero_spatial" in checks["env"]["detail"] and "osmesa" in checks["renderer"]["detail"]
+    # AND the MuJoCo the `libero` extra installs is one LIBERO's init states settle under
+    assert checks["simulator"]["ok"] and "mujoco 3." in checks["simulator"]["detail"]
     # the preset as shipped points at checkpoints this machine does not have
     bad = dagger("check", "libero-spatial", "--json")
     assert bad.returncode == 3
@@ -210,3 +217,22 @@ def test_check_reports_a_renderer_that_cannot_start(tmp_path):
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert not checks["renderer"]["ok"] and "MUJOCO_GL=glx" in checks["renderer"]["detail"]
     assert "set MUJOCO_GL" in checks["renderer"]["detail"]
+
+
+def test_check_output_holds_only_checks_lines():
+    from test_cli import dagger
+
+    # GIVEN the preset as shipped (its π₀ checkpoints are not fetched here: the model lines fail, the env's pass)
+    result = dagger("check", "libero-spatial", "--set", "env.image_size=64")
+    assert result.returncode == 3, result.stdout + result.stderr
+    # THEN stdout holds check's own lines, one per check, and nothing LIBERO or robosuite print while they import,
+    # load the suite and start the env workers (the task-order line, the macro-file warnings) shows up anywhere
+    lines = result.stdout.splitlines()
+    assert lines and all(line[:2] in ("✓ ", "✗ ", "! ") for line in lines), result.stdout
+    names = [line[2:].split(":")[0] for line in lines]
+    assert {"config", "torch", "simulator", "renderer", "env", "student", "expert"} <= set(names)
+    assert any(line.startswith("✓ env: libero_spatial") for line in lines)
+    output = result.stdout + result.stderr
+    for chatter in ("Applying task order", "No private macro file", "setup_macros.py", "[robosuite WARNING]"):
+        assert chatter not in output
+    assert result.stderr.strip() == ""

@@ -698,3 +698,104 @@ def test_augmentation_is_in_the_loss_only_and_on_by_default_for_camera_data(chec
     from dagger_cli.policies.pi0.transforms import DATA_SPECS
 
     assert DATA_SPECS["robotwin"].augment and DATA_SPECS["robotwin"].wrist_slots() == [False, True, True]
+
+
+def test_check_warns_that_a_full_size_pi0_on_a_cpu_is_too_slow_and_says_what_a_step_costs():
+    from dagger_cli.core.registry import CheckWarning
+    from dagger_cli.policies.pi0 import cpu_matmul_flops, describe, pi0_flops
+    from dagger_cli.policies.pi0.model import Pi0Model
+    from dagger_cli.policies.pi0.sizes import VARIANTS
+
+    # GIVEN libero-spatial's full-size π₀ student and expert (described from the size table: nothing is built)
+    cfg = load_config("libero-spatial")
+    student, expert = cfg.actor.model, cfg.rollout.expert_model
+    assert student.pi0.variant == expert.pi0.variant == "full"
+    # THEN on a CPU both lines are warnings naming the cost of a rollout chunk (and the student's learner step)
+    line = describe(student, None, "cpu", True)
+    assert isinstance(line, CheckWarning) and "too slow to use on this CPU" in line and "GPU" in line
+    act, train = pi0_flops(student)
+    speed = cpu_matmul_flops("float32")
+    assert f"{act / 1e12:.1f} TFLOP per observation" in line and f"{train / 1e12:.1f} TFLOP forward + backward" in line
+    assert "s per env for a rollout chunk" in line and "s per sample of a learner step" in line
+    assert f"measured {speed / 1e9:.1f} GFLOP/s" in line or "TFLOP/s" in line
+    assert act / speed > 1 and train > 2 * act  # a full-size π₀ takes seconds per observation on any CPU
+    labels = describe(expert, None, "cpu", False)
+    assert isinstance(labels, CheckWarning) and "per env for a rollout chunk" in labels and "learner" not in labels
+    # AND the FLOPs are the model's: 2 per weight per token, checked against the parameters on the meta device
+    with torch.device("meta"):
+        model = Pi0Model(VARIANTS["full"])
+    pwe = model.paligemma_with_expert
+    numel = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    prefix, suffix = 2 * 256 + student.pi0.max_token_len, 1 + 50
+    weights_only = 2 * (2 * 256 * numel(pwe.vision_tower) + prefix * numel(pwe.language_model.layers)
+                        + student.pi0.num_steps * suffix * numel(pwe.expert_model.layers))
+    assert weights_only < act < 1.1 * weights_only  # + attention over the 560-token prefix
+    # AND on a GPU, or with the small and tiny variants on a CPU (pick-cube-pi0), the line passes
+    assert not isinstance(describe(student, None, "cuda", True), CheckWarning)
+    for variant in ("small", "tiny"):
+        small = dataclasses.replace(student, pi0=dataclasses.replace(student.pi0, variant=variant))
+        assert not isinstance(describe(small, None, "cpu", True), CheckWarning)
+    pick_cube = load_config("pick-cube-pi0").actor.model
+    assert not isinstance(describe(pick_cube, None, "cpu", True), CheckWarning)
+
+
+def test_an_rlinf_runner_checkpoint_as_expert_finds_or_names_its_norm_stats(checkpoint_dir, tokenizer_path, tmp_path):
+    import yaml
+    from safetensors.torch import load_file
+
+    from dagger_cli.policies.pi0 import Pi0Policy
+    from dagger_cli.policies.pi0.checkpoint import find_norm_stats
+
+    # GIVEN an RLinf run started from checkpoint_dir, its step saved as RLinf's FSDP runner saves one: weights only
+    log_path = tmp_path / "results"
+    step = log_path / "libero_spatial_dagger_openpi/checkpoints/global_step_40"
+    (step / "actor/model_state_dict").mkdir(parents=True)
+    torch.save(load_file(str(checkpoint_dir / "model.safetensors")), step / "actor/model_state_dict/full_weights.pt")
+    asset = "physical-intelligence/libero"
+    started_from = str(checkpoint_dir / asset / "norm_stats.json")
+
+    def expert(model_path):
+        return Pi0Policy(pi0_config(tokenizer_path, model_path), "cpu", trainable=False)
+
+    def error(model_path) -> str:
+        with pytest.raises(CheckpointError) as e:
+            expert(model_path)
+        assert "\n" not in str(e.value)
+        return str(e.value)
+
+    # WHEN no run config is found above it THEN the error names the key and the file to pass
+    for path in (step, step / "actor"):
+        message = error(path)
+        assert "rollout.expert_model.pi0.norm_stats_path" in message and "RLinf runner checkpoint" in message
+        assert f"<model_path the RLinf run started from>/{asset}/norm_stats.json" in message
+        assert f"{step}/{asset}/norm_stats.json" in message  # where RLinf's own loader would look
+    with pytest.raises(CheckpointError, match="RLinf runner checkpoint"):
+        find_norm_stats(step / "actor/model_state_dict", asset, None, required=True)
+    # WHEN the run's saved config (<log_path>/tensorboard/config.yaml) names a start checkpoint not on this machine
+    config = log_path / "tensorboard/config.yaml"
+    config.parent.mkdir()
+
+    def save_config(model_path, experiment="libero_spatial_dagger_openpi"):
+        logger = {"log_path": str(log_path), "experiment_name": experiment}
+        model = {"model_path": str(model_path)}
+        config.write_text(yaml.safe_dump({"runner": {"logger": logger}, "actor": {"model": model}}))
+
+    save_config(tmp_path / "elsewhere")
+    message = error(step / "actor")
+    assert f"set rollout.expert_model.pi0.norm_stats_path to {tmp_path}/elsewhere/{asset}/norm_stats.json" in message
+    assert str(config) in message
+    # WHEN it names checkpoint_dir THEN the expert reads the norm stats its run read, from any of the three paths
+    save_config(checkpoint_dir)
+    assert expert(step / "actor").transforms.norm.source == started_from
+    assert expert(step).transforms.norm.source == started_from
+    assert expert(step / "actor/model_state_dict").transforms.norm.source == started_from
+    # AND a config of another experiment is not this run's
+    save_config(checkpoint_dir, experiment="another_experiment")
+    assert "<model_path the RLinf run started from>" in error(step)
+    # AND stats copied into the step directory (RLinf's deploy layout) are found there first
+    write_norm_stats(step, scale=2.0)
+    assert expert(step / "actor").transforms.norm.source == f"{step}/{asset}/norm_stats.json"
+    # AND an explicit norm_stats_path still wins
+    explicit = Pi0Policy(pi0_config(tokenizer_path, step, norm_stats_path=str(checkpoint_dir / asset)), "cpu",
+                         trainable=False)
+    assert explicit.transforms.norm.source == started_from

@@ -1,20 +1,30 @@
 """`dagger check PRESET`: is everything this preset needs installed and working? One line per check.
 
 The lines: the config; torch; the env adapter's own probes (simulator, renderer, assets, ...); one env made, reset
-and stepped; the student and the expert built (their checkpoints loaded) with what their adapters add.
+and stepped; the student and the expert built (their checkpoints loaded) with what their adapters add. A check passes
+(✓), passes with a warning (!: it works but is not usable as configured, e.g. a full-size π₀ on a CPU) or fails (✗).
+
+What the libraries print while a check runs (robosuite's macro warnings, LIBERO's "[info] Applying task order" lines,
+the simulator workers' output, Python warnings and log records) is captured at the file-descriptor level and dropped,
+so that it does not land between check's lines; `--debug` lets it through.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import typer
 
 from dagger_cli.cli._common import ConfigOpt, JsonOpt, PresetArg, SetOpt, examples
-from dagger_cli.cli._output import EXIT_CHECK_FAILED, Output, handle_errors
+from dagger_cli.cli._output import EXIT_CHECK_FAILED, Output, debug_enabled, handle_errors
 
 EXAMPLES = examples("dagger check pick-cube", "dagger check pick-cube --set runner.expert_ckpt_path=expert.pt --json")
 
@@ -24,6 +34,8 @@ class Check:
     name: str
     ok: bool
     detail: str
+    warning: bool = False
+    """passed, but with a warning (printed with ! instead of ✓; the exit code stays 0)"""
 
 
 def check(preset: PresetArg = None, config: ConfigOpt = None, set_: SetOpt = None, json_mode: JsonOpt = False) -> None:
@@ -45,13 +57,14 @@ def check(preset: PresetArg = None, config: ConfigOpt = None, set_: SetOpt = Non
 
 
 def _print(out: Output, c: Check) -> None:
-    mark = "[green]✓[/]" if c.ok else "[red]✗[/]"
+    mark = "[red]✗[/]" if not c.ok else "[yellow]![/]" if c.warning else "[green]✓[/]"
     out.out.print(f"{mark} {c.name}: {c.detail}", highlight=False)
 
 
 def run_checks(cfg, on_result: Callable[[Check], None] | None = None) -> list[Check]:
-    """Runs every check in order; a check whose prerequisite failed reports that instead of running."""
-    from dagger_cli.core.registry import env_adapter
+    """Runs every check in order; a check whose prerequisite failed reports that instead of running. A check's `fn`
+    returns its detail, a `CheckWarning` for a line that passes with a warning, or raises."""
+    from dagger_cli.core.registry import CheckWarning, env_adapter
 
     results: list[Check] = []
     state: dict = {}
@@ -61,11 +74,15 @@ def run_checks(cfg, on_result: Callable[[Check], None] | None = None) -> list[Ch
         if missing:
             c = Check(name, False, f"skipped: {missing[0]} failed")
         else:
-            try:
-                c = Check(name, True, fn())
-            except Exception as e:  # every failure becomes a line, never a traceback
-                text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                c = Check(name, False, text)
+            with library_output_captured() as captured:
+                try:
+                    detail = fn()
+                    c = Check(name, True, str(detail), warning=isinstance(detail, CheckWarning))
+                except Exception as e:  # every failure becomes a line, never a traceback
+                    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    c = Check(name, False, text)
+            if not c.ok and captured():
+                c.detail += " (--debug shows what the libraries printed)"
         results.append(c)
         if on_result is not None:
             on_result(c)
@@ -80,6 +97,46 @@ def run_checks(cfg, on_result: Callable[[Check], None] | None = None) -> list[Ch
     record("student", lambda: _model(cfg, state, student=True), needs=("torch",))
     record("expert", lambda: _model(cfg, state, student=False), needs=("torch",))
     return results
+
+
+@contextlib.contextmanager
+def library_output_captured() -> Iterator[Callable[[], str]]:
+    """While the block runs, file descriptors 1 and 2 point at a temp file (so do those of processes started
+    meanwhile: the simulator's forkserver and workers) and Python warnings are recorded instead of shown; yields a
+    function returning what was captured. Under --debug (or DAGGER_DEBUG=1) everything passes through."""
+    if debug_enabled():
+        yield lambda: ""
+        return
+    text = ""
+    with tempfile.TemporaryFile() as sink:
+        for stream in (sys.stdout, sys.stderr):
+            _flush(stream)
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            with warnings.catch_warnings(record=True) as caught:
+                try:
+                    yield lambda: text
+                finally:
+                    for stream in (sys.stdout, sys.stderr):
+                        _flush(stream)
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            printed = sink.read().decode(errors="replace")
+            shown = "".join(f"{w.category.__name__}: {w.message}\n" for w in caught)
+            text = printed + shown
+
+
+def _flush(stream) -> None:
+    try:
+        stream.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def _torch(cfg, state) -> str:
@@ -122,13 +179,14 @@ def _model(cfg, state, student: bool) -> str:
     check's observation."""
     import numpy as np
 
-    from dagger_cli.core.registry import SCRIPTED, policy_adapter
+    from dagger_cli.core.registry import SCRIPTED, CheckWarning, policy_adapter
     from dagger_cli.policies import build_expert, build_student
 
     device = state.get("device", "cpu")
     model, key = (cfg.actor.model, "actor.model") if student else (cfg.rollout.expert_model, "rollout.expert_model")
     build = (lambda: build_student(cfg, device)) if student else (lambda: build_expert(cfg, device))
     policy = _with_fetch_hint(build, model.model_path, f"{key}.model_path")
+    warn = False
     if model.model_type == SCRIPTED:
         detail = f"scripted ({cfg.env.task})"
     else:
@@ -138,13 +196,15 @@ def _model(cfg, state, student: bool) -> str:
         detail = f"{model.model_type}{params}, {f'loaded {weights}' if weights else 'random init'}"
         describe = policy_adapter(model.model_type, f"{key}.model_type").describe
         if describe is not None:
-            detail += f"; {describe(model, policy, device, student)}"
+            described = describe(model, policy, device, student)
+            warn = isinstance(described, CheckWarning)
+            detail += f"; {described}"
     if not student and "obs" in state:
         action = np.asarray(policy.act(state["obs"]))
         if action.shape[1:] != tuple(policy.action_shape) or not np.isfinite(action).all():
             raise RuntimeError(f"expert returned {action.shape} for one observation, expected (1, {policy.action_shape})")
         detail += f"; labels an observation with a {action.shape[1:]} action"
-    return detail
+    return CheckWarning(detail) if warn else detail
 
 
 def _with_fetch_hint(build: Callable, model_path: str | None, key: str):

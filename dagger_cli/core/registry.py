@@ -41,9 +41,15 @@ class Alias:
     """"model" (a checkpoint directory) or "tokenizer" (placed where the tokenizer default looks)"""
 
 
+class CheckWarning(str):
+    """A `dagger check` detail for a line that passes with a warning (`!` instead of `✓`, exit code 0): what a
+    probe's `run` or a policy adapter's `describe` returns when things work but not usably as configured."""
+
+
 @dataclass(frozen=True)
 class Probe:
-    """One `dagger check` line: `run()` returns what it found or raises with what is wrong."""
+    """One `dagger check` line: `run()` returns what it found (a `CheckWarning` to warn) or raises with what is
+    wrong."""
 
     name: str
     run: Callable[[], str]
@@ -81,7 +87,8 @@ class PolicyAdapter:
     expert: Callable[[Any, str], Any] | None
     """(full config, device) -> a `Policy` for rollout.expert_model; None: cannot be an expert"""
     describe: Callable[[Any, Any, str, bool], str] | None = None
-    """(model config, built policy, device, is student) -> extra `dagger check` detail (memory, sizes)"""
+    """(model config, built policy, device, is student) -> extra `dagger check` detail (memory, sizes); a
+    `CheckWarning` marks the line a warning (e.g. a model too large for the device to train on)"""
     fits_env: Callable[[Any, Any, str], None] | None = None
     """(model config, env, config key) -> raises a ConfigError when the model cannot read the env's observations"""
     export: Callable[[Any, Any, Path, str], Path] | None = None

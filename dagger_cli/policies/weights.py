@@ -20,7 +20,8 @@ from dagger_cli.core.errors import CheckpointError
 if TYPE_CHECKING:
     import torch
 
-RLINF_WEIGHT_FILES = ("model_state_dict/full_weights.pt", "actor/model_state_dict/full_weights.pt")
+RLINF_WEIGHT_FILES = ("full_weights.pt", "model_state_dict/full_weights.pt", "actor/model_state_dict/full_weights.pt")
+"""RLinf's FSDP checkpoint, named by its `model_state_dict/`, `actor/` or `global_step_N/` directory"""
 RUN_CHECKPOINT_STUDENT = "student.safetensors"
 _IGNORED_PREFIXES = ("value_head.",)
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "_fsdp_wrapped_module.")

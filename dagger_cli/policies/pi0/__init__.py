@@ -35,7 +35,10 @@ def expert(cfg, device: str):
 
 
 def describe(model: Pi0ModelConfig, policy, device: str, is_student: bool) -> str:
-    """The memory the model takes as `apply_precision` stores it (what `dagger check` prints)."""
+    """The memory the model takes as `apply_precision` stores it (what `dagger check` prints); on a CPU, where a
+    model too large to use there (a full-size π₀) makes the line a `CheckWarning`, the estimated cost of a rollout
+    chunk and of a learner step (from the model's FLOPs and this CPU's measured matmul speed)."""
+    from dagger_cli.core.registry import CheckWarning
     from dagger_cli.policies.pi0.model import memory_estimate_gib
     from dagger_cli.policies.pi0.sizes import VARIANTS
 
@@ -51,7 +54,91 @@ def describe(model: Pi0ModelConfig, policy, device: str, is_student: bool) -> st
         text += f", training ({part}) ≈{_size(total)} + activations"
     if getattr(policy, "needs_norm_stats", False):
         text += "; no norm stats: computed from the first iteration's expert labels"
+    if str(device).split(":")[0] == "cpu":
+        act, train = pi0_flops(model)
+        speed = cpu_matmul_flops("bfloat16" if precision == "bfloat16" else "float32")
+        if max(act, train if is_student else 0.0) / speed > CPU_SECONDS_WARNING:
+            text += (f"; too slow to use on this CPU: ≈{_seconds(act / speed)} per env for a rollout chunk "
+                     f"({_flops(act)} per observation, {p.num_steps} denoising steps)")
+            if is_student:
+                text += (f", ≈{_seconds(train / speed)} per sample of a learner step (× actor.global_batch_size; "
+                         f"{_flops(train)} forward + backward)")
+            text += (f"; estimated as FLOPs ÷ this CPU's measured {_flops(speed)}/s ({precision} matmul); "
+                     f"run it on a GPU (runner.device=cuda)")
+            return CheckWarning(text)
     return text
+
+
+CPU_SECONDS_WARNING = 1.0
+"""`dagger check` warns when one observation (or one training sample) of a model would take longer on the CPU"""
+
+
+def pi0_flops(model: Pi0ModelConfig) -> tuple[float, float]:
+    """Estimated FLOPs (multiply-adds × 2) of (one observation's action chunk: SigLIP on each camera, the VLM on the
+    prefix, `num_steps` action-expert passes; one training sample: SigLIP, VLM and one expert pass forward, backward
+    ≈ 2 × forward of what trains, + 1 forward of it under gradient checkpointing). From the size table: the
+    layers' matmuls and attention; norms, softmax and the like are left out."""
+    from dagger_cli.policies.pi0.sizes import VARIANTS
+    from dagger_cli.policies.pi0.transforms import DATA_SPECS
+
+    p = model.pi0
+    size = VARIANTS[p.variant]
+    vlm, expert, sig = size.paligemma, size.expert, size.siglip
+    cameras = sum(key is not None for key in DATA_SPECS[p.data].cameras)
+    patches = (sig.image_size // sig.patch_size) ** 2
+    prefix = cameras * patches + p.max_token_len
+    suffix = 1 + size.action_horizon  # the state token and the action tokens
+
+    def gemma(g, queries: int, keys: int) -> float:
+        attn = g.width * g.num_heads * g.head_dim * 2 + g.width * g.num_kv_heads * g.head_dim * 2
+        weights = attn + 3 * g.width * g.mlp_dim
+        return g.depth * (2 * queries * weights + 4 * queries * keys * g.num_heads * g.head_dim)
+
+    layer = 4 * sig.width * sig.width + 2 * sig.width * sig.mlp_dim
+    per_token = sig.depth * layer + 3 * sig.patch_size**2 * sig.width + sig.width * vlm.width
+    siglip = cameras * (2 * patches * per_token + 4 * patches * patches * sig.width * sig.depth)
+    projections = 2 * suffix * (3 * size.action_dim * expert.width + 3 * expert.width * expert.width)
+    one_pass = gemma(expert, suffix, prefix + suffix) + projections
+    prefix_flops = siglip + gemma(vlm, prefix, prefix)
+    act = prefix_flops + p.num_steps * one_pass
+    backward = 2 + int(p.gradient_checkpointing)
+    train = (prefix_flops + one_pass) + backward * (one_pass + (0 if p.train_expert_only else prefix_flops))
+    return float(act), float(train)
+
+
+_MATMUL_SPEED: dict[str, float] = {}
+
+
+def cpu_matmul_flops(dtype: str = "float32") -> float:
+    """FLOP/s of a 1024² matmul on this CPU with torch's threads (measured once per dtype, ≈0.2 s)."""
+    if dtype not in _MATMUL_SPEED:
+        import time
+
+        import torch
+
+        n = 1024
+        a = torch.randn(n, n, dtype=getattr(torch, dtype))
+        b = torch.randn(n, n, dtype=getattr(torch, dtype))
+        a @ b
+        reps, start = 0, time.perf_counter()
+        while reps < 2 or time.perf_counter() - start < 0.2:
+            a @ b
+            reps += 1
+        _MATMUL_SPEED[dtype] = 2 * n**3 * reps / (time.perf_counter() - start)
+    return _MATMUL_SPEED[dtype]
+
+
+def _seconds(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _flops(flops: float) -> str:
+    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+        if flops >= scale:
+            return f"{flops / scale:.1f} {unit}"
+    return f"{flops:.0f} FLOP"
 
 
 def _size(gib: float) -> str:

@@ -157,24 +157,103 @@ class NormStats:
 
 
 def norm_stats_candidates(model_path: Path | None, asset_id: str, override: str | None) -> list[Path]:
-    """Where the norm stats may be: the override alone when one is given, else the checkpoint's two layouts."""
-    paths = []
+    """Where the norm stats may be: the override alone when one is given, else the checkpoint's two layouts, in the
+    checkpoint directory and, for an RLinf runner checkpoint, in each directory up to its step directory (where
+    RLinf's own loader and deploy docs expect `<asset_id>/norm_stats.json`)."""
     if override:
         o = Path(override).expanduser()
         return [o if o.suffix == ".json" else o / "norm_stats.json"]
-    if model_path is not None:
-        m = Path(model_path).expanduser()
-        paths += [m / asset_id / "norm_stats.json", m / "assets" / asset_id / "norm_stats.json"]
+    if model_path is None:
+        return []
+    m = Path(model_path).expanduser()
+    return [path for d in [m, *rlinf_checkpoint_dirs(m)[1:]] for path in _layouts(d, asset_id)]
+
+
+def _layouts(directory: Path, asset_id: str) -> list[Path]:
+    """RLinf's and openpi's places for an asset's norm stats in a checkpoint directory."""
+    return [directory / asset_id / "norm_stats.json", directory / "assets" / asset_id / "norm_stats.json"]
+
+
+RLINF_RUN_CONFIGS = ("tensorboard/config.yaml", "tensorboard/all/config.yaml", "config.yaml")
+"""where an RLinf run saves its resolved config, relative to `runner.logger.log_path` (rlinf/utils/metric_logger.py;
+`all/` with per-worker logs); its checkpoints are `<log_path>/<experiment_name>/checkpoints/global_step_N/actor`"""
+
+
+def rlinf_checkpoint_dirs(model_path: Path) -> list[Path]:
+    """For an RLinf runner checkpoint (RLinf's FSDP save: `.../checkpoints/global_step_N/actor/model_state_dict/
+    full_weights.pt`, named by the step directory, `actor/` or `model_state_dict/`): the directories from
+    `model_path` up to the step directory. Empty for anything else."""
+    m = Path(model_path)
+    if (m / "actor" / "model_state_dict" / "full_weights.pt").is_file():
+        return [m]
+    if (m / "model_state_dict" / "full_weights.pt").is_file():
+        return [m, m.parent] if m.name == "actor" else [m]
+    if m.name == "model_state_dict" and (m / "full_weights.pt").is_file():
+        return [m, m.parent, m.parent.parent] if m.parent.name == "actor" else [m, m.parent]
+    return []
+
+
+def rlinf_run_config(step_dir: Path) -> tuple[Path, dict] | None:
+    """The config an RLinf run saved (`<log_path>/tensorboard/config.yaml`, three levels above
+    `<log_path>/<experiment_name>/checkpoints/global_step_N`), searched from the step directory upwards as RLinf's
+    own checkpoint convertor does; only one with `actor.model` that names this experiment (when it names one)."""
+    import yaml
+
+    step_dir = Path(os.path.abspath(step_dir))
+    for directory in [step_dir, *step_dir.parents][:5]:
+        for name in RLINF_RUN_CONFIGS:
+            path = directory / name
+            if not path.is_file():
+                continue
+            try:
+                config = yaml.safe_load(path.read_text())
+            except (OSError, UnicodeDecodeError, yaml.YAMLError):
+                continue
+            model = _get(config, "actor", "model")
+            experiment = _get(config, "runner", "logger", "experiment_name")
+            if isinstance(model, dict) and (experiment is None or str(experiment) in step_dir.parts):
+                return path, config
+    return None
+
+
+def _get(tree: Any, *keys: str) -> Any:
+    for key in keys:
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
+
+
+def _rlinf_start_candidates(config: dict, asset_id: str) -> list[Path]:
+    """Where the norm stats of an RLinf run were read from: its `actor.model.openpi_data.norm_stats_path` (a file,
+    or the folder holding norm_stats.json), else `<actor.model.model_path>/<asset_id>/norm_stats.json` (openpi's
+    `load_norm_stats(model_path, asset_id)`, rlinf/models/embodiment/openpi/__init__.py), `assets/` too."""
+    explicit = _get(config, "actor", "model", "openpi_data", "norm_stats_path")
+    if explicit:
+        e = Path(str(explicit)).expanduser()
+        return [e if e.suffix == ".json" else e / "norm_stats.json"]
+    paths: list[Path] = []
+    for key in (("actor", "model", "model_path"), ("rollout", "model", "model_path")):
+        start = _get(config, *key)
+        if start:
+            paths += [p for p in _layouts(Path(str(start)).expanduser(), asset_id) if p not in paths]
     return paths
 
 
 def find_norm_stats(model_path: Path | None, asset_id: str, override: str | None = None,
-                    required: bool = True) -> NormStats | None:
-    """The norm stats at the first candidate path that exists (else in LeRobot's normaliser files); None when there
-    are none and not `required`.
-    An override that does not exist, or a file that exists but is broken, is always an error."""
+                    required: bool = True, key: str | None = None) -> NormStats | None:
+    """The norm stats at the first candidate path that exists (else, for an RLinf runner checkpoint, those of the
+    checkpoint its run started from, as the run's saved config names it; else in LeRobot's normaliser files); None
+    when there are none and not `required`.
+    An override that does not exist, or a file that exists but is broken, is always an error; the error names
+    `key` (default: the expert's `rollout.expert_model.pi0.norm_stats_path` when `required`, as only an expert must
+    bring its stats, else the student's)."""
+    key = key or f"{'rollout.expert_model' if required else 'actor.model'}.pi0.norm_stats_path"
     candidates = norm_stats_candidates(model_path, asset_id, override)
     path = next((p for p in candidates if p.is_file()), None)
+    rlinf = rlinf_checkpoint_dirs(Path(model_path).expanduser()) if model_path is not None and not override else []
+    run = rlinf_run_config(rlinf[-1]) if rlinf and path is None else None
+    started = _rlinf_start_candidates(run[1], asset_id) if run else []
+    if path is None and started:
+        path = next((p for p in started if p.is_file()), None)
     if path is None and not override and model_path is not None:
         from dagger_cli.policies.pi0 import lerobot
 
@@ -182,8 +261,25 @@ def find_norm_stats(model_path: Path | None, asset_id: str, override: str | None
         if found is not None:
             return found
     if path is None and (required or override):
-        looked = ", ".join(str(p) for p in candidates) or "nowhere (no model_path)"
-        raise CheckpointError(f"norm_stats.json not found (looked at {looked}); set actor.model.pi0.norm_stats_path")
+        if override or model_path is None:
+            looked = f"looked at {candidates[0]}" if candidates else "no model_path"
+            raise CheckpointError(f"norm_stats.json not found ({looked}); set {key}")
+        dirs = [Path(model_path).expanduser(), *rlinf[1:]]
+        looked = (f"looked for {asset_id}/norm_stats.json and assets/{asset_id}/norm_stats.json in "
+                  f"{', '.join(str(d) for d in dirs)}")
+        if not rlinf:
+            raise CheckpointError(f"norm_stats.json not found ({looked}); set {key}")
+        where = f"{rlinf[0]} is an RLinf runner checkpoint, which RLinf saves without norm stats"
+        here = f"{rlinf[-1]}/{asset_id}/norm_stats.json"
+        if started:
+            raise CheckpointError(
+                f"norm_stats.json not found ({looked}, and at {', '.join(map(str, started))}): {where}; set {key} to "
+                f"{started[0]}, the norm stats its run read (actor.model in {run[0]}; from that run's machine), or "
+                f"copy that file to {here}")
+        raise CheckpointError(
+            f"norm_stats.json not found ({looked}; no RLinf run config.yaml above it): {where}; set {key} to "
+            f"<model_path the RLinf run started from>/{asset_id}/norm_stats.json (actor.model.model_path in the "
+            f"run's <runner.logger.log_path>/tensorboard/config.yaml), or copy that file to {here}")
     if path is None:
         return None
     try:

@@ -106,7 +106,8 @@ class Pi0Policy:
                 f"{self.tokenizer.path}: tokenizer has {self.tokenizer.vocab_size} pieces, "
                 f"the {p.variant} π₀ embeds {size.vocab_size}"
             )
-        norm = find_norm_stats(model_path, p.asset_id, p.norm_stats_path, required=not trainable)
+        key = f"{'actor.model' if trainable else 'rollout.expert_model'}.pi0.norm_stats_path"
+        norm = find_norm_stats(model_path, p.asset_id, p.norm_stats_path, required=not trainable, key=key)
         self.needs_norm_stats = norm is None
         """no stats yet: identity until `fit_norm_stats`"""
         self._set_norm_stats(norm or NormStats.identity(size.action_dim))

@@ -799,3 +799,65 @@ def test_an_rlinf_runner_checkpoint_as_expert_finds_or_names_its_norm_stats(chec
     explicit = Pi0Policy(pi0_config(tokenizer_path, step, norm_stats_path=str(checkpoint_dir / asset)), "cpu",
                          trainable=False)
     assert explicit.transforms.norm.source == started_from
+
+
+class SeededCameraEnv:
+    """Two envs with LIBERO's observation keys whose images are a function of the reset seed and the step (so a
+    resumed run sees what an uninterrupted one saw), never succeeding."""
+
+    num_action_chunks, action_dim, obs_shape, num_envs = 10, 7, (8,), 2
+
+    def _obs(self):
+        return observation(batch=2, seed=int(self.seeds[0]) * 1000 + self.t, size=32)
+
+    def reset(self, seeds, mask=None):
+        self.seeds, self.t = list(seeds), 0
+        return self._obs()
+
+    def step(self, actions):
+        self.t += 1
+        return self._obs(), np.zeros((2, 10), bool)
+
+    def close(self):
+        pass
+
+
+def test_resume_with_augmented_camera_training_is_exact(checkpoint_dir, tokenizer_path, tmp_path):
+    """Augmentation draws from the RNG run checkpoints hold: a run stopped and resumed trains to the same bits."""
+    from conftest import StopAfter
+    from dagger_cli.core import checkpoint
+    from dagger_cli.core.runner import SyncRunner
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    sets = []
+    for model in ("actor.model", "rollout.expert_model"):
+        sets += [f"{model}.model_type=pi0", f"{model}.model_path={checkpoint_dir}", f"{model}.pi0.variant=tiny",
+                 f"{model}.pi0.tokenizer_path={tokenizer_path}", f"{model}.pi0.num_steps=1", f"{model}.action_dim=7",
+                 f"{model}.num_action_chunks=10"]
+    cfg = load_config("pick-cube", overrides=sets + [
+        "env.max_episode_steps=20", "env.max_steps_per_rollout_epoch=20", "env.eval.num_episodes=2",
+        "algorithm.replay_buffer.min_buffer_size=2", "algorithm.replay_buffer.sample_window_size=16",
+        "actor.update_epoch=2", "actor.global_batch_size=2", "actor.micro_batch_size=2", "runner.max_epochs=2",
+        "runner.val_check_interval=100", "runner.eval_expert=false", "runner.eval_student_init=false",
+        "runner.device=cpu"])
+
+    def runner(run_dir, hooks=None):
+        torch.manual_seed(cfg.seed)
+        student = Pi0Policy(cfg.actor.model, "cpu")
+        assert student.augment  # LIBERO's data: on by default
+        expert = Pi0Policy(cfg.rollout.expert_model, "cpu", trainable=False)
+        return SyncRunner(cfg, run_dir, SeededCameraEnv(), student, expert, hooks=hooks, tensorboard=False)
+
+    # GIVEN an uninterrupted 2-iteration run, and one stopped after iteration 1 and resumed in a new runner
+    straight = runner(tmp_path / "a")
+    straight.run()
+    hooks = StopAfter(1)
+    first = runner(tmp_path / "b", hooks)
+    hooks.runner = first
+    first.run()
+    resumed = runner(tmp_path / "b")
+    resumed.state.restore(checkpoint.list_checkpoints(tmp_path / "b" / "checkpoints")[-1])
+    resumed.run()
+    # THEN the students are bitwise equal
+    a, b = straight.state.student.model.state_dict(), resumed.state.student.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -262,12 +262,25 @@ def _physical_memory_gib() -> float:
 def test_a_checkpoint_written_by_lerobots_pi0policy_loads_and_computes_lerobots_loss(tokenizer_path, tmp_path):
     """LeRobot's own PI0Policy, at its only sizes (PaliGemma gemma_2b + expert gemma_300m: a 300m VLM does not fit
     its 2048-wide image projector), written by its save_pretrained, read by us as an expert; both compute the
-    flow-matching loss on the same inputs in fp32. Several minutes and ~15 GiB: run only with DAGGER_LEROBOT_PYTHON."""
+    flow-matching loss on the same inputs in fp32, and both turn one LIBERO observation into the same env actions
+    (LeRobot's select_action between its own pre/postprocessors: absolute actions, no delta step). Several minutes
+    and ~15 GiB: run only with DAGGER_LEROBOT_PYTHON."""
     from dagger_cli.policies.pi0 import Pi0Policy
+    from dagger_cli.policies.pi0.tokenizer import PromptTokenizer
 
     # GIVEN a π₀ checkpoint as LeRobot writes one, with its pre/postprocessor, and LeRobot's loss on fixed inputs
     made = tmp_path / "lerobot-pi0"
     inputs = tmp_path / "inputs.safetensors"
+    # AND one LIBERO observation (a 224² agentview image, the 8-D state, the prompt as our tokenizer reads it) and noise
+    rng = np.random.default_rng(2)
+    prompt = "pick up the black bowl on the ramekin and place it on the plate"
+    tokens, token_mask = PromptTokenizer(tokenizer_path, 48).encode_batch([prompt])
+    observed = {"image": torch.from_numpy(rng.integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)),
+                "state": torch.from_numpy(rng.normal(size=(1, 8)).astype(np.float32)),
+                "tokens": torch.from_numpy(tokens).long(), "token_mask": torch.from_numpy(token_mask).bool(),
+                "noise": torch.from_numpy(rng.normal(size=(1, 50, 32)).astype(np.float32))}
+    observation_file, acted = tmp_path / "observation.safetensors", tmp_path / "acted.safetensors"
+    save_file(observed, str(observation_file))
     script = LEROBOT_TRANSFORMERS_BRANCH + textwrap.dedent(f"""
         from pathlib import Path
         import torch
@@ -302,6 +315,23 @@ def test_a_checkpoint_written_by_lerobots_pi0policy_loads_and_computes_lerobots_
             x["loss"] = model.forward([x["image"]], [x["image_mask"]], x["tokens"], x["token_mask"], x["state"],
                                       x["actions"], x["noise"], x["time"])
         save_file(x, {str(inputs)!r})
+        # select_action as a LeRobot user runs it: its saved preprocessor in, its saved postprocessor out
+        from safetensors.torch import load_file
+        from lerobot.processor import PolicyProcessorPipeline
+        from lerobot.processor.converters import policy_action_to_transition, transition_to_policy_action
+        pre = PolicyProcessorPipeline.from_pretrained({str(made)!r}, config_filename="policy_preprocessor.json")
+        post = PolicyProcessorPipeline.from_pretrained({str(made)!r}, config_filename="policy_postprocessor.json",
+                                                       to_transition=policy_action_to_transition,
+                                                       to_output=transition_to_policy_action)
+        o = load_file({str(observation_file)!r})
+        batch = pre({{"observation.state": o["state"],
+                      "observation.images.base_0_rgb": o["image"].permute(0, 3, 1, 2).float() / 255.0,
+                      "observation.language.tokens": o["tokens"],
+                      "observation.language.attention_mask": o["token_mask"]}})
+        model.sample_noise = lambda shape, device: o["noise"].to(device)
+        policy.reset()
+        steps = [post(policy.select_action(batch)) for _ in range(10)]
+        save_file({{"actions": torch.stack(steps, dim=1).float().contiguous()}}, {str(acted)!r})
     """)
     result = subprocess.run([LEROBOT_PYTHON, "-c", script], capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -332,6 +362,14 @@ def test_a_checkpoint_written_by_lerobots_pi0policy_loads_and_computes_lerobots_
                           x["actions"], x["noise"], x["time"])
     assert loss.shape == x["loss"].shape
     assert torch.allclose(loss, x["loss"], rtol=1e-5, atol=1e-6), (loss - x["loss"]).abs().max()  # equal here
+    # AND on the same observation our env actions are LeRobot's select_action's (absolute: the state is not added)
+    assert loaded.action_convention == "absolute"
+    loaded.num_steps = 10  # LeRobot's num_inference_steps
+    ours = loaded.act({"image": observed["image"].numpy(), "state": observed["state"].numpy(),
+                       "prompt": np.array([prompt])}, noise=observed["noise"])
+    theirs = load_file(str(acted))["actions"].numpy()
+    assert theirs.shape == (1, 10, 7)
+    assert np.allclose(ours[:, :10], theirs, atol=1e-4), np.abs(ours[:, :10] - theirs).max()
 
 
 def test_the_action_convention_is_the_checkpoints(checkpoint_dir, tokenizer_path, tmp_path):

@@ -199,6 +199,8 @@ def test_check_libero_spatial(checkpoint_dir, tokenizer_path, tmp_path):
     assert "libero_spatial" in checks["env"]["detail"] and "osmesa" in checks["renderer"]["detail"]
     # AND the MuJoCo the `libero` extra installs is one LIBERO's init states settle under
     assert checks["simulator"]["ok"] and "mujoco 3." in checks["simulator"]["detail"]
+    # AND each model says what its actions mean
+    assert "actions relative to the state on dims 0–5 (openpi's convention)" in checks["student"]["detail"]
     # the preset as shipped points at checkpoints this machine does not have
     bad = dagger("check", "libero-spatial", "--json")
     assert bad.returncode == 3

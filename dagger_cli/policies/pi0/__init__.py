@@ -54,6 +54,13 @@ def describe(model: Pi0ModelConfig, policy, device: str, is_student: bool) -> st
         text += f", training ({part}) ≈{_size(total)} + activations"
     if getattr(policy, "needs_norm_stats", False):
         text += "; no norm stats: computed from the first iteration's expert labels"
+    transforms = getattr(policy, "transforms", None)
+    if transforms is not None and any(transforms.spec.delta_mask[: model.action_dim]):
+        from dagger_cli.policies.pi0.transforms import dims_text
+
+        delta = transforms.delta_dims()
+        text += (f"; actions relative to the state on dims {dims_text(delta)} (openpi's convention)" if delta
+                 else "; absolute actions (LeRobot's convention)")
     if str(device).split(":")[0] == "cpu":
         act, train = pi0_flops(model)
         speed = cpu_matmul_flops("bfloat16" if precision == "bfloat16" else "float32")

@@ -15,10 +15,6 @@ CONVENTION_KEY = "action_convention/delta"
 """a state dict's record of its convention (1: delta, 0: absolute), so run checkpoints and Ray weights keep it"""
 
 
-def _dims(dims: list[int]) -> str:
-    return f"{dims[0]}–{dims[-1]}" if dims == list(range(dims[0], dims[-1] + 1)) else ", ".join(map(str, dims))
-
-
 def _require_transformers():
     try:
         import sentencepiece  # noqa: F401
@@ -269,12 +265,13 @@ class Pi0Policy:
         """`directory` in LeRobot's `PI0Policy.save_pretrained` layout (config.json, weights, normaliser files)."""
         from dagger_cli.policies.pi0 import lerobot
         from dagger_cli.policies.pi0.sizes import VARIANTS
+        from dagger_cli.policies.pi0.transforms import dims_text
 
         delta = self.transforms.delta_dims()
         if delta:
             raise UsageError(
                 f"--format lerobot-checkpoint: this π₀ predicts actions relative to the state on dims "
-                f"{_dims(delta)} (openpi's convention for data {self.cfg.pi0.data}), and LeRobot's π₀ has no delta "
+                f"{dims_text(delta)} (openpi's convention for data {self.cfg.pi0.data}), and LeRobot's π₀ has no delta "
                 "step, so it would execute them as absolute; export --format checkpoint (openpi's layout), or train "
                 "the student with actor.model.pi0.action_convention=absolute"
             )
@@ -286,14 +283,14 @@ class Pi0Policy:
         """`<directory>/model.safetensors` in openpi's layout plus this policy's norm stats (a loadable model_path)."""
         from dagger_cli.core.checkpoint import write_json
         from dagger_cli.policies.pi0.checkpoint import save_weights
-        from dagger_cli.policies.pi0.transforms import DATA_SPECS
+        from dagger_cli.policies.pi0.transforms import DATA_SPECS, dims_text
 
         spec = DATA_SPECS[self.cfg.pi0.data]
         implied = [d for d, on in enumerate(spec.delta_mask[: self.cfg.action_dim]) if on]
         if self.action_convention == "absolute" and implied:
             raise UsageError(
                 f"--format checkpoint: this π₀ predicts absolute actions (LeRobot's convention), and openpi's layout "
-                f"for data {self.cfg.pi0.data} means actions relative to the state on dims {_dims(implied)}; export "
+                f"for data {self.cfg.pi0.data} means actions relative to the state on dims {dims_text(implied)}; export "
                 "--format lerobot-checkpoint"
             )
         path = save_weights(self.model, directory)

@@ -46,6 +46,11 @@ DATA_SPECS = {
 }
 
 
+def dims_text(dims: list[int]) -> str:
+    """Action dims for a message: `0–5` for a run, else listed."""
+    return f"{dims[0]}–{dims[-1]}" if dims == list(range(dims[0], dims[-1] + 1)) else ", ".join(map(str, dims))
+
+
 def pad_last(x: np.ndarray, size: int) -> np.ndarray:
     if x.shape[-1] > size:
         raise ValueError(f"dimension {x.shape[-1]} exceeds the model's {size}")

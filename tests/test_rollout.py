@@ -150,3 +150,49 @@ def test_policies_whose_actions_do_not_fit_the_env_are_refused():
     rollout.student = wrong
     with pytest.raises(ValueError, match=r"student returned actions of shape \(2, 1\), expected \(2, 1, 1\)"):
         rollout.collect(4, 0.0, iteration=0, seed=0)
+
+
+class PrivilegedPointEnv(PromptPointEnv):
+    """PromptPointEnv whose observations also carry the goal-directed action, computed "in the simulator" and
+    readable only by an expert that says so (as LIBERO's scripted expert's label is)."""
+
+    privileged_keys = ("expert_chunk",)
+
+    def _obs(self, state):
+        label = np.clip((state[:, 1] - state[:, 0]) / 0.2, -1, 1)[:, None, None].astype(np.float32)
+        return {**super()._obs(state), "expert_chunk": label}
+
+
+class Seeing:
+    """A policy that records the observation keys it is shown: the privileged reader returns the label it reads."""
+
+    action_shape = (1, 1)
+
+    def __init__(self, reads_privileged):
+        self.reads_privileged, self.keys = reads_privileged, set()
+
+    def act(self, obs):
+        self.keys.update(obs)
+        if self.reads_privileged:
+            return obs["expert_chunk"]
+        return np.zeros((len(obs["state"]), 1, 1), np.float32)
+
+
+def test_privileged_observations_reach_only_the_expert_that_reads_them():
+    # GIVEN an env with a privileged key, a scripted expert that reads it and a student
+    env, student, expert = PrivilegedPointEnv(3), Seeing(False), Seeing(True)
+    rollout = Rollout(env, student, expert, max_episode_steps=10, terminate_on_success=True)
+    # WHEN DAgger collects with a half-and-half mix
+    result = rollout.collect(30, 0.5, iteration=0, seed=0)
+    # THEN the expert read the label, the student never saw it, and the buffer does not store it
+    assert "expert_chunk" in expert.keys and student.keys == {"state", "prompt"}
+    stored = set(result.trajectories[0])
+    assert "obs/expert_chunk" not in stored and {"obs/state", "obs/prompt"} <= stored
+    # AND the labels are the privileged ones, which reach the goal
+    assert np.allclose(cat(result, "expert_action")[:, 0, 0],
+                       np.clip((cat(result, "obs/state")[:, 1] - cat(result, "obs/state")[:, 0]) / 0.2, -1, 1))
+    # AND evaluation hands the key to the expert only
+    seen_by_student, seen_by_expert = Seeing(False), Seeing(True)
+    evaluate(env, seen_by_student, [0, 1, 2], 10)
+    assert evaluate(env, seen_by_expert, [0, 1, 2], 20).summary()["success_once"] == 1.0
+    assert seen_by_student.keys == {"state", "prompt"} and "expert_chunk" in seen_by_expert.keys

@@ -38,7 +38,10 @@ class VecEnv(Protocol):
 
     # Optional, found with getattr: `episode_tasks() -> list[str]`, the task of each env's current episode
     # (evaluation reports success per task); `video_frames(obs) -> {camera: (batch, H, W, 3) uint8}` and
-    # `video_fps`, the frames evaluation videos are made of (asked for only while filming).
+    # `video_fps`, the frames evaluation videos are made of (asked for only while filming); `privileged_keys`, the
+    # dict observation keys only an expert that says so may read (the simulator's own state, or a scripted expert's
+    # label computed where the simulator runs): the engine hands them to a policy with `reads_privileged` set and
+    # strips them from what the student sees, what the replay buffer stores, and every other policy's input.
 
 
 class Policy(Protocol):

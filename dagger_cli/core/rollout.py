@@ -27,6 +27,15 @@ TRAIN_SEED_RANGE = (EVAL_SEED_LIMIT, 2**31)
 """training episodes reset with seeds drawn from this range, from (run seed, iteration)"""
 
 
+def visible(obs: Obs, env: VecEnv, policy=None) -> Obs:
+    """`obs` as `policy` may read it: without the env's `privileged_keys`, unless the policy `reads_privileged`
+    (a scripted expert that reads the simulator); with `policy` None, as the replay buffer stores it."""
+    hidden = getattr(env, "privileged_keys", ())
+    if not hidden or not isinstance(obs, dict) or getattr(policy, "reads_privileged", False):
+        return obs
+    return {k: v for k, v in obs.items() if k not in hidden}
+
+
 def take(obs: Obs, index: np.ndarray) -> Obs:
     """Rows `index` of a batched observation (array or dict of arrays)."""
     if isinstance(obs, dict):
@@ -198,19 +207,21 @@ class Rollout:
             if label_rows.any():
                 t = time.perf_counter()
                 rows = np.flatnonzero(label_rows)
-                expert_label[rows] = checked_actions(self.expert.act(take(obs, rows)), len(rows), self.expert, "expert")
+                seen = take(visible(obs, env, self.expert), rows)
+                expert_label[rows] = checked_actions(self.expert.act(seen), len(rows), self.expert, "expert")
                 timings["expert"] += time.perf_counter() - t
                 executed[expert_acts] = expert_label[expert_acts, :chunks]
             if student_rows.any():
                 t = time.perf_counter()
                 rows = np.flatnonzero(student_rows)
-                actions = checked_actions(self.student.act(take(obs, rows)), len(rows), self.student, "student")
+                seen = take(visible(obs, env, self.student), rows)
+                actions = checked_actions(self.student.act(seen), len(rows), self.student, "student")
                 executed[rows] = actions[:, :chunks]
                 timings["student"] += time.perf_counter() - t
 
             # BOOKKEEPING: remember this step's sample
             record = {
-                **flatten_obs(obs),
+                **flatten_obs(visible(obs, env)),
                 "expert_action": expert_label,
                 "action": executed,
                 "expert_used": expert_acts,
@@ -366,7 +377,7 @@ def evaluate(env: VecEnv, policy: Policy, seeds: Sequence[int], max_episode_step
         success = np.zeros((n, chunks), dtype=bool)
         elapsed = 0
         while elapsed < max_episode_steps:
-            actions = checked_actions(policy.act(obs), n, policy, "policy")
+            actions = checked_actions(policy.act(visible(obs, env, policy)), n, policy, "policy")
             obs, success = env.step(actions[:, :chunks])
             success = np.asarray(success, dtype=bool).reshape(n, chunks)
             success_once |= success.any(axis=1)

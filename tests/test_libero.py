@@ -96,7 +96,8 @@ def test_task5_bowl_settles_in_its_ramekin():
             # THEN the bowl sits upright in the ramekin, as the init state recorded it
             tilt = np.degrees(np.arccos(np.clip(sim.data.body_xmat[bowl][8], -1.0, 1.0)))
             offset = np.linalg.norm(sim.data.body_xpos[bowl][:2] - sim.data.body_xpos[ramekin][:2])
-            assert tilt < 30.0 and offset < 0.03, f"init state {init}: bowl tilted {tilt:.0f}°, {offset * 100:.1f} cm off"
+            where = f"init state {init}: bowl tilted {tilt:.0f}°, {offset * 100:.1f} cm off"
+            assert tilt < 30.0 and offset < 0.03, where
     finally:
         env.close()
 

@@ -64,7 +64,8 @@ def mujoco_outside_range() -> str | None:
         return None
     return (
         f"mujoco {installed} is outside {MUJOCO_RANGE}: LIBERO's init states do not settle as recorded (task 5's "
-        f"bowl tips off its ramekin, published checkpoints drop from ≈98% to ≈12% there); pip install 'mujoco{MUJOCO_RANGE}'"
+        f"bowl tips off its ramekin, published checkpoints drop from ≈98% to ≈12% there); "
+        f"pip install 'mujoco{MUJOCO_RANGE}'"
     )
 
 

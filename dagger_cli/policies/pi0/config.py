@@ -10,15 +10,16 @@ from dagger_cli.core.config import ModelConfig, check, check_positive
 from dagger_cli.policies.pi0.sizes import VARIANTS
 from dagger_cli.policies.pi0.tokenizer import DEFAULT_TOKENIZER_PATH
 
-Variant = Literal["full", "small", "tiny"]
+Variant = Literal["full", "small", "small_vision", "tiny"]
 assert set(typing.get_args(Variant)) == set(VARIANTS)
 
 
 @dataclass
 class Pi0Config:
     variant: Variant = "full"
-    """`full` = PaliGemma 2B + 300M action expert (openpi's pi0); `small`, `tiny` = same code and key names, for
-    CPU runs and tests (see `dagger_cli.policies.pi0.sizes.VARIANTS`)"""
+    """`full` = PaliGemma 2B + 300M action expert (openpi's pi0); `small` (state inputs), `small_vision` (a narrow
+    vision tower on 64² images), `tiny` = same code and key names, for CPU runs and tests (see
+    `dagger_cli.policies.pi0.sizes.VARIANTS`)"""
     data: Literal["libero", "robotwin", "state"] = "libero"
     """input/output transforms: camera slots, delta-action dims (`state`: state observations, no camera)"""
     default_prompt: str | None = None

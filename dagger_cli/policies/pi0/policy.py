@@ -114,7 +114,7 @@ class Pi0Policy:
 
         size = VARIANTS[self.cfg.pi0.variant]
         self.transforms = Pi0Transforms(DATA_SPECS[self.cfg.pi0.data], norm, self.cfg.action_dim, size.action_dim,
-                                        delta=self.action_convention == "delta")
+                                        image_size=size.siglip.image_size, delta=self.action_convention == "delta")
 
     def _set_convention(self, convention: str) -> None:
         """A convention a checkpoint recorded or its layout implies; the config's key, when set, wins."""
@@ -290,8 +290,8 @@ class Pi0Policy:
         if self.action_convention == "absolute" and implied:
             raise UsageError(
                 f"--format checkpoint: this π₀ predicts absolute actions (LeRobot's convention), and openpi's layout "
-                f"for data {self.cfg.pi0.data} means actions relative to the state on dims {dims_text(implied)}; export "
-                "--format lerobot-checkpoint"
+                f"for data {self.cfg.pi0.data} means actions relative to the state on dims {dims_text(implied)}; "
+                "export --format lerobot-checkpoint"
             )
         path = save_weights(self.model, directory)
         stats_dir = Path(directory) / self.cfg.pi0.asset_id

@@ -48,6 +48,9 @@ VARIANTS = {
     # 64 state and action dims, so that state observations such as PickCube's 42-D ones fit; horizon 10
     "small": _size((64, 4, 128), (64, 4, 128), (4, 1, 32), (32, 1, 64, 2, 56, 224), 256, action_dim=64,
                    action_horizon=10),
+    # same code path and key names with a vision tower a CPU can train: SigLIP-shaped (patch embedding, 2 layers,
+    # 64 wide) on 64² images in 8-pixel patches (64 tokens per camera), a 4-layer VLM and action expert; horizon 10
+    "small_vision": _size((128, 4, 256), (64, 4, 128), (4, 1, 32), (64, 2, 128, 2, 8, 64), 256, action_horizon=10),
     # same code path and key names, 0.53 M parameters: tests and CPU smoke runs
     "tiny": _size((64, 2, 128), (32, 2, 64), (8, 1, 16), (32, 1, 64, 2, 56, 224), 1024),
 }

@@ -65,8 +65,9 @@ class EnvAdapter:
     """its `env` section: a subclass of `dagger_cli.core.config.EnvConfig`"""
     make: Callable[[Any, int], Any]
     """(env config, num_action_chunks) -> a `VecEnv` with env config's num_envs envs"""
-    scripted_expert: Callable[[Any], Any] | None = None
-    """env config -> the task's built-in expert `Policy` (for rollout.expert_model.model_type: scripted)"""
+    scripted_expert: Callable[[Any, int], Any] | None = None
+    """(env config, actions per env step) -> the task's built-in expert `Policy` (for rollout.expert_model.model_type:
+    scripted)"""
     probes: Callable[[Any], list[Probe]] | None = None
     """full config -> `dagger check` probes of the simulator, in order (a generic env step test follows them)"""
     worker_env: tuple[str, ...] = ()

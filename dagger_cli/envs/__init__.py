@@ -12,11 +12,12 @@ def make_vec_env(cfg, num_action_chunks: int = 1) -> VecEnv:
     return env_adapter(cfg.type).make(cfg, num_action_chunks)
 
 
-def make_scripted_expert(cfg) -> Policy:
-    """The task's built-in scripted expert (a function of the observation alone)."""
+def make_scripted_expert(cfg, num_action_chunks: int = 1) -> Policy:
+    """The task's built-in scripted expert (a function of the observation alone) for an env that executes
+    `num_action_chunks` actions per step."""
     from dagger_cli.core.errors import ConfigError
 
     adapter = env_adapter(cfg.type)
     if adapter.scripted_expert is None:
         raise ConfigError(f"rollout.expert_model.model_type: the {cfg.type} env has no scripted expert")
-    return adapter.scripted_expert(cfg)
+    return adapter.scripted_expert(cfg, num_action_chunks)

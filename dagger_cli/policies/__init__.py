@@ -40,7 +40,7 @@ def build_expert(cfg, device: str) -> Policy:
     if model_type == SCRIPTED:
         from dagger_cli.envs import make_scripted_expert
 
-        return make_scripted_expert(cfg.env)
+        return make_scripted_expert(cfg.env, cfg.actor.model.num_action_chunks)
     adapter = policy_adapter(model_type, "rollout.expert_model.model_type")
     if adapter.expert is None:
         raise ConfigError(f"rollout.expert_model.model_type: {adapter.name} cannot serve as an expert")

@@ -31,7 +31,7 @@ def make(cfg: ManiSkillEnvConfig, num_action_chunks: int):
     return ManiSkillVecEnv(cfg, num_action_chunks)
 
 
-def scripted_expert(cfg: ManiSkillEnvConfig):
+def scripted_expert(cfg: ManiSkillEnvConfig, num_action_chunks: int = 1):
     from dagger_cli.core.errors import ConfigError
 
     if cfg.task == "PickCube-v1":

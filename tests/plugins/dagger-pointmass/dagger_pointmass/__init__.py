@@ -109,7 +109,7 @@ ENV = EnvAdapter(
     "point-mass",
     PointMassConfig,
     make=lambda cfg, chunks: PointMassVecEnv(cfg, chunks),
-    scripted_expert=lambda cfg: HeadForTheGoal(),
+    scripted_expert=lambda cfg, num_action_chunks: HeadForTheGoal(),
     probes=lambda cfg: [Probe("gymnasium", _gymnasium_probe)],
     presets=lambda: Path(__file__).parent / "presets",
 )

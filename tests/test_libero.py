@@ -239,3 +239,69 @@ def test_check_output_holds_only_checks_lines():
     for chatter in ("Applying task order", "No private macro file", "setup_macros.py", "[robosuite WARNING]"):
         assert chatter not in output
     assert result.stderr.strip() == ""
+
+
+def test_scripted_expert_acts_from_its_privileged_labels_and_solves_a_task():
+    """The expert's label chunk is computed in the env worker from the simulator and read from the privileged
+    observation: acting on it alone solves an episode (task 3, init state 1: 80 steps). ~20 s."""
+    from dagger_cli.core.config import load_config
+    from dagger_cli.core.rollout import evaluate
+    from dagger_cli.envs import make_vec_env
+    from dagger_cli.policies import build_expert
+
+    cfg = load_config("libero-spatial-small", overrides=["env.num_envs=1", "env.image_size=32"])
+    env = make_vec_env(cfg.env, cfg.actor.model.num_action_chunks)
+    try:
+        expert = build_expert(cfg, "cpu")
+        assert env.privileged_keys == ("expert_chunk",) and expert.action_shape == (5, 7)
+        result = evaluate(env, expert, [13], 120)
+        assert result.summary()["success_once"] == 1.0
+    finally:
+        env.close()
+
+
+def test_scripted_expert_needs_its_env_key():
+    from dagger_cli.core.config import load_config
+    from dagger_cli.core.errors import ConfigError
+    from dagger_cli.policies import build_expert
+
+    cfg = load_config("libero-spatial-small", overrides=["env.scripted_expert=false"])
+    with pytest.raises(ConfigError, match="set env.scripted_expert: true"):
+        build_expert(cfg, "cpu")
+    with pytest.raises(ConfigError, match="env.scripted_expert"):
+        load_config("libero-spatial-small", overrides=["env.task=libero_object"])
+
+
+def test_one_iteration_of_libero_spatial_small_trains_on_the_scripted_experts_labels(tmp_path):
+    """The preset end to end on the real simulator, shortened: the small vision π₀ trains on rendered cameras, its
+    tasks' instructions and the expert's labels; evaluation is per task. ~60 s."""
+    from test_cli import dagger
+
+    from dagger_cli.core import checkpoint
+    from dagger_cli.core.run_state import checkpoint_samples
+
+    run = tmp_path / "run"
+    short = ["--set", "env.max_episode_steps=20", "--set", "env.max_steps_per_rollout_epoch=20",
+             "--set", "env.eval.num_episodes=2", "--set", "runner.max_epochs=1", "--set", "actor.update_epoch=2",
+             "--set", "algorithm.replay_buffer.min_buffer_size=4", "--set", "runner.eval_student_init=false",
+             "--set", "runner.eval_expert=false", "--set", "actor.global_batch_size=4",
+             "--set", "actor.micro_batch_size=4"]
+    result = dagger("train", "libero-spatial-small", "--run-dir", str(run), "--json", *short)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # THEN the expert acted everywhere (beta 1) and labelled every state, and the student trained on it
+    assert rows[-1]["train/dagger/expert_action_frac"] == 1.0 and np.isfinite(rows[-1]["train/dagger/actor_loss"])
+    samples = checkpoint_samples(checkpoint.list_checkpoints(run / "checkpoints")[-1])
+    assert np.array_equal(samples["action"], samples["expert_action"]) and np.abs(samples["action"]).max() <= 1.0
+    assert "obs/expert_chunk" not in samples  # the privileged label is not an observation of the student's
+    # AND it saw both rendered 64² cameras and its task's instruction
+    assert samples["obs/image"].shape[1:] == (64, 64, 3) and samples["obs/wrist_image"].std() > 5
+    from dagger_cli.envs.libero import import_libero, load_suite
+
+    suite = load_suite(import_libero(), "libero_spatial")
+    instructions = {suite.get_task(i).language for i in range(10)}
+    assert set(samples["obs/prompt"].tolist()) <= instructions
+    # AND per-task success adds up to the overall rate
+    tasks = summary["student_final_tasks"]
+    assert sum(t["success_once"] * t["episodes"] for t in tasks.values()) == summary["student_final_sr"] * 2

@@ -19,16 +19,33 @@ class LiberoEnvConfig(EnvConfig):
     """camera render size (the policy resizes to its own)"""
     settle_steps: int = 15
     """steps of no motion with the gripper open after each reset"""
+    scripted_expert: bool = False
+    """the env workers compute the scripted expert's label chunk from the simulator at every policy step (for
+    rollout.expert_model.model_type: scripted; libero_spatial)"""
 
     def check(self, key: str, cfg) -> None:
         check_positive(self, key, "image_size")
         check(self.settle_steps >= 0, f"{key}.settle_steps", f"must not be negative, got {self.settle_steps}")
+        check(not self.scripted_expert or self.task == "libero_spatial", f"{key}.scripted_expert",
+              f"the scripted expert knows libero_spatial's tasks, not {self.task}'s")
 
 
 def make(cfg: LiberoEnvConfig, num_action_chunks: int):
     from dagger_cli.envs.libero.env import LiberoVecEnv
 
     return LiberoVecEnv(cfg, num_action_chunks)
+
+
+def scripted_expert(cfg: LiberoEnvConfig, num_action_chunks: int = 1):
+    """The libero_spatial expert that reads the simulator; its labels come from the env workers."""
+    from dagger_cli.core.errors import ConfigError
+
+    if not cfg.scripted_expert:
+        raise ConfigError("rollout.expert_model.model_type: scripted: the LIBERO expert reads the simulator in the "
+                          "env workers; set env.scripted_expert: true")
+    from dagger_cli.envs.libero.env import ScriptedExpertLabels
+
+    return ScriptedExpertLabels(num_action_chunks)
 
 
 def checks(cfg) -> list[Probe]:
@@ -45,4 +62,5 @@ def __getattr__(name: str):  # the env module's names, imported (with gymnasium)
     raise AttributeError(name)
 
 
-ADAPTER = EnvAdapter("libero", LiberoEnvConfig, make, probes=checks, worker_env=("MUJOCO_GL", "PYOPENGL_PLATFORM"))
+ADAPTER = EnvAdapter("libero", LiberoEnvConfig, make, scripted_expert, probes=checks,
+                     worker_env=("MUJOCO_GL", "PYOPENGL_PLATFORM"))

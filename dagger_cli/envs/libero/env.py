@@ -9,6 +9,9 @@
   rendering every step. Images are rotated 180° (agentview and wrist), as openpi and RLinf do.
 - Observation: `image`, `wrist_image` (uint8 H×W×3), `state` = eef pos + axis-angle + gripper qpos (8-D),
   `prompt` = the task's language instruction. Success = the task's goal predicate, checked every step.
+- With `env.scripted_expert`, each worker also computes the scripted expert's chunk for the state each observation
+  shows (`expert.py`: simulated open loop without rendering, then undone) and returns it as the privileged
+  observation `expert_chunk`, which only `ScriptedExpertLabels` reads (the engine strips it for everyone else).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from dagger_cli.envs._workers import WorkerEnvMixin, start_workers
 MUJOCO_RANGE = ">=2.3.7,<3.4"
 """MuJoCo versions under which LIBERO's saved init states settle as recorded (the `libero` extra pins it): from 3.4,
 a box-box contact fix tips libero_spatial task 5's bowl onto its ramekin's rim during reset (RLinf #1460)"""
+EXPERT_KEY = "expert_chunk"
+"""the privileged observation with the scripted expert's label chunk, computed in the worker from the simulator"""
 CAMERAS = {"image": "agentview_image", "wrist_image": "robot0_eye_in_hand_image"}
 SETTLE_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
 
@@ -82,15 +87,22 @@ def task_of(seed: int, n_tasks: int) -> tuple[int, int]:
 class LiberoTaskEnv(gym.Env):
     """One LIBERO env in a worker process, any task of the suite (chunked actions)."""
 
-    def __init__(self, suite: str, image_size: int, settle_steps: int, chunk: int, render_every_step: bool = False):
+    def __init__(self, suite: str, image_size: int, settle_steps: int, chunk: int, render_every_step: bool = False,
+                 scripted_expert: bool = False):
         self.suite = load_suite(import_libero(), suite)
         self.image_size, self.settle_steps, self.chunk = image_size, settle_steps, chunk
         self.render_every_step = render_every_step
         image = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
-        self.observation_space = gym.spaces.Dict(
-            {"image": image, "wrist_image": image, "state": gym.spaces.Box(-np.inf, np.inf, (8,), np.float32)}
-        )
+        spaces = {"image": image, "wrist_image": image, "state": gym.spaces.Box(-np.inf, np.inf, (8,), np.float32)}
+        if scripted_expert:
+            spaces[EXPERT_KEY] = gym.spaces.Box(-1.0, 1.0, (chunk, 7), np.float32)
+        self.observation_space = gym.spaces.Dict(spaces)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (chunk, 7), np.float32)
+        self._expert = None
+        if scripted_expert:
+            from dagger_cli.envs.libero.expert import LiberoSpatialExpert
+
+            self._expert = LiberoSpatialExpert()
         self._env = None
         self._task: int | None = None
         self._render = True
@@ -135,11 +147,16 @@ class LiberoTaskEnv(gym.Env):
         state = np.concatenate(
             [raw["robot0_eef_pos"], quat2axisangle(np.array(raw["robot0_eef_quat"])), raw["robot0_gripper_qpos"]]
         )
-        return {
+        obs = {
             "image": np.ascontiguousarray(raw[CAMERAS["image"]][::-1, ::-1]),
             "wrist_image": np.ascontiguousarray(raw[CAMERAS["wrist_image"]][::-1, ::-1]),
             "state": state.astype(np.float32),
         }
+        if self._expert is not None:  # what the expert does from this state, simulated and undone
+            from dagger_cli.envs.libero.expert import expert_chunk
+
+            obs[EXPERT_KEY] = expert_chunk(self._expert, self._env, self.chunk).astype(np.float32)
+        return obs
 
     # GYMNASIUM API
     def reset(self, *, seed: int | None = None, options=None):
@@ -172,8 +189,21 @@ class LiberoTaskEnv(gym.Env):
             self._env = None
 
 
-def _make_worker_env(suite: str, image_size: int, settle_steps: int, chunk: int):
-    return LiberoTaskEnv(suite, image_size, settle_steps, chunk)
+def _make_worker_env(suite: str, image_size: int, settle_steps: int, chunk: int, scripted_expert: bool):
+    return LiberoTaskEnv(suite, image_size, settle_steps, chunk, scripted_expert=scripted_expert)
+
+
+class ScriptedExpertLabels:
+    """The scripted expert (`expert.LiberoSpatialExpert`) as a policy: the label chunk its env worker computed from
+    the simulator's state, read from the privileged observation `EXPERT_KEY`."""
+
+    reads_privileged = True
+
+    def __init__(self, chunk: int):
+        self.action_shape = (chunk, 7)
+
+    def act(self, obs) -> np.ndarray:
+        return np.asarray(obs[EXPERT_KEY], dtype=np.float32)
 
 
 class LiberoVecEnv(WorkerEnvMixin):
@@ -193,7 +223,9 @@ class LiberoVecEnv(WorkerEnvMixin):
         self.obs_shape = (8,)
         self.backend = os.environ["MUJOCO_GL"]
         self._task_ids = np.zeros(self.num_envs, dtype=np.int64)
-        make = partial(_make_worker_env, cfg.task, cfg.image_size, cfg.settle_steps, num_action_chunks)
+        self.privileged_keys = (EXPERT_KEY,) if cfg.scripted_expert else ()
+        make = partial(_make_worker_env, cfg.task, cfg.image_size, cfg.settle_steps, num_action_chunks,
+                       cfg.scripted_expert)
         self._env = start_workers([make] * cfg.num_envs, "dagger_cli.envs.libero._preload", f"LIBERO {cfg.task}")
 
     @property

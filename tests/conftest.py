@@ -174,6 +174,23 @@ class StopAfter(RunnerHooks):
             self.runner.state.stop_requested = True
 
 
+def straight_and_resumed(make_runner, run_dir, stop_after: int):
+    """(an uninterrupted run in run_dir/a, a run in run_dir/b stopped after iteration `stop_after` then resumed from
+    its last checkpoint by a new runner), both run to their end; `make_runner(dir, hooks=None)` builds a runner."""
+    from dagger_cli.core import checkpoint
+
+    straight = make_runner(run_dir / "a")
+    straight.run()
+    hooks = StopAfter(stop_after)
+    first = make_runner(run_dir / "b", hooks)
+    hooks.runner = first
+    first.run()
+    resumed = make_runner(run_dir / "b")
+    resumed.state.restore(checkpoint.list_checkpoints(run_dir / "b" / "checkpoints")[-1])
+    resumed.run()
+    return straight, resumed
+
+
 def point_config(**overrides) -> Config:
     """A small config for PointEnv (obs 2, action 1) with `--set`-style overrides."""
     sets = [

@@ -822,24 +822,28 @@ class SeededCameraEnv:
         pass
 
 
+def camera_run_config(model_path, tokenizer_path, num_steps: int, max_epochs: int):
+    """A short DAgger run of tiny π₀ student and expert (both from `model_path`) on SeededCameraEnv-like cameras."""
+    sets = []
+    for model in ("actor.model", "rollout.expert_model"):
+        sets += [f"{model}.model_type=pi0", f"{model}.model_path={model_path}", f"{model}.pi0.variant=tiny",
+                 f"{model}.pi0.tokenizer_path={tokenizer_path}", f"{model}.pi0.num_steps={num_steps}",
+                 f"{model}.action_dim=7", f"{model}.num_action_chunks=10"]
+    return load_config("pick-cube", overrides=sets + [
+        "env.max_episode_steps=20", "env.max_steps_per_rollout_epoch=20", "env.eval.num_episodes=2",
+        "algorithm.replay_buffer.min_buffer_size=2", "algorithm.replay_buffer.sample_window_size=16",
+        "actor.update_epoch=2", "actor.global_batch_size=2", "actor.micro_batch_size=2",
+        f"runner.max_epochs={max_epochs}", "runner.val_check_interval=100", "runner.eval_expert=false",
+        "runner.eval_student_init=false", "runner.device=cpu"])
+
+
 def test_resume_with_augmented_camera_training_is_exact(checkpoint_dir, tokenizer_path, tmp_path):
     """Augmentation draws from the RNG run checkpoints hold: a run stopped and resumed trains to the same bits."""
-    from conftest import StopAfter
-    from dagger_cli.core import checkpoint
+    from conftest import straight_and_resumed
     from dagger_cli.core.runner import SyncRunner
     from dagger_cli.policies.pi0 import Pi0Policy
 
-    sets = []
-    for model in ("actor.model", "rollout.expert_model"):
-        sets += [f"{model}.model_type=pi0", f"{model}.model_path={checkpoint_dir}", f"{model}.pi0.variant=tiny",
-                 f"{model}.pi0.tokenizer_path={tokenizer_path}", f"{model}.pi0.num_steps=1", f"{model}.action_dim=7",
-                 f"{model}.num_action_chunks=10"]
-    cfg = load_config("pick-cube", overrides=sets + [
-        "env.max_episode_steps=20", "env.max_steps_per_rollout_epoch=20", "env.eval.num_episodes=2",
-        "algorithm.replay_buffer.min_buffer_size=2", "algorithm.replay_buffer.sample_window_size=16",
-        "actor.update_epoch=2", "actor.global_batch_size=2", "actor.micro_batch_size=2", "runner.max_epochs=2",
-        "runner.val_check_interval=100", "runner.eval_expert=false", "runner.eval_student_init=false",
-        "runner.device=cpu"])
+    cfg = camera_run_config(checkpoint_dir, tokenizer_path, num_steps=1, max_epochs=2)
 
     def runner(run_dir, hooks=None):
         torch.manual_seed(cfg.seed)
@@ -849,15 +853,7 @@ def test_resume_with_augmented_camera_training_is_exact(checkpoint_dir, tokenize
         return SyncRunner(cfg, run_dir, SeededCameraEnv(), student, expert, hooks=hooks, tensorboard=False)
 
     # GIVEN an uninterrupted 2-iteration run, and one stopped after iteration 1 and resumed in a new runner
-    straight = runner(tmp_path / "a")
-    straight.run()
-    hooks = StopAfter(1)
-    first = runner(tmp_path / "b", hooks)
-    hooks.runner = first
-    first.run()
-    resumed = runner(tmp_path / "b")
-    resumed.state.restore(checkpoint.list_checkpoints(tmp_path / "b" / "checkpoints")[-1])
-    resumed.run()
+    straight, resumed = straight_and_resumed(runner, tmp_path, 1)
     # THEN the students are bitwise equal
     a, b = straight.state.student.model.state_dict(), resumed.state.student.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

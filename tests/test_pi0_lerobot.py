@@ -13,9 +13,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import requires_pi0
-from dagger_cli.core.config import load_config
 from dagger_cli.core.errors import ConfigError
-from test_pi0 import observation, pi0_config
+from test_pi0 import SeededCameraEnv, camera_run_config, observation, pi0_config
 
 pytestmark = requires_pi0
 
@@ -101,45 +100,15 @@ def test_a_config_that_contradicts_the_preset_is_one_line(lerobot_dir, tokenizer
     assert str(e.value).startswith("actor.model.model_path: ")
 
 
-class CameraEnv:
-    """Two envs with LIBERO's observation keys (random 64² images), never succeeding."""
-
-    num_action_chunks, action_dim, obs_shape = 10, 7, (8,)
-
-    def __init__(self):
-        self.num_envs, self.rng = 2, np.random.default_rng(0)
-
-    def _obs(self):
-        return {**observation(batch=2, seed=int(self.rng.integers(1 << 30)), size=64)}
-
-    def reset(self, seeds, mask=None):
-        return self._obs()
-
-    def step(self, actions):
-        return self._obs(), np.zeros((2, 10), bool)
-
-    def close(self):
-        pass
-
-
 def test_a_lerobot_checkpoint_trains_as_student_and_labels_as_expert(lerobot_dir, tokenizer_path, tmp_path):
     from dagger_cli.core.runner import SyncRunner
     from dagger_cli.policies.pi0 import Pi0Policy
 
-    sets = []
-    for model in ("actor.model", "rollout.expert_model"):
-        sets += [f"{model}.model_type=pi0", f"{model}.model_path={lerobot_dir}", f"{model}.pi0.variant=tiny",
-                 f"{model}.pi0.tokenizer_path={tokenizer_path}", f"{model}.pi0.num_steps=2", f"{model}.action_dim=7",
-                 f"{model}.num_action_chunks=10"]
-    cfg = load_config("pick-cube", overrides=sets + [
-        "env.max_episode_steps=20", "env.max_steps_per_rollout_epoch=20", "env.eval.num_episodes=2",
-        "algorithm.replay_buffer.min_buffer_size=2", "algorithm.replay_buffer.sample_window_size=16",
-        "actor.update_epoch=2", "actor.global_batch_size=2", "actor.micro_batch_size=2", "runner.max_epochs=1",
-        "runner.eval_expert=false", "runner.eval_student_init=false", "runner.device=cpu"])
+    cfg = camera_run_config(lerobot_dir, tokenizer_path, num_steps=2, max_epochs=1)
     student = Pi0Policy(cfg.actor.model, "cpu")
     expert = Pi0Policy(cfg.rollout.expert_model, "cpu", trainable=False)
     before = {k: v.clone() for k, v in student.model.state_dict().items()}
-    runner = SyncRunner(cfg, tmp_path, CameraEnv(), student, expert, tensorboard=False)
+    runner = SyncRunner(cfg, tmp_path, SeededCameraEnv(), student, expert, tensorboard=False)
     summary = runner.run()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     # THEN the expert labelled every step (beta 1) and the student trained on the labels

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import INSTRUCTIONS, PointEnv, PointExpert, PromptPointEnv, StateOf, StopAfter, point_config
+from conftest import (INSTRUCTIONS, PointEnv, PointExpert, PromptPointEnv, StateOf, StopAfter, point_config,
+                      straight_and_resumed)
 from dagger_cli.core import checkpoint
 from dagger_cli.core.errors import CheckpointError
 from dagger_cli.core.run_state import checkpoint_samples
@@ -105,15 +106,7 @@ def test_prompts_stay_whole_through_training_checkpoint_and_resume(tmp_path):
         expert = StateOf(PointExpert())
         return SyncRunner(cfg, run_dir, PromptPointEnv(3), student, expert, hooks=hooks, tensorboard=False)
 
-    straight = runner(tmp_path / "a")
-    straight.run()
-    hooks = StopAfter(2)
-    first = runner(tmp_path / "b", hooks)
-    hooks.runner = first
-    first.run()
-    resumed = runner(tmp_path / "b")
-    resumed.state.restore(checkpoint.list_checkpoints(tmp_path / "b" / "checkpoints")[-1])
-    resumed.run()
+    straight, resumed = straight_and_resumed(runner, tmp_path, 2)
     # THEN the learner trained on whole prompts, the buffer holds them whole, and the resumed run holds the same
     assert straight.state.student.prompts <= set(INSTRUCTIONS) and INSTRUCTIONS[-1] in straight.state.student.prompts
     stored = straight.state.buffer.stored()["obs/prompt"].tolist()

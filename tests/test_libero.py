@@ -256,6 +256,21 @@ def test_scripted_expert_acts_from_its_privileged_labels_and_solves_a_task():
         assert env.privileged_keys == ("expert_chunk",) and expert.action_shape == (5, 7)
         result = evaluate(env, expert, [13], 120)
         assert result.summary()["success_once"] == 1.0
+        # AND while a policy that cannot read the labels is evaluated, the workers compute none (zeros)
+        class Still:
+            action_shape = (5, 7)
+
+            def __init__(self):
+                self.labels = []
+
+            def act(self, obs):
+                self.labels.append(env._env.call("labelling"))
+                return np.zeros((1, 5, 7), np.float32)
+
+        still = Still()
+        evaluate(env, still, [13], 10)
+        assert still.labels == [(False,), (False,)]
+        assert np.abs(env.reset([13])["expert_chunk"]).max() > 0  # and again afterwards
     finally:
         env.close()
 

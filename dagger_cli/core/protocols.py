@@ -41,7 +41,9 @@ class VecEnv(Protocol):
     # `video_fps`, the frames evaluation videos are made of (asked for only while filming); `privileged_keys`, the
     # dict observation keys only an expert that says so may read (the simulator's own state, or a scripted expert's
     # label computed where the simulator runs): the engine hands them to a policy with `reads_privileged` set and
-    # strips them from what the student sees, what the replay buffer stores, and every other policy's input.
+    # strips them from what the student sees, what the replay buffer stores, and every other policy's input;
+    # `compute_privileged(on)`, which evaluation turns off while a policy that cannot read them acts (their values
+    # are then zeros).
 
 
 class Policy(Protocol):

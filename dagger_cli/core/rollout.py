@@ -360,6 +360,21 @@ def evaluate(env: VecEnv, policy: Policy, seeds: Sequence[int], max_episode_step
     start = time.perf_counter()
     n, chunks = env.num_envs, env.num_action_chunks
     result = EvalResult(EpisodeStats(), 0.0)
+    compute_privileged = getattr(env, "compute_privileged", None)
+    if compute_privileged is not None:  # no simulated expert labels while a policy that cannot read them acts
+        compute_privileged(bool(getattr(policy, "reads_privileged", False)))
+    try:
+        _evaluate_into(result, env, policy, seeds, max_episode_steps, record)
+    finally:
+        if compute_privileged is not None:
+            compute_privileged(True)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _evaluate_into(result: EvalResult, env: VecEnv, policy: Policy, seeds: Sequence[int], max_episode_steps: int,
+                   record: int) -> None:
+    n, chunks = env.num_envs, env.num_action_chunks
     frames_of = getattr(env, "video_frames", None) if record else None
     result.no_video = bool(record) and frames_of is None
     tasks_of = getattr(env, "episode_tasks", None)
@@ -392,8 +407,6 @@ def evaluate(env: VecEnv, policy: Policy, seeds: Sequence[int], max_episode_step
             stack = np.stack(frames)
             mp4 = encode_mp4(stack, getattr(env, "video_fps", 10.0))
             result.videos.append(Video(int(batch[i]), bool(success_once[i]), len(stack), mp4))
-    result.seconds = time.perf_counter() - start
-    return result
 
 
 def _film(film: dict[int, list[np.ndarray]], frames_of, obs: Obs) -> None:

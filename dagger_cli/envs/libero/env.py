@@ -99,6 +99,8 @@ class LiberoTaskEnv(gym.Env):
         self.observation_space = gym.spaces.Dict(spaces)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (chunk, 7), np.float32)
         self._expert = None
+        self.labelling = True
+        """compute the expert's chunk (else zeros): off while a policy that cannot read it is evaluated"""
         if scripted_expert:
             from dagger_cli.envs.libero.expert import LiberoSpatialExpert
 
@@ -152,7 +154,9 @@ class LiberoTaskEnv(gym.Env):
             "wrist_image": np.ascontiguousarray(raw[CAMERAS["wrist_image"]][::-1, ::-1]),
             "state": state.astype(np.float32),
         }
-        if self._expert is not None:  # what the expert does from this state, simulated and undone
+        if self._expert is not None and not self.labelling:
+            obs[EXPERT_KEY] = np.zeros((self.chunk, 7), dtype=np.float32)
+        elif self._expert is not None:  # what the expert does from this state, simulated and undone
             from dagger_cli.envs.libero.expert import expert_chunk
 
             obs[EXPERT_KEY] = expert_chunk(self._expert, self._env, self.chunk).astype(np.float32)
@@ -236,6 +240,11 @@ class LiberoVecEnv(WorkerEnvMixin):
     def episode_tasks(self) -> list[str]:
         """The task of each env's current episode (per-task success in evaluation)."""
         return [self.task_names[t] for t in self._task_ids]
+
+    def compute_privileged(self, on: bool) -> None:
+        """Whether the workers compute the scripted expert's chunk (evaluation of the student needs none)."""
+        if self.privileged_keys:
+            self._env.set_attr("labelling", on)
 
     def video_frames(self, obs: dict) -> dict[str, np.ndarray]:
         """The two cameras the policy sees: no extra rendering."""

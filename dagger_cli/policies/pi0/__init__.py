@@ -55,7 +55,7 @@ def describe(model: Pi0ModelConfig, policy, device: str, is_student: bool) -> st
     if getattr(policy, "needs_norm_stats", False):
         text += "; no norm stats: computed from the first iteration's expert labels"
     transforms = getattr(policy, "transforms", None)
-    if transforms is not None and any(transforms.spec.delta_mask[: model.action_dim]):
+    if transforms is not None and transforms.spec_delta_dims():
         from dagger_cli.policies.pi0.transforms import dims_text
 
         delta = transforms.delta_dims()

@@ -15,6 +15,14 @@ CONVENTION_KEY = "action_convention/delta"
 """a state dict's record of its convention (1: delta, 0: absolute), so run checkpoints and Ray weights keep it"""
 
 
+def layout_convention(path: Path | None) -> str:
+    """The action convention a checkpoint directory's layout implies: `absolute` for LeRobot's, `delta` for openpi's
+    and RLinf's (and for no checkpoint: a new model trains in openpi's convention)."""
+    from dagger_cli.policies.pi0 import lerobot
+
+    return "absolute" if path is not None and path.is_dir() and lerobot.is_lerobot(path) else "delta"
+
+
 def _require_transformers():
     try:
         import sentencepiece  # noqa: F401
@@ -63,14 +71,11 @@ class Pi0Policy:
             raise CheckpointError(f"{model_path}: no such π₀ checkpoint directory")
         # weights before the tokenizer and norm stats: the largest, likeliest problem is reported first; the model
         # is made where it runs (initialising 3.5 B parameters on a GPU takes seconds, on a CPU a minute)
-        self.action_convention = p.action_convention
-        """`delta` or `absolute` (see Pi0Config.action_convention): what the model's actions and stats mean"""
-        if p.action_convention == "auto":
-            from_lerobot = model_path is not None and model_path.is_dir() and lerobot.is_lerobot(model_path)
-            self.action_convention = "absolute" if from_lerobot else "delta"
         if model_path is not None and model_path.is_dir() and lerobot.is_lerobot(model_path):
             lerobot.check_config(model_path, size, p.variant, "actor.model" if trainable else "rollout.expert_model",
                                  cfg.action_dim)
+        self.action_convention = p.action_convention if p.action_convention != "auto" else layout_convention(model_path)
+        """`delta` or `absolute` (see Pi0Config.action_convention): what the model's actions and stats mean"""
         with self.device:
             self.model = Pi0Model(size)
         if model_path is not None:
@@ -248,12 +253,10 @@ class Pi0Policy:
         from dagger_cli.policies.pi0.checkpoint import find_norm_stats
         from dagger_cli.policies.weights import read_weights
 
-        from dagger_cli.policies.pi0 import lerobot
-
         path = Path(path).expanduser()
         state = read_weights(path)
         if CONVENTION_KEY not in state and path.is_dir():
-            self._set_convention("absolute" if lerobot.is_lerobot(path) else "delta")
+            self._set_convention(layout_convention(path))
         self.load_state_dict(state, str(path))
         if path.is_dir() and self.needs_norm_stats:
             norm = find_norm_stats(path, self.cfg.pi0.asset_id, None, required=False)
@@ -283,10 +286,9 @@ class Pi0Policy:
         """`<directory>/model.safetensors` in openpi's layout plus this policy's norm stats (a loadable model_path)."""
         from dagger_cli.core.checkpoint import write_json
         from dagger_cli.policies.pi0.checkpoint import save_weights
-        from dagger_cli.policies.pi0.transforms import DATA_SPECS, dims_text
+        from dagger_cli.policies.pi0.transforms import dims_text
 
-        spec = DATA_SPECS[self.cfg.pi0.data]
-        implied = [d for d, on in enumerate(spec.delta_mask[: self.cfg.action_dim]) if on]
+        implied = self.transforms.spec_delta_dims()
         if self.action_convention == "absolute" and implied:
             raise UsageError(
                 f"--format checkpoint: this π₀ predicts absolute actions (LeRobot's convention), and openpi's layout "

@@ -98,9 +98,13 @@ class Pi0Transforms:
         z = (state - self.norm.state_mean[:d]) / (self.norm.state_std[:d] + EPS)
         return pad_last(z, self.model_dim).astype(np.float32)
 
+    def spec_delta_dims(self) -> list[int]:
+        """The action dims the data spec trains relative to the state under openpi's convention."""
+        return [d for d, on in enumerate(self.spec.delta_mask[: self.action_dim]) if on]
+
     def delta_dims(self) -> list[int]:
         """The action dims the model predicts relative to the state (none under the absolute convention)."""
-        return [d for d, on in enumerate(self.spec.delta_mask[: self.action_dim]) if on and self.delta]
+        return self.spec_delta_dims() if self.delta else []
 
     def delta_base(self, state: np.ndarray) -> np.ndarray:
         """(B, action_dim) amounts the delta dims are relative to (zero on absolute dims)."""

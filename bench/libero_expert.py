@@ -4,6 +4,7 @@
     python bench/libero_expert.py --rlinf              # RLinf's 64 episodes: seeds 0..63
                                                        # (task s % 10, init state (s // 10) % 50)
     python bench/libero_expert.py --tasks 4 --inits 0-9 --procs 2
+    python bench/libero_expert.py --soft-reset          # resets without rebuilding the model (env.hard_reset: false)
 
 Envs are `LiberoTaskEnv` (15 settle steps, 32² cameras); the cameras render once at the end of the reset and never
 while the expert acts (the adapter's lazy camera sensors), since the expert reads the simulator. An episode ends at
@@ -32,13 +33,13 @@ def _ids(text: str) -> list[int]:
     return out
 
 
-def _worker(jobs: list[tuple[int, int, int]], queue, trace: bool) -> None:
+def _worker(jobs: list[tuple[int, int, int]], queue, trace: bool, hard_reset: bool) -> None:
     import numpy as np
 
     from dagger_cli.envs.libero.env import LiberoTaskEnv
     from dagger_cli.envs.libero.expert import LiberoSpatialExpert
 
-    env = LiberoTaskEnv("libero_spatial", image_size=32, settle_steps=15, chunk=1)
+    env = LiberoTaskEnv("libero_spatial", image_size=32, settle_steps=15, chunk=1, hard_reset=hard_reset)
     expert = LiberoSpatialExpert()
     for seed, task, init in jobs:
         start = time.perf_counter()
@@ -67,6 +68,7 @@ def main() -> None:
         "--rlinf", action="store_true", help="RLinf's protocol: reset seeds 0..63 (ignores --tasks/--inits)"
     )
     parser.add_argument("--procs", type=int, default=2, help="simulation processes (at most 2 on this machine)")
+    parser.add_argument("--soft-reset", action="store_true", help="reset without rebuilding the model")
     parser.add_argument("--trace", action="store_true", help="print every step (one process)")
     args = parser.parse_args()
 
@@ -88,7 +90,7 @@ def main() -> None:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     start = time.perf_counter()
-    workers = [ctx.Process(target=_worker, args=(c, queue, args.trace)) for c in chunks]
+    workers = [ctx.Process(target=_worker, args=(c, queue, args.trace, not args.soft_reset)) for c in chunks]
     for w in workers:
         w.start()
     results, running = [], len(workers)
@@ -126,7 +128,8 @@ def main() -> None:
     failures = sorted((r[0], r[1]) for r in results if not r[2])
     if failures:
         print("failures (task, init):", failures)
-    print(f"{len(results)} episodes in {wall:.0f} s with {procs} process(es)")
+    reset = "soft" if args.soft_reset else "hard"
+    print(f"{len(results)} episodes in {wall:.0f} s with {procs} process(es), {reset} resets")
 
 
 if __name__ == "__main__":

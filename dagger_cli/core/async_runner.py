@@ -347,7 +347,8 @@ class AsyncRunner:
         self.state.iteration += 1
         self._publish()
         # EVAL: student only, these weights, in the workers' spare time
-        evals = [self._evaluation("student", self.state.iteration)] if self.state.eval_due() else []
+        due = self.state.eval_due()
+        evals = [self._evaluation("student", self.state.iteration, final=self.state.finished)] if due else []
         self._rows.append(_Row(self.state.iteration, row, evals))
         self._dispatch()
         elapsed = time.perf_counter() - start
@@ -463,8 +464,8 @@ class AsyncRunner:
         del held[:-KEPT_VERSIONS]
 
     # EVALUATION: episodes shared out over the workers in chunks
-    def _evaluation(self, what: str, version: int | None) -> _Evaluation:
-        seeds, film = self.state.cfg.env.eval.seeds, self.state.cfg.runner.eval_video_episodes
+    def _evaluation(self, what: str, version: int | None, final: bool = False) -> _Evaluation:
+        seeds, film = self.state.cfg.env.eval.seeds_for(final), self.state.cfg.runner.eval_video_episodes
         chunks = deque((max(0, film - i), seeds[i : i + self._chunk]) for i in range(0, len(seeds), self._chunk))
         return _Evaluation(what, version, chunks)
 
@@ -518,8 +519,8 @@ class _WindowStats:
         self.expert_frac.append(result["expert_action_frac"])
         self.env_steps += result["env_steps"]
         self.env_seconds += result["seconds"]
-        for key in self.timings:
-            self.timings[key] += result["timings"][key]
+        for key, seconds in result["timings"].items():
+            self.timings[key] = self.timings.get(key, 0.0) + seconds
 
     def row(self) -> dict[str, float]:
         mean = lambda xs: float(np.mean(xs)) if xs else float("nan")  # noqa: E731
@@ -531,7 +532,5 @@ class _WindowStats:
             "train/async/queue_size": float(max(self.queue)) if self.queue else 0.0,
             "time/rollout_env_steps": self.env_steps,
             "time/rollout_env_steps_per_s": self.env_steps / self.env_seconds if self.env_seconds else float("nan"),
-            "time/rollout_env_s": self.timings["env"],
-            "time/rollout_student_s": self.timings["student"],
-            "time/rollout_expert_s": self.timings["expert"],
+            **{f"time/rollout_{part}_s": seconds for part, seconds in self.timings.items()},
         }

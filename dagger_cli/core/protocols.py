@@ -43,7 +43,8 @@ class VecEnv(Protocol):
     # label computed where the simulator runs): the engine hands them to a policy with `reads_privileged` set and
     # strips them from what the student sees, what the replay buffer stores, and every other policy's input;
     # `compute_privileged(on)`, which evaluation turns off while a policy that cannot read them acts (their values
-    # are then zeros).
+    # are then zeros); `worker_seconds() -> {part: seconds}`, where the env's workers spent their time since the last
+    # call, summed over workers (logged per rollout as `time/rollout_worker_<part>_s`).
 
 
 class Policy(Protocol):

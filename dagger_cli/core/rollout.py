@@ -100,7 +100,8 @@ class RolloutResult:
     expert_action_frac: float
     """fraction of policy calls whose action the expert chose"""
     timings: dict[str, float]
-    """seconds spent in env / student / expert / other"""
+    """seconds spent in env / student / expert (this process), and `worker_<part>` where the env's workers report
+    their parts (`VecEnv.worker_seconds`, summed over workers)"""
 
 
 def checked_actions(actions, rows: int, policy: Policy, who: str) -> np.ndarray:
@@ -173,6 +174,9 @@ class Rollout:
         coins = np.random.default_rng([seed, _COIN_STREAM, iteration])
         seeds = np.random.default_rng([seed, _SEED_STREAM, iteration])
         timings = {"env": 0.0, "student": 0.0, "expert": 0.0}
+        worker_seconds = getattr(env, "worker_seconds", None)
+        if worker_seconds is not None:
+            worker_seconds()  # what an evaluation spent in between is not this rollout's
         all_envs = np.ones(n, dtype=bool)
         next_episode = 0
 
@@ -255,6 +259,8 @@ class Rollout:
             episodes.unfinished += int(running.sum())
             episodes.unfinished_success += int((success_once & running).sum())
 
+        if worker_seconds is not None:
+            timings.update({f"worker_{part}": seconds for part, seconds in worker_seconds().items()})
         trajectories = self._split(steps, beta, iteration, policy_version)
         return RolloutResult(
             trajectories=trajectories,

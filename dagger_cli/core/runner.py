@@ -41,12 +41,13 @@ class SyncRunner:
             only_save_expert=d.only_save_expert,
         )
 
-    def evaluate(self, policy: Policy, label: str) -> dict[str, Any]:
-        """Policy alone on the evaluation seeds; its first runner.eval_video_episodes episodes filmed into
-        `videos/<label>/`."""
+    def evaluate(self, policy: Policy, label: str, final: bool = False) -> dict[str, Any]:
+        """Policy alone on the evaluation seeds (all of them when `final`, else env.eval.interim_episodes); its
+        first runner.eval_video_episodes episodes filmed into `videos/<label>/`."""
         s = self.state
         e = s.cfg.env
-        result = evaluate_policy(self.env, policy, e.eval.seeds, e.max_episode_steps, s.cfg.runner.eval_video_episodes)
+        seeds = e.eval.seeds_for(final)
+        result = evaluate_policy(self.env, policy, seeds, e.max_episode_steps, s.cfg.runner.eval_video_episodes)
         s.keep_videos(result, label)
         return result.summary()
 
@@ -112,7 +113,7 @@ class SyncRunner:
         # EVAL: student only
         if s.eval_due():
             s.hooks.phase("evaluating the student")
-            row.update(s.record_eval(s.iteration, self.evaluate(s.student, str(s.iteration))))
+            row.update(s.record_eval(s.iteration, self.evaluate(s.student, str(s.iteration), final=s.finished)))
         evaluated = time.perf_counter()
         s.results.train_time_s += evaluated - start
 
@@ -123,9 +124,7 @@ class SyncRunner:
                 "train/dagger/expert_action_frac": result.expert_action_frac,
                 **s.buffer_metrics(),
                 "time/rollout_s": collected - start,
-                "time/rollout_env_s": result.timings["env"],
-                "time/rollout_student_s": result.timings["student"],
-                "time/rollout_expert_s": result.timings["expert"],
+                **{f"time/rollout_{part}_s": seconds for part, seconds in result.timings.items()},
                 "time/train_s": trained - collected,
                 "time/iteration_s": evaluated - start,
                 "time/elapsed_s": evaluated - s.wall_start,

@@ -3,6 +3,9 @@
 - Rendering: EGL where an NVIDIA GPU is present, Mesa's OSMesa otherwise, chosen before robosuite is imported.
 - Reset seed s selects task `s % n_tasks` and init state `(s // n_tasks) % 50`: evaluation seeds 0, 1, 2, ... give
   RLinf's fixed, task-interleaved protocol; a new task rebuilds the worker's env.
+- `hard_reset` (LIBERO's default) rebuilds the MuJoCo model at every reset; without it only the data is reset
+  before the init state is set. `fast_render` turns multisampling and reflections off (≈2× cheaper renders on a CPU,
+  pixels slightly different: train and evaluate alike).
 - After each reset: `settle_steps` steps of zero motion with the gripper open (RLinf: 15).
 - An action is a chunk of `num_action_chunks` 7-D steps; cameras render only on the chunk's last step (the only
   observation the policy reads), through robosuite's sensor functions, so the images are pixel-identical to
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from functools import partial
 
 import gymnasium as gym
@@ -33,6 +37,9 @@ a box-box contact fix tips libero_spatial task 5's bowl onto its ramekin's rim d
 EXPERT_KEY = "expert_chunk"
 """the privileged observation with the scripted expert's label chunk, computed in the worker from the simulator"""
 CAMERAS = {"image": "agentview_image", "wrist_image": "robot0_eye_in_hand_image"}
+WORKER_PARTS = ("reset", "physics", "render", "expert")
+"""where an env worker's time goes (`LiberoTaskEnv.take_seconds`): reset and settling, stepping, camera renders,
+the scripted expert's open-loop chunk"""
 SETTLE_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
 
 
@@ -88,9 +95,10 @@ class LiberoTaskEnv(gym.Env):
     """One LIBERO env in a worker process, any task of the suite (chunked actions)."""
 
     def __init__(self, suite: str, image_size: int, settle_steps: int, chunk: int, render_every_step: bool = False,
-                 scripted_expert: bool = False):
+                 scripted_expert: bool = False, hard_reset: bool = True, fast_render: bool = False):
         self.suite = load_suite(import_libero(), suite)
         self.image_size, self.settle_steps, self.chunk = image_size, settle_steps, chunk
+        self.hard_reset, self.fast_render = hard_reset, fast_render
         self.render_every_step = render_every_step
         image = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
         spaces = {"image": image, "wrist_image": image, "state": gym.spaces.Box(-np.inf, np.inf, (8,), np.float32)}
@@ -108,6 +116,8 @@ class LiberoTaskEnv(gym.Env):
         self._env = None
         self._task: int | None = None
         self._render = True
+        self.seconds = dict.fromkeys(WORKER_PARTS, 0.0)
+        """time spent per part since the last `take_seconds()`"""
 
     # TASKS AND RENDERING
     def _make(self, task_id: int) -> None:
@@ -119,11 +129,26 @@ class LiberoTaskEnv(gym.Env):
         task = self.suite.get_task(task_id)
         bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
         self._env = OffScreenRenderEnv(
-            bddl_file_name=bddl, camera_heights=self.image_size, camera_widths=self.image_size
+            bddl_file_name=bddl, camera_heights=self.image_size, camera_widths=self.image_size,
+            hard_reset=self.hard_reset,
         )
         self._env.seed(0)
         self._init_states = self.suite.get_task_init_states(task_id)
         self._task = task_id
+
+    def _cheap_rendering(self) -> None:
+        """Multisampling and reflections off in the offscreen context (re-done after every reset: a hard reset
+        makes a new one)."""
+        import mujoco
+
+        context = self._env.env.sim._render_context_offscreen
+        if context is None or getattr(context, "_dagger_fast", False):
+            return
+        context.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        context.model.vis.quality.offsamples = 0
+        context.con.free()
+        context._set_mujoco_context_and_buffers()
+        context._dagger_fast = True
 
     def _wrap_cameras(self) -> None:
         """Camera sensors return their last image unless `self._render` is set (re-done after every reset)."""
@@ -136,7 +161,10 @@ class LiberoTaskEnv(gym.Env):
 
             def lazy(obs_cache, sensor=sensor, observable=observable):
                 if self._render or self.render_every_step:
-                    return sensor(obs_cache)
+                    start = time.perf_counter()
+                    image = sensor(obs_cache)
+                    self.seconds["render"] += time.perf_counter() - start
+                    return image
                 return observable._current_observed_value
 
             lazy.__modality__ = sensor.__modality__
@@ -159,32 +187,45 @@ class LiberoTaskEnv(gym.Env):
         elif self._expert is not None:  # what the expert does from this state, simulated and undone
             from dagger_cli.envs.libero.expert import expert_chunk
 
+            start = time.perf_counter()
             obs[EXPERT_KEY] = expert_chunk(self._expert, self._env, self.chunk).astype(np.float32)
+            self.seconds["expert"] += time.perf_counter() - start
         return obs
+
+    def take_seconds(self) -> dict[str, float]:
+        """Seconds per part (reset, physics, render, expert) since the last call; the counters restart."""
+        out, self.seconds = self.seconds, dict.fromkeys(WORKER_PARTS, 0.0)
+        return out
 
     # GYMNASIUM API
     def reset(self, *, seed: int | None = None, options=None):
+        start, rendered = time.perf_counter(), self.seconds["render"]
         task, init = task_of(int(seed or 0), self.suite.n_tasks)
         if task != self._task:
             self._make(task)
         self._env.reset()
         self._wrap_cameras()
+        if self.fast_render:
+            self._cheap_rendering()
         self._render = self.settle_steps == 0
         raw = self._env.set_init_state(self._init_states[init])
         for k in range(self.settle_steps):
             self._render = k == self.settle_steps - 1
             raw, _, _, _ = self._env.step(SETTLE_ACTION)
+        self.seconds["reset"] += time.perf_counter() - start - (self.seconds["render"] - rendered)
         return self._obs(raw), {"task_id": task}
 
     def step(self, actions):
         actions = np.asarray(actions, dtype=np.float64).reshape(-1, 7)
         success_bits = 0
         raw = None
+        start, rendered = time.perf_counter(), self.seconds["render"]
         for c, action in enumerate(actions):
             self._render = c == len(actions) - 1
             raw, _, done, _ = self._env.step(action)
             if done:
                 success_bits |= 1 << c
+        self.seconds["physics"] += time.perf_counter() - start - (self.seconds["render"] - rendered)
         return self._obs(raw), 0.0, False, False, {"success_bits": success_bits}
 
     def close(self):
@@ -193,8 +234,10 @@ class LiberoTaskEnv(gym.Env):
             self._env = None
 
 
-def _make_worker_env(suite: str, image_size: int, settle_steps: int, chunk: int, scripted_expert: bool):
-    return LiberoTaskEnv(suite, image_size, settle_steps, chunk, scripted_expert=scripted_expert)
+def _make_worker_env(suite: str, image_size: int, settle_steps: int, chunk: int, scripted_expert: bool,
+                     hard_reset: bool, fast_render: bool):
+    return LiberoTaskEnv(suite, image_size, settle_steps, chunk, scripted_expert=scripted_expert,
+                         hard_reset=hard_reset, fast_render=fast_render)
 
 
 class ScriptedExpertLabels:
@@ -229,7 +272,7 @@ class LiberoVecEnv(WorkerEnvMixin):
         self._task_ids = np.zeros(self.num_envs, dtype=np.int64)
         self.privileged_keys = (EXPERT_KEY,) if cfg.scripted_expert else ()
         make = partial(_make_worker_env, cfg.task, cfg.image_size, cfg.settle_steps, num_action_chunks,
-                       cfg.scripted_expert)
+                       cfg.scripted_expert, cfg.hard_reset, cfg.fast_render)
         self._env = start_workers([make] * cfg.num_envs, "dagger_cli.envs.libero._preload", f"LIBERO {cfg.task}")
 
     @property
@@ -240,6 +283,11 @@ class LiberoVecEnv(WorkerEnvMixin):
     def episode_tasks(self) -> list[str]:
         """The task of each env's current episode (per-task success in evaluation)."""
         return [self.task_names[t] for t in self._task_ids]
+
+    def worker_seconds(self) -> dict[str, float]:
+        """Seconds the workers spent per part since the last call, summed over workers (they run in parallel)."""
+        parts = self._env.call("take_seconds")
+        return {k: float(sum(p[k] for p in parts)) for k in WORKER_PARTS}
 
     def compute_privileged(self, on: bool) -> None:
         """Whether the workers compute the scripted expert's chunk (evaluation of the student needs none)."""

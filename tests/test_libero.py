@@ -320,3 +320,95 @@ def test_one_iteration_of_libero_spatial_small_trains_on_the_scripted_experts_la
     # AND per-task success adds up to the overall rate
     tasks = summary["student_final_tasks"]
     assert sum(t["success_once"] * t["episodes"] for t in tasks.values()) == summary["student_final_sr"] * 2
+
+
+def _orientation_scores(image: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Correlation of `image` with each flip of MuJoCo's own upright render of the same camera."""
+    flips = {"as is": reference, "mirrored": reference[:, ::-1], "upside down": reference[::-1],
+             "rotated 180°": reference[::-1, ::-1]}
+    return {name: float(np.corrcoef(f.astype(float).ravel(), image.astype(float).ravel())[0, 1])
+            for name, f in flips.items()}
+
+
+def test_collected_samples_hold_the_rendered_views_the_experts_labels_and_the_tasks_instructions():
+    """GIVEN libero-spatial-small's env and scripted expert collecting two short episodes (1 env, beta 1)
+    WHEN each episode is replayed in a separate env of this process from the reset seed the engine asked for,
+    executing the stored actions
+    THEN every stored sample holds that replayed step's camera images (bitwise), the expert's chunk computed anew
+    from that replayed state (bitwise), and its task's instruction; the images are LIBERO's convention (the GL
+    readout rotated 180°, what OpenVLA's datasets, openpi and RLinf feed their models), which MuJoCo's own
+    renderer shows to be the cameras' views mirrored left-right. ~40 s"""
+    import copy
+
+    import mujoco
+
+    from dagger_cli.core.config import load_config
+    from dagger_cli.core.rollout import Rollout
+    from dagger_cli.envs import make_vec_env
+    from dagger_cli.envs.libero import LiberoTaskEnv
+    from dagger_cli.envs.libero.env import EXPERT_KEY
+    from dagger_cli.envs.libero.expert import LiberoSpatialExpert, expert_chunk
+    from dagger_cli.policies import build_expert
+
+    cfg = load_config("libero-spatial-small", overrides=["env.num_envs=1", "env.max_episode_steps=20"])
+    e = cfg.env
+    env = make_vec_env(e, 5)
+    seeds: list[int] = []
+    reset = env.reset
+
+    def recording_reset(reset_seeds, mask=None):
+        seeds.append(int(reset_seeds[0]))
+        return reset(reset_seeds, mask)
+
+    env.reset = recording_reset
+
+    class Idle:  # never acts at beta 1
+        action_shape = (5, 7)
+
+        def act(self, obs):
+            raise AssertionError("the student acted at beta 1")
+
+    try:
+        result = Rollout(env, Idle(), build_expert(cfg, "cpu"), e.max_episode_steps).collect(
+            40, beta=1.0, iteration=0, seed=3)
+    finally:
+        env.close()
+    episodes = result.trajectories
+    assert [len(t["expert_action"]) for t in episodes] == [4, 4] and len(seeds) == 2
+
+    replay = LiberoTaskEnv(e.task, e.image_size, e.settle_steps, 5, scripted_expert=True,
+                           hard_reset=e.hard_reset, fast_render=e.fast_render)
+    own_expert = LiberoSpatialExpert()
+    views = []
+    try:
+        tasks = set()
+        for seed, episode in zip(seeds, episodes):
+            obs, info = replay.reset(seed=seed)
+            tasks.add(info["task_id"])
+            instruction = replay.suite.get_task(info["task_id"]).language
+            for k in range(len(episode["expert_action"])):
+                assert np.array_equal(episode["obs/image"][k], obs["image"])
+                assert np.array_equal(episode["obs/wrist_image"][k], obs["wrist_image"])
+                assert np.array_equal(episode["obs/state"][k], obs["state"])
+                assert np.array_equal(episode["expert_action"][k], obs[EXPERT_KEY])
+                assert np.array_equal(episode["expert_action"][k],
+                                      expert_chunk(own_expert, replay._env, 5).astype(np.float32))
+                assert episode["obs/prompt"][k] == instruction
+                assert np.array_equal(episode["action"][k], episode["expert_action"][k])
+                if k == 0:  # the simulator's state, for MuJoCo's renderer once robosuite's renders are done
+                    sim = replay._env.sim
+                    views.append((sim.model._model, copy.copy(sim.data._data), episode["obs/image"][k],
+                                  episode["obs/wrist_image"][k]))
+                obs, _, _, _, _ = replay.step(episode["action"][k])
+        assert len(tasks) == 2  # two tasks, two instructions
+        # orientation, against MuJoCo's own renderer of the same cameras (in the replay env's GL context, after
+        # robosuite's last render: the renderer takes the context over)
+        for model, data, image, wrist_image in views:
+            renderer = mujoco.Renderer(model, e.image_size, e.image_size)
+            for camera, stored in (("agentview", image), ("robot0_eye_in_hand", wrist_image)):
+                renderer.update_scene(data, camera=camera)
+                scores = _orientation_scores(stored, renderer.render())
+                assert max(scores, key=scores.get) == "mirrored" and scores["mirrored"] > 0.7, scores
+            renderer.close()
+    finally:
+        replay.close()

@@ -26,7 +26,7 @@ def test_pick_cube_keeps_rlinf_key_names():
         assert key in all_keys(cfg)
 
 
-@pytest.mark.parametrize("preset", ["libero-spatial", "robotwin-adjust-bottle"])
+@pytest.mark.parametrize("preset", ["libero-spatial", "libero-object", "libero-goal", "libero-10", "robotwin-adjust-bottle"])
 def test_pi0_presets_carry_rlinf_experience_per_iteration_and_its_replay_window(preset):
     """RLinf runs 64 envs and keeps one buffer per actor rank (4 ranks of 16 envs): 16 trajectories before training
     and 2,000 in the window, per rank, each trajectory one env's chunk-steps of an iteration. Ours is one buffer."""

@@ -210,6 +210,43 @@ def test_check_libero_spatial(checkpoint_dir, tokenizer_path, tmp_path):
     assert "libero-spatial-expert" in checks["expert"]["detail"] and not checks["expert"]["ok"]
 
 
+@pytest.mark.parametrize("preset, suite", [("libero-object", "libero_object"), ("libero-goal", "libero_goal"),
+                                           ("libero-10", "libero_10")])
+def test_other_suites_check_and_train_an_iteration_with_tiny_pi0(preset, suite, checkpoint_dir, tokenizer_path,
+                                                                tmp_path):
+    """GIVEN a LIBERO suite's GPU preset with tiny π₀ models WHEN checked and trained for one short iteration THEN
+    both pass on the real suite, and the episodes are that suite's tasks with their instructions. ~30 s each"""
+    from test_cli import dagger
+
+    from dagger_cli.envs.libero import import_libero, load_suite
+
+    tiny = []
+    for model in ("actor.model", "rollout.expert_model"):
+        tiny += ["--set", f"{model}.model_path={checkpoint_dir}", "--set", f"{model}.pi0.variant=tiny",
+                 "--set", f"{model}.pi0.tokenizer_path={tokenizer_path}", "--set", f"{model}.pi0.num_steps=2"]
+    checked = dagger("check", preset, "--json", *tiny, "--set", "env.image_size=64")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert suite in {c["name"]: c for c in json.loads(checked.stdout)["checks"]}["env"]["detail"]
+    short = ["--set", "env.num_envs=1", "--set", "env.image_size=64", "--set", "env.settle_steps=2",
+             "--set", "env.max_episode_steps=10", "--set", "env.max_steps_per_rollout_epoch=10",
+             "--set", "env.eval.num_episodes=1", "--set", "runner.max_epochs=1",
+             "--set", "runner.eval_student_init=false", "--set", "runner.eval_expert=false",
+             "--set", "algorithm.replay_buffer.min_buffer_size=1", "--set", "algorithm.replay_buffer.storage=memory",
+             "--set", "actor.global_batch_size=1", "--set", "actor.micro_batch_size=1"]
+    run = tmp_path / "run"
+    result = dagger("train", preset, "--run-dir", str(run), "--json", *tiny, *short)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    tasks = load_suite(import_libero(), suite)
+    assert list(summary["student_final_tasks"]) == [tasks.get_task(0).name]
+    from dagger_cli.core import checkpoint
+    from dagger_cli.core.run_state import checkpoint_samples
+
+    samples = checkpoint_samples(checkpoint.list_checkpoints(run / "checkpoints")[-1])
+    instructions = {tasks.get_task(i).language for i in range(tasks.n_tasks)}
+    assert len(samples["obs/prompt"]) == 1 and set(samples["obs/prompt"].tolist()) <= instructions
+
+
 def test_check_reports_a_renderer_that_cannot_start(tmp_path):
     from test_cli import dagger
 

@@ -53,6 +53,24 @@ def test_student_learns_and_everything_is_recorded(tmp_path):
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "checkpoints")] == ["iter_000004", "iter_000005"]
 
 
+def test_interim_evaluations_use_the_first_seeds_and_the_last_uses_all(tmp_path):
+    # GIVEN 6 evaluation episodes, 2 of them for the evaluations before the last, one every 2 iterations
+    cfg = point_config(**{"env.eval.interim_episodes": 2, "runner.val_check_interval": 2, "runner.max_epochs": 3})
+    summary = make_runner(tmp_path, cfg).run()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # THEN the initial student, the expert and iteration 2 are evaluated on 2 episodes, the final one on all 6
+    assert rows[0]["eval/episodes"] == 2 and rows[0]["eval_expert/episodes"] == 2
+    assert [r.get("eval/episodes") for r in rows[1:]] == [None, 2, 6]
+    assert summary["eval_episodes"] == 6
+
+
+def test_interim_episodes_outside_the_evaluation_is_a_config_error():
+    from dagger_cli.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="env.eval.interim_episodes"):
+        point_config(**{"env.eval.interim_episodes": 7})
+
+
 def test_training_waits_for_min_buffer_size(tmp_path):
     cfg = point_config(**{"algorithm.replay_buffer.min_buffer_size": 200, "runner.max_epochs": 2,
                           "runner.eval_expert": False, "runner.eval_student_init": False})

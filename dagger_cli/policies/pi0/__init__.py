@@ -9,7 +9,9 @@ from dagger_cli.policies.pi0.config import Pi0Config, Pi0ModelConfig  # noqa: F4
 MODEL_KEY, EXPERT_KEY = "actor.model.model_path", "rollout.expert_model.model_path"
 TOKENIZER_KEY = "actor.model.pi0.tokenizer_path"
 FETCH_ALIASES = (
-    Alias("pi0-libero", "RLinf/RLinf-Pi0-LIBERO-Spatial-Object-Goal-SFT", "π₀ student for libero-spatial", MODEL_KEY),
+    Alias("pi0-libero", "RLinf/RLinf-Pi0-LIBERO-Spatial-Object-Goal-SFT",
+          "π₀ student for libero-spatial, libero-object and libero-goal", MODEL_KEY),
+    Alias("pi0-libero-long", "RLinf/RLinf-Pi0-LIBERO-Long-SFT", "π₀ student for libero-10", MODEL_KEY),
     Alias("pi0-robotwin", "RLinf/RLinf-Pi0-RoboTwin-SFT-adjust_bottle", "π₀ student for robotwin-adjust-bottle",
           MODEL_KEY),
     Alias("pi0-robotwin-expert", "RLinf/RLinf-Pi0-RoboTwin-PPO-adjust_bottle", "π₀ expert for robotwin-adjust-bottle",

@@ -115,6 +115,7 @@ class LiberoTaskEnv(gym.Env):
             self._expert = LiberoSpatialExpert()
         self._env = None
         self._task: int | None = None
+        self._first_reset = None
         self._render = True
         self.seconds = dict.fromkeys(WORKER_PARTS, 0.0)
         """time spent per part since the last `take_seconds()`"""
@@ -135,6 +136,26 @@ class LiberoTaskEnv(gym.Env):
         self._env.seed(0)
         self._init_states = self.suite.get_task_init_states(task_id)
         self._task = task_id
+        self._first_reset = None
+
+    def _as_first_reset(self) -> None:
+        """Makes every reset of this task's env start where its first one did, so an episode depends on its seed
+        alone, not on the worker's history: robosuite's camera sampling timers (they carry a float phase across
+        episodes, which moves the step whose render an observation holds) and, without a hard reset, the robot's
+        controller and gripper state and the sim's (a soft reset alone leaves 1e-3 differences after settling)."""
+        from dagger_cli.envs.libero.expert import SimSnapshot
+
+        observables = self._env.env._observables
+        if self._first_reset is None:
+            timers = {n: (o._time_since_last_sample, o._sampled, o._current_delay) for n, o in observables.items()}
+            self._first_reset = (None if self.hard_reset else SimSnapshot(self._env), timers)
+            return
+        snapshot, timers = self._first_reset
+        if snapshot is not None:
+            snapshot.restore()
+        for name, (elapsed, sampled, delay) in timers.items():
+            o = observables[name]
+            o._time_since_last_sample, o._sampled, o._current_delay = elapsed, sampled, delay
 
     def _cheap_rendering(self) -> None:
         """Multisampling and reflections off in the offscreen context (re-done after every reset: a hard reset
@@ -203,7 +224,9 @@ class LiberoTaskEnv(gym.Env):
         task, init = task_of(int(seed or 0), self.suite.n_tasks)
         if task != self._task:
             self._make(task)
+        self._env.seed(int(seed or 0))  # LIBERO re-places the fixtures at every reset, from numpy's global stream
         self._env.reset()
+        self._as_first_reset()
         self._wrap_cameras()
         if self.fast_render:
             self._cheap_rendering()

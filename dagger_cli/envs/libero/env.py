@@ -139,23 +139,17 @@ class LiberoTaskEnv(gym.Env):
         self._first_reset = None
 
     def _as_first_reset(self) -> None:
-        """Makes every reset of this task's env start where its first one did, so an episode depends on its seed
-        alone, not on the worker's history: robosuite's camera sampling timers (they carry a float phase across
-        episodes, which moves the step whose render an observation holds) and, without a hard reset, the robot's
-        controller and gripper state and the sim's (a soft reset alone leaves 1e-3 differences after settling)."""
+        """Without a hard reset, puts back the sim, controller and gripper state of this task env's first reset (a
+        soft reset alone leaves them as the last episode did: 1e-3 differences after settling), so an episode
+        depends on its seed alone."""
+        if self.hard_reset:
+            return
         from dagger_cli.envs.libero.expert import SimSnapshot
 
-        observables = self._env.env._observables
         if self._first_reset is None:
-            timers = {n: (o._time_since_last_sample, o._sampled, o._current_delay) for n, o in observables.items()}
-            self._first_reset = (None if self.hard_reset else SimSnapshot(self._env), timers)
-            return
-        snapshot, timers = self._first_reset
-        if snapshot is not None:
-            snapshot.restore()
-        for name, (elapsed, sampled, delay) in timers.items():
-            o = observables[name]
-            o._time_since_last_sample, o._sampled, o._current_delay = elapsed, sampled, delay
+            self._first_reset = SimSnapshot(self._env)
+        else:
+            self._first_reset.restore()
 
     def _cheap_rendering(self) -> None:
         """Multisampling and reflections off in the offscreen context (re-done after every reset: a hard reset

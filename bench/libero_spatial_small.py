@@ -7,7 +7,8 @@ RLinf's 64-episode protocol. Prints per-task success, the overall rate with its 
     python bench/libero_spatial_small.py --report-only --out DIR    # tables and the HTML report of finished runs
 
 Run dirs stay under --out (`seed<N>/`, with `eval.json` from `dagger eval`), and `dagger report --html` of all of
-them is written to `<out>/report.html`. Exit status 1 when a seed misses --target or --minutes of training.
+them is written to `<out>/report.html` (and, where Chromium is installed, its headless screenshot to
+`<out>/report.png`). Exit status 1 when a seed misses --target or --minutes of training.
 Worker seconds (reset, physics, render, expert) are summed over the env workers, which run side by side; the
 wall-time columns are this process's clock.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -136,6 +138,13 @@ def main() -> None:
     done = subprocess.run(["dagger", "report", *map(str, runs.values()), "--html", str(html)], capture_output=True,
                           text=True)
     print(f"report: {html}" if done.returncode == 0 else f"dagger report failed: {done.stderr.strip()}")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if done.returncode == 0 and chromium:  # the picture README shows
+        picture = args.out / "report.png"
+        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        "--virtual-time-budget=10000", "--window-size=1280,2600", f"--screenshot={picture.resolve()}",
+                        html.resolve().as_uri()], capture_output=True, timeout=300)
+        print(f"picture: {picture}" if picture.exists() else "chromium made no picture")
     sys.exit(0 if ok else 1)
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import INSTRUCTIONS, ConstantPolicy, PointEnv, PointExpert, PromptPointEnv, StateOf
+from conftest import INSTRUCTIONS, ConstantPolicy, FilmedPointEnv, PointEnv, PointExpert, PromptPointEnv, StateOf
 from dagger_cli.core.errors import ConfigError
 from dagger_cli.core.rollout import Rollout, evaluate
 
@@ -106,6 +106,30 @@ def test_evaluate_uses_the_policy_alone_on_fixed_seeds_for_full_episodes():
     assert 0.5 < low < 1.0 and high == 1.0
     wrong = evaluate(PointEnv(4), ConstantPolicy(-1.0), range(100, 106), 12).summary()
     assert wrong["success_once"] < 1.0
+
+
+class GroupedPointEnv(FilmedPointEnv):
+    """FilmedPointEnv whose reset seeds fall into 5 groups (seed % 5), like LIBERO's tasks."""
+
+    def episode_group(self, seed: int) -> int:
+        return seed % 5
+
+
+def test_evaluation_runs_each_envs_episodes_group_by_group_and_reports_them_in_seed_order():
+    # GIVEN 20 interleaved seeds of 5 groups on 2 envs, with the first 3 episodes filmed
+    seeds, policy = list(range(20)), ConstantPolicy(0.3)
+    grouped_env = GroupedPointEnv(2)
+    grouped = evaluate(grouped_env, policy, seeds, 6, record=3)
+    plain = evaluate(FilmedPointEnv(2), policy, seeds, 6, record=3)
+    # THEN each env changes group at most 3 times (20 in the given order), every seed runs once
+    per_env = [[s[i] % 5 for s, _ in grouped_env.resets] for i in range(2)]
+    assert all(sum(a != b for a, b in zip(g, g[1:])) <= 3 for g in per_env)
+    assert sorted(s for r, _ in grouped_env.resets for s in r) == seeds
+    # AND the results, tasks and videos are those of the given order, episode by episode
+    assert grouped.episodes.success_once == plain.episodes.success_once
+    assert grouped.tasks == plain.tasks and grouped.summary()["tasks"] == plain.summary()["tasks"]
+    assert [v.seed for v in grouped.videos] == [0, 1, 2] and [v.mp4 for v in grouped.videos] == [
+        v.mp4 for v in plain.videos]
 
 
 @pytest.mark.parametrize("successes, trials", [(0, 10), (5, 10), (10, 10), (95, 100)])

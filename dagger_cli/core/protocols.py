@@ -44,7 +44,9 @@ class VecEnv(Protocol):
     # strips them from what the student sees, what the replay buffer stores, and every other policy's input;
     # `compute_privileged(on)`, which evaluation turns off while a policy that cannot read them acts (their values
     # are then zeros); `worker_seconds() -> {part: seconds}`, where the env's workers spent their time since the last
-    # call, summed over workers (logged per rollout as `time/rollout_worker_<part>_s`).
+    # call, summed over workers (logged per rollout as `time/rollout_worker_<part>_s`); `episode_group(seed)`, a key
+    # of what a reset seed sets up that is costly to change (a LIBERO task): evaluation gives each env its episodes
+    # grouped by it.
 
 
 class Policy(Protocol):

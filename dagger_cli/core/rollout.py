@@ -378,20 +378,40 @@ def evaluate(env: VecEnv, policy: Policy, seeds: Sequence[int], max_episode_step
     return result
 
 
+def episode_order(env: VecEnv, seeds: Sequence[int]) -> list[int]:
+    """The order evaluation runs the episodes in (indices into `seeds`, in rounds of `env.num_envs`, env i taking
+    the round's i-th). Where the env names an episode's group (`episode_group(seed)`, e.g. a LIBERO task, whose change
+    rebuilds a worker's simulation), each env is dealt a contiguous block of the seeds sorted by group, so it changes
+    group a few times instead of at nearly every episode; otherwise the given order."""
+    group_of = getattr(env, "episode_group", None)
+    if group_of is None:
+        return list(range(len(seeds)))
+    n = env.num_envs
+    ranked = sorted(range(len(seeds)), key=lambda j: group_of(int(seeds[j])))
+    size = math.ceil(len(seeds) / n)
+    blocks = [ranked[i * size : (i + 1) * size] for i in range(n)]
+    return [block[r] for r in range(size) for block in blocks if r < len(block)]
+
+
 def _evaluate_into(result: EvalResult, env: VecEnv, policy: Policy, seeds: Sequence[int], max_episode_steps: int,
                    record: int) -> None:
+    """Episodes in `episode_order`, results kept in the order of `seeds` (the first `record` of them filmed)."""
     n, chunks = env.num_envs, env.num_action_chunks
     frames_of = getattr(env, "video_frames", None) if record else None
     result.no_video = bool(record) and frames_of is None
     tasks_of = getattr(env, "episode_tasks", None)
     seeds = list(seeds)
-    for first in range(0, len(seeds), n):
-        batch = seeds[first : first + n]
-        active = len(batch)
+    order = episode_order(env, seeds)
+    outcomes: dict[int, tuple] = {}
+    videos: dict[int, Video] = {}
+    for first in range(0, len(order), n):
+        index = order[first : first + n]
+        active = len(index)
+        batch = [seeds[j] for j in index]
         batch = batch + [batch[-1]] * (n - active)  # pad the last round; padded envs are not counted
         obs = env.reset(batch, np.ones(n, dtype=bool))
         tasks = list(tasks_of()) if tasks_of is not None else [None] * n
-        filming = [i for i in range(active) if first + i < record] if frames_of is not None else []
+        filming = [i for i in range(active) if index[i] < record] if frames_of is not None else []
         film: dict[int, list[np.ndarray]] = {i: [] for i in filming}
         _film(film, frames_of, obs)
         success_once = np.zeros(n, dtype=bool)
@@ -405,14 +425,18 @@ def _evaluate_into(result: EvalResult, env: VecEnv, policy: Policy, seeds: Seque
             elapsed += chunks
             _film(film, frames_of, obs)
         for i in range(active):
-            result.episodes.add(success_once[i], success[i, -1], elapsed)
-            result.tasks.append(tasks[i])
+            outcomes[index[i]] = (success_once[i], success[i, -1], elapsed, tasks[i])
         for i, frames in film.items():
             from dagger_cli.core.video import encode_mp4
 
             stack = np.stack(frames)
             mp4 = encode_mp4(stack, getattr(env, "video_fps", 10.0))
-            result.videos.append(Video(int(batch[i]), bool(success_once[i]), len(stack), mp4))
+            videos[index[i]] = Video(int(batch[i]), bool(success_once[i]), len(stack), mp4)
+    for j in range(len(seeds)):
+        once, at_end, elapsed, task = outcomes[j]
+        result.episodes.add(once, at_end, elapsed)
+        result.tasks.append(task)
+    result.videos.extend(videos[j] for j in sorted(videos))
 
 
 def _film(film: dict[int, list[np.ndarray]], frames_of, obs: Obs) -> None:

@@ -297,6 +297,11 @@ class LiberoVecEnv(WorkerEnvMixin):
         """LIBERO controls at 20 Hz; a frame per chunk of `num_action_chunks` steps."""
         return 20.0 / self.num_action_chunks
 
+    def episode_group(self, seed: int) -> int:
+        """The task a reset seed picks: evaluation runs each worker's episodes task by task (a new task rebuilds the
+        worker's simulation, ≈3–5 s)."""
+        return task_of(seed, len(self.prompts))[0]
+
     def episode_tasks(self) -> list[str]:
         """The task of each env's current episode (per-task success in evaluation)."""
         return [self.task_names[t] for t in self._task_ids]

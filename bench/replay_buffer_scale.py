@@ -2,20 +2,23 @@
 
 Samples of the libero-spatial preset's shapes (two 256×256×3 uint8 cameras, 8-D state, a 50 × 7 label, the
 executed 5 × 7 chunk, a prompt, metadata), windows up to RLinf's 48,000. Each (storage, window) runs in its own
-process: fill the window and go round it once more, saving a checkpoint every `--added-per-save` samples (one
-libero-spatial iteration: 16 envs × 240 steps / 5-step chunks = 768), then draw batches of 256.
+process: fill the window and go round it once more (`--rounds`), saving a checkpoint every `--added-per-save`
+samples (one libero-spatial iteration: 16 envs × 240 steps / 5-step chunks = 768), then draw batches of 256.
 
-Measured per run: peak resident memory (ru_maxrss), insert and sample throughput, seconds per checkpoint, and the
-bytes this process wrote (/proc/self/io wchar) between two saves against the bytes the samples added in that time.
+Measured per run: peak resident memory (ru_maxrss), insert and sample throughput, seconds per checkpoint, the
+bytes this process wrote (/proc/self/io wchar) between two saves against the bytes the samples added in that time,
+and, after every insert, the bytes of the buffer's files on disk and this process's open descriptors (their peaks).
 
     python bench/replay_buffer_scale.py                       # memory at 2k/4k/8k, disk at 4k/16k/48k
     python bench/replay_buffer_scale.py --dir /fast/disk      # where the disk buffers go (default: a temp dir)
+    python bench/replay_buffer_scale.py --added-per-save 0 --rounds 30   # never save (runner.save_interval: -1)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -40,6 +43,19 @@ def wchar() -> int:
     raise RuntimeError("no wchar in /proc/self/io")
 
 
+def on_disk(root: Path) -> int:
+    """Bytes of the column files under `root` (os.scandir: cheap enough to run after every insert)."""
+    total = 0
+    for seg in os.scandir(root) if root.is_dir() else ():
+        if seg.is_dir():
+            total += sum(f.stat().st_size for f in os.scandir(seg.path))
+    return total
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
 def trajectory(rng: np.random.Generator, length: int, base: np.ndarray, start: int) -> dict[str, np.ndarray]:
     """One LIBERO-shaped trajectory; image contents vary per sample (a shifted base image), as real frames do."""
     shift = rng.integers(0, 255, size=(length, 1, 1, 1), dtype=np.uint8)
@@ -58,26 +74,28 @@ def trajectory(rng: np.random.Generator, length: int, base: np.ndarray, start: i
     }
 
 
-def child(storage: str, window: int, root: Path, added_per_save: int, batches: int) -> dict:
+def child(storage: str, window: int, root: Path, added_per_save: int, batches: int, rounds: int) -> dict:
     from dagger_cli.core.replay_buffer import ReplayBuffer
     from dagger_cli.core.replay_storage import DiskStorage, MemoryStorage
 
     root.mkdir(parents=True, exist_ok=True)
-    store = MemoryStorage(window, root / "ckpt") if storage == "memory" else DiskStorage(window, root / "rb")
+    log = root / ("ckpt" if storage == "memory" else "rb")
+    store = MemoryStorage(window, log) if storage == "memory" else DiskStorage(window, log)
     buffer = ReplayBuffer(window, store)
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, size=(256, 256, 3), dtype=np.uint8)
     trajectories = [trajectory(rng, 24, base, i) for i in range(8)]  # made once: the bench times the buffer
     row = sum(v[0].nbytes for k, v in trajectories[0].items() if k != "obs/prompt") + 4
-    insert_s, saves, added, t = 0.0, [], 0, 0
+    insert_s, saves, added, t, peak_disk, peak_fds = 0.0, [], 0, 0, 0, 0
     last_save_wchar = wchar()
-    total = window + window  # fill, then go round once more
+    total = window + rounds * window  # fill, then go round `rounds` times
     while added < total:
         start = time.perf_counter()
         buffer.add(trajectories[t % len(trajectories)])
         insert_s += time.perf_counter() - start
         added, t = added + 24, t + 1
-        if added % added_per_save < 24:
+        peak_disk, peak_fds = max(peak_disk, on_disk(log)), max(peak_fds, open_fds())
+        if added_per_save and added % added_per_save < 24:
             start = time.perf_counter()
             meta = buffer.state_dict()
             json.dumps(meta)
@@ -90,14 +108,14 @@ def child(storage: str, window: int, root: Path, added_per_save: int, batches: i
                           "added": (buffer.total_samples - (saves[-1]["total"] if saves else 0)) * row,
                           "total": buffer.total_samples})
             last_save_wchar = now
+            peak_disk, peak_fds = max(peak_disk, on_disk(log)), max(peak_fds, open_fds())
     sample_rng = np.random.default_rng(1)
     buffer.sample(BATCH, sample_rng)
     start = time.perf_counter()
     for _ in range(batches):
         buffer.sample(BATCH, sample_rng)
     sample_s = time.perf_counter() - start
-    steady = saves[2:] or saves  # after the first saves, which start the log
-    on_disk = sum(f.stat().st_size for f in root.rglob("*.bin"))
+    steady = saves[2:] or saves or [{"seconds": np.nan, "written": np.nan, "added": np.nan}]  # after the first
     return {
         "storage": storage,
         "window": window,
@@ -108,7 +126,10 @@ def child(storage: str, window: int, root: Path, added_per_save: int, batches: i
         "save_s": float(np.mean([s["seconds"] for s in steady])),
         "written_per_added": float(np.mean([s["written"] / s["added"] for s in steady])),
         "old_written_per_added": float(np.mean([window * row / s["added"] for s in steady])),
-        "on_disk_gb": on_disk / 1e9,
+        "on_disk_gb": on_disk(log) / 1e9,
+        "peak_disk_gb": peak_disk / 1e9,
+        "window_gb": window * row / 1e9,
+        "peak_fds": peak_fds,
     }
 
 
@@ -116,8 +137,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--memory-windows", default="2000,4000,8000")
     p.add_argument("--disk-windows", default="4000,16000,48000")
-    p.add_argument("--added-per-save", type=int, default=768)
+    p.add_argument("--added-per-save", type=int, default=768, help="samples added between two saves (0: never save)")
     p.add_argument("--batches", type=int, default=40)
+    p.add_argument("--rounds", type=int, default=1, help="times the window goes round once filled")
     p.add_argument("--learner-steps-per-s", type=float, default=1.0,
                    help="assumed optimizer steps per second of the learner (π₀ full fine-tune on one GPU)")
     p.add_argument("--dir", default=None, help="where the buffers go (default: a temp dir)")
@@ -125,7 +147,7 @@ def main() -> None:
     args = p.parse_args()
     if args.child:
         storage, window = args.child
-        print(json.dumps(child(storage, int(window), Path(args.dir), args.added_per_save, args.batches)))
+        print(json.dumps(child(storage, int(window), Path(args.dir), args.added_per_save, args.batches, args.rounds)))
         return
     base = Path(tempfile.mkdtemp(prefix="dagger-rb-", dir=args.dir))
     runs = [("memory", int(w)) for w in args.memory_windows.split(",") if w]
@@ -135,7 +157,8 @@ def main() -> None:
         for storage, window in runs:
             out = subprocess.run(
                 [sys.executable, __file__, "--child", storage, str(window), "--dir", str(base / f"{storage}-{window}"),
-                 "--added-per-save", str(args.added_per_save), "--batches", str(args.batches)],
+                 "--added-per-save", str(args.added_per_save), "--batches", str(args.batches),
+                 "--rounds", str(args.rounds)],
                 capture_output=True, text=True,
             )
             if out.returncode:
@@ -147,11 +170,12 @@ def main() -> None:
         shutil.rmtree(base, ignore_errors=True)
     consumes = BATCH * args.learner_steps_per_s
     rows = [("storage", "window", "peak RSS GB", "insert/s", "sample/s", "sample/learner", "save s",
-             "written/added", "before (whole buffer)", "on disk GB")]
+             "written/added", "before (whole buffer)", "on disk GB", "peak disk GB", "window GB", "peak open fds")]
     for r in results:
         rows.append((r["storage"], str(r["window"]), f"{r['peak_rss_gb']:.2f}", f"{r['insert_per_s']:.0f}",
                      f"{r['sample_per_s']:.0f}", f"{r['sample_per_s'] / consumes:.1f}x", f"{r['save_s']:.3f}",
-                     f"{r['written_per_added']:.3f}", f"{r['old_written_per_added']:.1f}", f"{r['on_disk_gb']:.1f}"))
+                     f"{r['written_per_added']:.3f}", f"{r['old_written_per_added']:.1f}", f"{r['on_disk_gb']:.1f}",
+                     f"{r['peak_disk_gb']:.2f}", f"{r['window_gb']:.2f}", str(r["peak_fds"])))
     print(table(rows))
     mem = [r for r in results if r["storage"] == "memory"]
     if len(mem) >= 2:
@@ -160,7 +184,8 @@ def main() -> None:
               f"({slope[0] * 1e3:.2f} GB per 1000 samples)")
     print(f"sample/learner: sampling throughput over what the learner consumes, {BATCH} samples per step at an "
           f"assumed {args.learner_steps_per_s:g} steps/s; 'before' is the bytes the old checkpoints wrote per save "
-          "(the whole buffer) over the bytes added")
+          "(the whole buffer) over the bytes added; peak disk: the buffer's files, after every insert (the window plus "
+          "what the kept checkpoints name)")
 
 
 if __name__ == "__main__":

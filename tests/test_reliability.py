@@ -5,7 +5,9 @@ import errno
 import json
 import os
 import pickle
+import re
 import warnings
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -13,8 +15,9 @@ import torch
 
 from conftest import ConstantPolicy, PointEnv, PointExpert, StopAfter, point_config
 from dagger_cli import runs
-from dagger_cli.core import checkpoint
+from dagger_cli.core import checkpoint, replay_storage
 from dagger_cli.core.errors import CheckpointError, UsageError
+from dagger_cli.core.run_state import RunState, buffer_meta
 from dagger_cli.core.rollout import Rollout
 from dagger_cli.core.runner import SyncRunner
 from dagger_cli.policies.mlp import MLPPolicy
@@ -134,6 +137,137 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_and_ends_the_run_in_o
     assert [p.name for p in kept] == ["iter_000001"]
     assert runner.state.read(kept[0]).state["iteration"] == 1
     assert not list((tmp_path / "checkpoints").glob(".iter_*"))  # no half-written directory left
+
+
+# DATA THAT HOLDS
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_every_file_and_directory_a_checkpoint_names_is_synced_before_its_save_returns(tmp_path, monkeypatch, storage):
+    # GIVEN a run whose fsyncs, row writes, renames and saves are recorded in order (paths as /proc/self/fd names them)
+    events = []
+    real_fsync, real_pwrite, real_replace, real_save = os.fsync, os.pwrite, os.replace, RunState.save
+
+    def path_of(fd):
+        return re.sub(r"\.(iter_\d+)\.tmp-\d+", r"\1", os.readlink(f"/proc/self/fd/{fd}"))  # a temp dir as its final
+
+    def fsync(fd):
+        events.append(("sync", path_of(fd)))
+        return real_fsync(fd)
+
+    def pwrite(fd, data, offset):
+        events.append(("write", path_of(fd)))
+        return real_pwrite(fd, data, offset)
+
+    def replace(src, dst):
+        real_replace(src, dst)
+        events.append(("rename", str(os.path.realpath(dst))))
+
+    def save(self):
+        events.append(("begin", None))
+        path = real_save(self)
+        events.append(("saved", str(path.resolve())))
+        return path
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(RunState, "save", save)
+    # WHEN it runs 4 iterations, saving after each and keeping every checkpoint (segments of 32 rows: several a save)
+    run_dir, _ = started_run(tmp_path, **{"runner.max_epochs": 4, "runner.keep_checkpoints": 10,
+                                          "algorithm.replay_buffer.storage": storage})
+    # THEN for each save, before it returned: every column file of every segment its checkpoint names was synced
+    # after its last write, each segment directory and the log's directory after the segment's files were made, the
+    # checkpoint's files and directory during the save, and the checkpoints' directory after the rename
+    def synced(path, after, end):
+        return ("sync", str(path)) in events[after + 1 : end]
+
+    def first_write(folder, end):
+        return min((i for i, e in enumerate(events[:end]) if e[0] == "write" and e[1].startswith(f"{folder}/")),
+                   default=end)
+
+    saves = [(i, path) for i, (kind, path) in enumerate(events) if kind == "saved"]
+    assert len(saves) == 4
+    for end, ckpt in saves:
+        begin = max(i for i, (kind, _) in enumerate(events[:end]) if kind == "begin")
+        meta = buffer_meta(checkpoint.read_state(ckpt), run_dir)
+        log = os.path.realpath(meta["storage"]["log"])
+        segments = meta["storage"]["segments"]
+        assert segments
+        for m in segments:
+            folder = f"{log}/{m['name']}"
+            for key in meta["dtypes"]:
+                file = f"{folder}/{quote(key, safe='')}.bin"
+                last = max((i for i, e in enumerate(events[:end]) if e == ("write", file)), default=-1)
+                assert synced(file, last, end), f"{file} not synced after its last write, before {ckpt} was saved"
+            assert synced(folder, first_write(folder, end), end), f"{folder} not synced before {ckpt} was saved"
+        newest = f"{log}/{segments[-1]['name']}"
+        assert synced(log, first_write(newest, end), end), f"{log} not synced after {newest} was made"
+        for file in os.listdir(ckpt):
+            assert synced(f"{ckpt}/{file}", begin, end), f"{ckpt}/{file} not synced during its save"
+        assert synced(ckpt, begin, end), f"{ckpt} not synced during its save"
+        renamed = max(i for i, e in enumerate(events[:end]) if e == ("rename", ckpt))
+        assert synced(os.path.dirname(ckpt), renamed, end), f"{os.path.dirname(ckpt)} not synced after the rename"
+
+
+class Killed(BaseException):
+    """The process dies here (nothing catches it)."""
+
+
+def test_a_resave_killed_at_any_rename_leaves_a_complete_checkpoint_of_its_iteration(tmp_path, monkeypatch):
+    # GIVEN a finished run that keeps one checkpoint, iteration 2's, and is saved again (as async's end of run does)
+    run_dir, runner = started_run(tmp_path, **{"runner.max_epochs": 2, "runner.keep_checkpoints": 1})
+    root = run_dir / "checkpoints"
+    real_replace, real_rename = os.replace, os.rename
+    calls = []
+
+    def counting(real, kill_at):
+        def rename(src, dst):
+            calls.append((src, dst))
+            if len(calls) == kill_at:
+                raise Killed(f"killed before renaming {src} to {dst}")
+            return real(src, dst)
+        return rename
+
+    monkeypatch.setattr(os, "replace", counting(real_replace, None))
+    runner.state.save()
+    renames = len(calls)
+    assert renames >= 3  # state.json into the temp dir, the old copy aside, the new one in
+    for kill_at in range(1, renames + 1):
+        # WHEN the re-save is killed at its n-th rename
+        calls.clear()
+        monkeypatch.setattr(os, "replace", counting(real_replace, kill_at))
+        monkeypatch.setattr(os, "rename", counting(real_rename, kill_at))
+        with pytest.raises(Killed):
+            runner.state.save()
+        monkeypatch.setattr(os, "replace", real_replace)
+        monkeypatch.setattr(os, "rename", real_rename)
+        # THEN a complete checkpoint of iteration 2 is listed, reads whole and restores
+        found = checkpoint.list_checkpoints(root)
+        assert [checkpoint.read_state(p)["iteration"] for p in found] == [2], (kill_at, os.listdir(root))
+        loaded = runs.resume_checkpoint(run_dir, warn=pytest.fail)
+        assert loaded.state["iteration"] == 2
+        resumed = runner_in(run_dir, runs.run_config(run_dir))
+        resumed.state.restore(loaded)
+        assert resumed.state.iteration == 2 and resumed.state.buffer.size == runner.state.buffer.size
+        # AND the next save leaves the one checkpoint in its place, nothing aside
+        resumed.state.save()
+        assert [p.name for p in root.iterdir() if p.name.startswith((".iter", "iter"))] == ["iter_000002"]
+
+
+def test_a_resume_without_room_for_a_new_window_beside_the_kept_checkpoints_fails_in_one_line(tmp_path, monkeypatch):
+    # GIVEN a disk-buffer run with kept checkpoints, whose disk has less free space than a window of new rows
+    run_dir, runner = started_run(tmp_path, **{"runner.max_epochs": 2, "algorithm.replay_buffer.storage": "disk"})
+    window = runner.state.buffer.capacity * sum(runner.state.buffer.row_bytes(k) for k in runner.state.buffer.fields)
+    real_usage = replay_storage.shutil.disk_usage
+    monkeypatch.setattr(replay_storage.shutil, "disk_usage",
+                        lambda path: real_usage(path)._replace(free=window // 2))
+    loaded = runs.resume_checkpoint(run_dir, warn=pytest.fail)
+    # WHEN the run is resumed (the kept checkpoints' rows stay on the disk until later saves replace them)
+    with pytest.raises(replay_storage.StorageError) as e:
+        runner_in(run_dir, runs.run_config(run_dir)).state.restore(loaded)
+    # THEN it is refused in one line naming the directory and what the kept checkpoints hold there
+    message = str(e.value)
+    assert str(run_dir / "replay_buffer") in message and "the kept checkpoints hold there" in message
+    assert "GB free; free space there" in message and "\n" not in message
 
 
 # UNSAFE .pt FILES

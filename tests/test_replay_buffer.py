@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -286,3 +288,41 @@ def test_a_disk_buffer_that_cannot_be_written_fails_in_one_line(tmp_path):
     with pytest.raises(StorageError, match="GB free.*algorithm.replay_buffer.path"):
         buffer.add(images(0, 2))
     assert not list((tmp_path / "rb").glob("seg-*"))
+
+
+def test_a_disk_buffer_frees_what_leaves_its_window_without_a_save(tmp_path):
+    # GIVEN a disk buffer of 32 samples (segments of 2 rows), sampled as the learner does, one checkpoint state
+    # taken early on (as a kept checkpoint names its segments) and no save after it (runner.save_interval: -1)
+    root = tmp_path / "rb"
+    fds_before = len(os.listdir("/proc/self/fd"))
+    buffer = ReplayBuffer(32, DiskStorage(32, root))
+    row = None
+    rng = np.random.default_rng(0)
+
+    def usage():
+        files = list(root.rglob("*.bin"))
+        return len(list(root.glob("seg-*"))), sum(f.stat().st_size for f in files), len(os.listdir("/proc/self/fd"))
+
+    seen = []
+    for t in range(300):  # 2,100 rows: 65 windows
+        buffer.add(images(7 * t, 7))
+        buffer.sample(16, rng)
+        if t == 6:
+            early, early_rows = buffer.state_dict(), buffer.stored()
+        if t >= 12:  # the window went round twice past the checkpoint
+            seen.append(usage())
+        row = row or sum(buffer.row_bytes(k) for k in buffer.fields)
+    # THEN segment directories, bytes on disk and open descriptors stay at one window plus the checkpoint's rows:
+    # the same after 2,100 rows as after 100
+    pinned = len(early["storage"]["segments"])
+    dirs, size, fds = zip(*seen)
+    assert max(dirs) <= 16 + 2 + pinned
+    assert max(size) <= (32 + 2 * 2) * row + sum(m["rows"] for m in early["storage"]["segments"]) * row
+    assert max(fds) - fds_before <= (16 + 2 + 1) * len(buffer.fields)  # read maps of the window, writes of one
+    # AND the checkpoint's rows were kept whole, until a collect says no kept checkpoint names them
+    again = ReplayBuffer(32, DiskStorage(32, root))
+    again.load_state_dict(early)
+    assert all(np.array_equal(early_rows[k], v) for k, v in again.stored().items())
+    again.close()
+    buffer.collect(set())
+    assert len(list(root.glob("seg-*"))) <= 17

@@ -4,6 +4,11 @@ Layout: `<run>/checkpoints/iter_000007/` (7 = completed iterations) holding `stu
 `learner.safetensors` (optimizer, torch RNG) and `state.json`. The replay buffer's rows are not copied into it: its
 state names the segments of the buffer's append-only log that hold them (`replay_storage`). A crash mid-write leaves
 only a hidden `.iter_000007.tmp-*` directory, which is ignored and cleaned up by the next save.
+
+Saving an iteration again (async's end-of-run save) swaps the directories in two renames, each after the new copy is
+complete and on the disk: `iter_000007` -> `.iter_000007.old-<pid>`, then the temp dir -> `iter_000007`. A crash
+between them leaves the old copy aside; `list_checkpoints` lists an aside copy whose `iter_*` is missing in its
+place, and the next save renames it back. So a complete checkpoint of the iteration is on the disk at every instant.
 """
 
 from __future__ import annotations
@@ -28,13 +33,30 @@ def checkpoint_dir(root: Path, iteration: int) -> Path:
     return Path(root) / f"iter_{iteration:06d}"
 
 
+def _complete(path: Path) -> bool:
+    return path.is_dir() and (path / STATE_FILE).is_file()
+
+
+def _set_aside(root: Path) -> dict[str, Path]:
+    """`iter_*` name -> its copy set aside by a re-save that did not finish (`.iter_*.old-*`; the newest if several)
+    whose `iter_*` is not there complete."""
+    aside: dict[str, Path] = {}
+    for path in sorted(root.glob(".iter_*.old-*"), key=lambda p: p.stat().st_mtime_ns):
+        name = path.name[1:].split(".old-")[0]
+        if _complete(path) and not _complete(root / name):
+            aside[name] = path
+    return aside
+
+
 def list_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints under `root`, oldest first."""
+    """Complete checkpoints under `root`, oldest first (with a copy set aside by an unfinished re-save in place of
+    its missing `iter_*`)."""
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [p for p in root.glob("iter_*") if p.is_dir() and (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: p.name)
+    found = {p.name: p for p in root.glob("iter_*") if _complete(p)}
+    found.update(_set_aside(root))
+    return [found[name] for name in sorted(found)]
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -48,10 +70,12 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: Path, strict: bool = False) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
+        if strict:
+            raise
         return
     try:
         os.fsync(fd)
@@ -73,12 +97,18 @@ def save_checkpoint(
     from safetensors.torch import save_file as save_torch
 
     root = Path(root)
+    if root.is_dir():
+        for name, path in _set_aside(root).items():  # a re-save cut short: its old copy goes back in place
+            if not (root / name).exists():
+                os.replace(path, root / name)
     for stale in [*root.glob(".iter_*.tmp-*"), *root.glob(".iter_*.old-*")]:
         shutil.rmtree(stale, ignore_errors=True)
     final = checkpoint_dir(root, iteration)
     tmp = root / f".{final.name}.tmp-{os.getpid()}"
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        if not root.is_dir():
+            root.mkdir(parents=True)
+            _fsync_dir(root.parent, strict=True)
         tmp.mkdir()
         for name, tensors in torch_tensors.items():
             save_torch({k: v.contiguous() for k, v in tensors.items()}, str(tmp / f"{name}.safetensors"))
@@ -88,6 +118,7 @@ def save_checkpoint(
         for file in tmp.iterdir():
             with open(file, "rb") as f:
                 os.fsync(f.fileno())
+        _fsync_dir(tmp, strict=True)  # its entries, before the rename makes it the checkpoint
     except (OSError, SafetensorError) as e:  # disk full, no permission: the kept checkpoints stay as they were
         shutil.rmtree(tmp, ignore_errors=True)
         kept = list_checkpoints(root)
@@ -95,7 +126,7 @@ def save_checkpoint(
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise CheckpointError(f"{final}: cannot write the checkpoint ({reason}){last}") from None
     replaced = root / f".{final.name}.old-{os.getpid()}"
-    if final.exists():  # saved again (same iteration, newer results): the old copy goes only once the new one is in
+    if final.exists():  # saved again (same iteration, newer results): see the module docstring
         os.replace(final, replaced)
     os.replace(tmp, final)
     _fsync_dir(root)

@@ -11,6 +11,10 @@ numpy's memmap files are). Segments are only appended to, never rewritten, so:
   previous save;
 - every kept checkpoint stays restorable (its rows are never overwritten, only deleted once no kept checkpoint and
   no live window refers to their segment), and a crash after a checkpoint leaves that checkpoint's rows intact;
+- a segment that leaves the window and that no checkpoint names is closed and deleted at once, as rows are added,
+  so the directory holds the window plus what kept checkpoints name, whether or not saves come;
+- before a checkpoint names a segment, its column files, its directory and the log's directory are on the disk
+  (fsync), so a power cut after a save cannot leave it naming rows that never got there;
 - after a restore, new rows go to a new segment, so a newer checkpoint's rows are not touched either.
 
 Reads of large rows (camera images) use `os.pread` into the batch, so they never map the files into this process:
@@ -50,6 +54,21 @@ def _io_error(path: Path, e: OSError, what: str) -> StorageError:
     return StorageError(f"algorithm.replay_buffer: cannot {what} {path} ({reason})")
 
 
+def _fsync(path: Path, fd: int | None = None) -> None:
+    """fsync of an open `fd`, or of the file or directory at `path`; a failure is one line naming `path`."""
+    try:
+        if fd is not None:
+            os.fsync(fd)
+            return
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise _io_error(path, e, "sync") from None
+
+
 def row_bytes(spec: tuple[np.dtype, tuple[int, ...]]) -> int:
     dtype, shape = spec
     return int(np.dtype(dtype).itemsize * np.prod(shape, dtype=np.int64))
@@ -79,6 +98,12 @@ class SegmentLog:
         self._read_fds: dict[tuple[str, str], int] = {}
         self._maps: dict[tuple[str, str], tuple[int, np.memmap]] = {}
         self.bytes_written = 0
+        self.pinned: set[str] = set()
+        """segments a checkpoint names (those of the last `collect`'s kept checkpoints, of manifests handed out or
+        adopted since): a segment that leaves the window is deleted at once unless pinned"""
+        self._dirty: set[str] = set()  # segments written to since their last fsync
+        self._new_dirs: set[str] = set()  # segment directories made since the last flush
+        self._root_synced = False
 
     @staticmethod
     def check_writable(root: Path) -> None:
@@ -110,6 +135,7 @@ class SegmentLog:
                 offset = seg.rows * row_bytes(self.specs[key])
                 self._pwrite(self._write_fds[key], memoryview(data).cast("B"), offset, self.file(seg.name, key))
             seg.rows += take
+            self._dirty.add(seg.name)
             done += take
 
     def _pwrite(self, fd: int, data: memoryview, offset: int, path: Path) -> None:
@@ -130,6 +156,7 @@ class SegmentLog:
                 self._write_fds[key] = os.open(self.file(seg.name, key), os.O_WRONLY | os.O_CREAT, 0o644)
         except OSError as e:
             raise _io_error(self.root / seg.name, e, "create") from None
+        self._new_dirs.add(seg.name)
         self.segments.append(seg)
         self._appending = seg
         return seg
@@ -141,9 +168,23 @@ class SegmentLog:
         self._write_fds, self._appending = {}, None
 
     def flush(self) -> None:
-        """Everything appended is on the disk (fsync), before a checkpoint refers to it."""
-        for fd in self._write_fds.values():
-            os.fsync(fd)
+        """Every row of the window's segments is on the disk (fsync) before a checkpoint names it: the column files
+        of each segment written to since its last flush (also those closed since), the directories made since, the
+        log's directory and, at the first flush, the directory that holds it."""
+        live = {s.name for s in self.segments}
+        appending = self._appending.name if self._appending is not None else None
+        for name in sorted(self._dirty & live):
+            for key in self.specs:
+                _fsync(self.file(name, key), self._write_fds[key] if name == appending else None)
+        self._dirty.clear()
+        for name in sorted(self._new_dirs & live):
+            _fsync(self.root / name)
+        if self._new_dirs or not self._root_synced:
+            _fsync(self.root)
+        if not self._root_synced:
+            _fsync(self.root.parent)
+            self._root_synced = True
+        self._new_dirs.clear()
 
     # READING
     def locate(self, rows: np.ndarray) -> np.ndarray:
@@ -191,8 +232,11 @@ class SegmentLog:
 
     # MANIFESTS
     def manifest(self, start: int) -> list[dict[str, Any]]:
-        """The segments (and how many of their rows) holding rows `start ...` to the log's end."""
-        return [{"name": s.name, "start": s.start, "rows": s.rows} for s in self.segments if s.end > start and s.rows]
+        """The segments (and how many of their rows) holding rows `start ...` to the log's end; they are pinned (a
+        checkpoint names them) until the next `collect` says which checkpoints are kept."""
+        named = [{"name": s.name, "start": s.start, "rows": s.rows} for s in self.segments if s.end > start and s.rows]
+        self.pinned.update(m["name"] for m in named)
+        return named
 
     def adopt(self, manifest: list[dict[str, Any]]) -> None:
         """The log as a checkpoint's manifest describes it; new rows go to a new segment."""
@@ -200,6 +244,7 @@ class SegmentLog:
         self.close_segment()
         self._forget()
         self.segments = [Segment(m["name"], int(m["start"]), int(m["rows"])) for m in manifest]
+        self.pinned.update(s.name for s in self.segments)
 
     def verify(self, manifest: list[dict[str, Any]]) -> None:
         """Every file of the manifest's segments is there and holds its rows; else a DaggerError naming it."""
@@ -214,11 +259,24 @@ class SegmentLog:
                     raise DaggerError(f"{path}: holds fewer rows than the checkpoint says (truncated?)")
 
     def drop_before(self, start: int) -> None:
-        """Forgets segments wholly before row `start` (their files go in `collect`)."""
+        """Forgets segments wholly before row `start`: their descriptors and maps close, and those no checkpoint
+        names (not `pinned`) are deleted now; pinned ones go in the `collect` that finds no kept checkpoint naming
+        them."""
+        gone = [s for s in self.segments if s.end <= start and s is not self._appending]
+        if not gone:
+            return
         self.segments = [s for s in self.segments if s.end > start or s is self._appending]
+        for seg in gone:
+            self._forget(seg.name)
+            if seg.name not in self.pinned:
+                self._dirty.discard(seg.name)
+                self._new_dirs.discard(seg.name)
+                shutil.rmtree(self.root / seg.name, ignore_errors=True)
 
     def collect(self, keep: set[str]) -> None:
-        """Deletes every segment directory not named in `keep` or in use."""
+        """Deletes every segment directory not named in `keep` (the kept checkpoints' segments, pinned from now on)
+        or in use."""
+        self.pinned = set(keep)
         keep = keep | {s.name for s in self.segments}
         if not self.root.is_dir():
             return
@@ -323,6 +381,7 @@ class MemoryStorage(_LogBacked):
         rows = np.arange(start, end)
         for key in self.data:
             self.data[key][rows % self.capacity] = self.log.read(key, rows)
+        self.log._forget()  # the rows are in RAM now: no descriptor stays open
         self._saved = end
 
 
@@ -351,15 +410,27 @@ class DiskStorage(_LogBacked):
 
     def allocate(self, specs: Specs) -> None:
         self.prepare()
-        needed = self.capacity * sum(row_bytes(s) for s in specs.values())
-        free = shutil.disk_usage(self.root).free
-        if needed > free:
-            raise StorageError(
-                f"algorithm.replay_buffer: a window of {self.capacity} samples needs {needed / 1e9:.1f} GB under "
-                f"{self.root}, which has {free / 1e9:.1f} GB free; set algorithm.replay_buffer.path to a larger disk "
-                "or lower sample_window_size"
-            )
+        self.check_space(specs)
         self.log = SegmentLog(self.root, specs)
+
+    def check_space(self, specs: Specs | None = None, resuming: bool = False) -> None:
+        """The disk holds the window plus the rows kept checkpoints name, and a kept checkpoint's rows stay until
+        later saves replace it: so a whole window of new rows (and one segment, its granularity) must fit in the free
+        space on top of the segments the directory holds now (none in a new run; after a restore, the kept
+        checkpoints'). One line if not."""
+        specs = specs or self.specs
+        fix = ("free space there (algorithm.replay_buffer.path and sample_window_size cannot change on --resume)"
+               if resuming else "set algorithm.replay_buffer.path to a larger disk or lower sample_window_size")
+        needed = (self.capacity + self.segment_rows) * sum(row_bytes(s) for s in specs.values())
+        free = shutil.disk_usage(self.root).free
+        if needed <= free:
+            return
+        held = sum(f.stat().st_size for f in self.root.glob("seg-*/*.bin"))
+        kept = f" on top of the {held / 1e9:.1f} GB the kept checkpoints hold there" if held else ""
+        raise StorageError(
+            f"algorithm.replay_buffer: a window of {self.capacity} samples needs {needed / 1e9:.1f} GB under "
+            f"{self.root}{kept}, which has {free / 1e9:.1f} GB free; {fix}"
+        )
 
     @property
     def specs(self) -> Specs:

@@ -362,6 +362,8 @@ class RunState:
         except (DaggerError, OSError, ValueError) as e:
             raise CheckpointError(f"{loaded.path}: its replay buffer cannot be restored ({e})") from None
         self.buffer.collect(self._kept_segments())
+        if isinstance(self.buffer.storage, DiskStorage) and self.buffer.fields:
+            self.buffer.storage.check_space(resuming=True)  # a new window on top of the kept checkpoints' rows
         self.results = RunResults(**state["results"])
         self.iteration = int(state["iteration"])
         self.resumed_from = self.last_saved = self.iteration

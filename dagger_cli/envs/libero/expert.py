@@ -3,11 +3,13 @@
 Every libero_spatial goal is `(On akita_black_bowl_1 plate_1)`. From the true poses (a private `MjData` recomputed
 from the sim's qpos, so the action never depends on stale derived quantities) the expert infers its phase each step:
 
-- approach: pick a rim point of the bowl (rim radius ≈4.7 cm) whose outer finger has clearance (vertical ray casts
+- approach: pick a rim point of the bowl (rim radius ≈4.7 cm) whose outer finger has clearance (horizontal ray casts
   against collision geometry, skipping the robot and the bowl), that the arm reaches, and that the hand is already
   near (hysteresis from the state); descend in a funnel over it with the closing axis radial, so the fingers close
   across the rim wall; the gripper tilts (≤25°) about its closing axis when the point is far from the base;
-- grasp: close at the grasp point; a grasp that closed on nothing re-opens and retries;
+  the whole open gripper (hand and fingertips) must fit there from above (vertical ray casts over its footprint);
+- grasp: close at the grasp point; a grasp that closed on nothing re-opens and retries (in place while the fingers
+  are still at the rim: a bowl that slipped out of the grasp over the plate drops onto it instead of being dragged);
 - hold (both fingers touch the bowl): slide the bowl out of a drawer first, lift it over the obstacles on its way,
   keep it level, carry it over the plate and lower it until it touches (success fires while held).
 
@@ -29,6 +31,13 @@ FINGER_REACH = 0.068
 """how far beyond the rim point the open outer finger reaches (with a margin)"""
 OPEN_GAP, CLOSED_GAP = 0.07, 0.004
 MAX_TILT = math.radians(25)
+HAND_MARGIN = 0.005
+_GRIPPER_BOTTOM = [np.array([x, y, -0.031]) for x in np.linspace(-0.093, 0.093, 7) for y in (-0.018, 0.018)] + [
+    np.array([sx * x, y, z]) for sx in (-1, 1) for x, z in ((0.039, 0.009), (0.053, 0.009), (0.064, -0.025))
+    for y in (-0.008, 0.008)
+]
+"""points on the bottom of the open Panda gripper (its collision meshes) in the grip site's frame (z: approach,
+down): the hand's flat bottom face over its length (≈19 cm), the fingers' tips and outer edges"""
 
 
 def _raw(env):
@@ -252,7 +261,7 @@ class LiberoSpatialExpert:
         return R, wrist
 
     def _choose(self, s: _Scene, st: dict):
-        best = None
+        options = []
         for k in range(self.n_sides):
             phi = 2 * math.pi * k / self.n_sides
             target, u = self._grasp_pose(s, st, phi)
@@ -265,6 +274,8 @@ class LiberoSpatialExpert:
                 for zz in (tip - target[2] + 0.004, 0.02)
             )
             blocked = max(0.0, FINGER_REACH - room)
+            # past the margin the outer finger lands on the obstacle (a drawer's thin wall): no grasp from there
+            blocked += 0.075 * float(np.clip((blocked - 0.006) / 0.006, 0.0, 1.0))
             # the hand comes from above: nothing may hang over the fingers (a cabinet's top over its drawer)
             up = np.array([0.0, 0.0, 1.0])
             covered = any(s.reach(target + u * dd, up, 0.25) < 0.25 for dd in (-0.04, 0.0, 0.045))
@@ -272,9 +283,29 @@ class LiberoSpatialExpert:
             rot = np.linalg.norm(_axis_angle(R @ st["R"].T))
             near = np.linalg.norm(st["eef"][:2] - target[:2])
             cost = 40 * max(blocked, 0.0) + 8 * max(0.0, wrist - 0.62) + 0.05 * rot + 0.6 * min(near, 0.2)
+            options.append((cost, k, target, R))
+        # the whole gripper must fit from above (a second bowl on the cabinet beside the drawer under the hand, a
+        # drawer wall under a fingertip): checked lazily, cheapest first, since it only adds to the cost
+        options.sort(key=lambda o: (o[0], o[1]))
+        best = None
+        for cost, _, target, R in options:
+            if best is not None and cost >= best[0]:
+                break
+            cost += 40 * max(0.0, self._hand_intrusion(s, target, R) + HAND_MARGIN)
             if best is None or cost < best[0]:
-                best = (cost, target, R, blocked)
+                best = (cost, target, R)
         return best[1], best[2]
+
+    @staticmethod
+    def _hand_intrusion(s: _Scene, target: np.ndarray, R: np.ndarray) -> float:
+        """How far anything (but the robot and the bowl) reaches up into the open gripper's bottom (hand and
+        fingers) when the grip site is at target with orientation R (vertical ray casts over its footprint);
+        negative: clearance."""
+        worst = -np.inf
+        for local in _GRIPPER_BOTTOM:
+            p = target + R @ local
+            worst = max(worst, s.ground(p[0], p[1], p[2] + 0.3) - p[2])
+        return worst
 
     # PHASES
     def _move(self, st: dict, target: np.ndarray, R: np.ndarray, gripper: float, gain: float = 1.0) -> np.ndarray:
@@ -293,6 +324,10 @@ class LiberoSpatialExpert:
         self.debug.update(target=np.round(target, 3), xy=round(xy, 3), ez=round(float(e[2]), 3), ori=round(ori, 2))
         if near and (gap > OPEN_GAP or st["gap_vel"] < -1e-3 or (gap > CLOSED_GAP and st["touch"])):
             return self._move(st, target, R, 1.0)  # close (or keep closing) at the grasp point
+        if gap < OPEN_GAP and self._at_rim(s, st) and (gap < 0.04 or st["gap_vel"] > 0.01):
+            # the fingers are still around the rim (the bowl slipped out of the grasp, or it closed on nothing):
+            # open in place first; moving or turning now drags the bowl along (off the plate it was dropped on)
+            return self._move(st, st["eef"], st["R"], -1.0)
         if gap < OPEN_GAP:
             # not open (closed on nothing, or dropped): open, backing up when at the bowl
             up = st["eef"] + np.array([0, 0, 0.03 if xy < 0.03 else 0.0])
@@ -305,6 +340,13 @@ class LiberoSpatialExpert:
         if step[2] > 0.02:  # climb before travelling
             step[:2] *= 0.3
         return self._move(st, st["eef"] + step, R, -1.0)
+
+    @staticmethod
+    def _at_rim(s: _Scene, st: dict) -> bool:
+        """Whether the grip site is down at the bowl's rim wall (the fingers straddle or touch it)."""
+        rel = st["bowl_R"].T @ (st["eef"] - st["bowl"])
+        radial = float(np.hypot(rel[0], rel[1]))
+        return abs(radial - s.rim_radius) < 0.02 and rel[2] < s.rim_top + 0.01
 
     def _from_under(self, s: _Scene, st: dict):
         """Horizontal unit direction out from under an overhead obstacle, or None when the bowl has open sky."""

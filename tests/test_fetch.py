@@ -295,18 +295,19 @@ def test_missing_norm_stats_is_a_warning(hub, tmp_path, name):
     assert (target / "model.safetensors").read_bytes() == WEIGHTS
 
 
-def test_list_json_names_the_four_aliases(tmp_path):
+def test_list_json_names_the_five_aliases(tmp_path):
     # GIVEN DAGGER_HOME with pi0-robotwin already downloaded
     home = tmp_path / "dagger"
     (home / "checkpoints" / "RLinf/RLinf-Pi0-RoboTwin-SFT-adjust_bottle").mkdir(parents=True)
     (home / "checkpoints" / "RLinf/RLinf-Pi0-RoboTwin-SFT-adjust_bottle" / "model.safetensors").write_bytes(WEIGHTS)
     # WHEN listing
     result = dagger("fetch", "--list", "--json", env={"DAGGER_HOME": str(home), "OPENPI_DATA_HOME": str(tmp_path)})
-    # THEN the four aliases with their repo ids, keys and local dirs, and which one is there
+    # THEN the five aliases with their repo ids, keys and local dirs, and which one is there
     assert result.returncode == 0, result.stderr
     rows = {r["name"]: r for r in json.loads(result.stdout)["aliases"]}
     assert {name: r["repo_id"] for name, r in rows.items()} == {
         "pi0-libero": LIBERO,
+        "pi0-libero-long": "RLinf/RLinf-Pi0-LIBERO-Long-SFT",
         "pi0-robotwin": "RLinf/RLinf-Pi0-RoboTwin-SFT-adjust_bottle",
         "pi0-robotwin-expert": EXPERT,
         "openpi-tokenizer": TOKENIZER,
@@ -419,6 +420,6 @@ def test_completion_offers_the_aliases():
     env = {"_DAGGER_COMPLETE": "complete_bash", "COMP_WORDS": "dagger fetch pi0", "COMP_CWORD": "2"}
     # WHEN the completion callback runs
     result = dagger(env=env)
-    # THEN the three π₀ aliases are offered
+    # THEN the four π₀ aliases are offered
     assert result.returncode == 0
-    assert result.stdout.split() == ["pi0-libero", "pi0-robotwin", "pi0-robotwin-expert"]
+    assert result.stdout.split() == ["pi0-libero", "pi0-libero-long", "pi0-robotwin", "pi0-robotwin-expert"]

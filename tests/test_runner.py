@@ -64,11 +64,12 @@ def test_interim_evaluations_use_the_first_seeds_and_the_last_uses_all(tmp_path)
     assert summary["eval_episodes"] == 6
 
 
-def test_interim_episodes_outside_the_evaluation_is_a_config_error():
+def test_interim_episodes_are_at_most_the_evaluations_and_never_negative():
     from dagger_cli.core.errors import ConfigError
 
+    assert point_config(**{"env.eval.interim_episodes": 7}).env.eval.seeds_for(final=False) == list(range(6))
     with pytest.raises(ConfigError, match="env.eval.interim_episodes"):
-        point_config(**{"env.eval.interim_episodes": 7})
+        point_config(**{"env.eval.interim_episodes": -1})
 
 
 def test_training_waits_for_min_buffer_size(tmp_path):

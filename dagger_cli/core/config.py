@@ -78,7 +78,7 @@ class EvalConfig:
     """evaluation episode i resets with seed reset_seed_base + i (the same initial states in every run)"""
     interim_episodes: int = 0
     """episodes of the evaluations before the last (the initial student, the expert, every val_check_interval):
-    the first this many of the final one's; 0 = num_episodes"""
+    the first this many of the final one's (at most num_episodes); 0 = num_episodes"""
 
     @property
     def seeds(self) -> list[int]:
@@ -86,7 +86,7 @@ class EvalConfig:
 
     def seeds_for(self, final: bool) -> list[int]:
         """The seeds of the run's last evaluation (final) or of one before it."""
-        n = self.num_episodes if final or not self.interim_episodes else self.interim_episodes
+        n = self.num_episodes if final or not self.interim_episodes else min(self.interim_episodes, self.num_episodes)
         return self.seeds[:n]
 
 
@@ -434,8 +434,8 @@ def validate(cfg: Config) -> Config:
     )
     check_positive(e, "env", "num_envs", "max_episode_steps", "max_steps_per_rollout_epoch")
     check_positive(e.eval, "env.eval", "num_episodes")
-    check(0 <= e.eval.interim_episodes <= e.eval.num_episodes, "env.eval.interim_episodes",
-          f"must be within 0..env.eval.num_episodes ({e.eval.num_episodes}), got {e.eval.interim_episodes}")
+    check(e.eval.interim_episodes >= 0, "env.eval.interim_episodes",
+          f"must not be negative, got {e.eval.interim_episodes}")
     for key, model in (("actor.model", a.model), ("rollout.expert_model", cfg.rollout.expert_model)):
         check_positive(model, key, "action_dim", "num_action_chunks")
     check_positive(a, "actor", "global_batch_size", "micro_batch_size")

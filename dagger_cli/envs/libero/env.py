@@ -213,36 +213,41 @@ class LiberoTaskEnv(gym.Env):
         return out
 
     # GYMNASIUM API
-    def reset(self, *, seed: int | None = None, options=None):
+    @contextlib.contextmanager
+    def _timed(self, part: str):
+        """Adds the block's seconds to `self.seconds[part]`, less the camera renders it made (counted as `render`)."""
         start, rendered = time.perf_counter(), self.seconds["render"]
+        yield
+        self.seconds[part] += time.perf_counter() - start - (self.seconds["render"] - rendered)
+
+    def reset(self, *, seed: int | None = None, options=None):
         task, init = task_of(int(seed or 0), self.suite.n_tasks)
-        if task != self._task:
-            self._make(task)
-        self._env.seed(int(seed or 0))  # LIBERO re-places the fixtures at every reset, from numpy's global stream
-        self._env.reset()
-        self._as_first_reset()
-        self._wrap_cameras()
-        if self.fast_render:
-            self._cheap_rendering()
-        self._render = self.settle_steps == 0
-        raw = self._env.set_init_state(self._init_states[init])
-        for k in range(self.settle_steps):
-            self._render = k == self.settle_steps - 1
-            raw, _, _, _ = self._env.step(SETTLE_ACTION)
-        self.seconds["reset"] += time.perf_counter() - start - (self.seconds["render"] - rendered)
+        with self._timed("reset"):
+            if task != self._task:
+                self._make(task)
+            self._env.seed(int(seed or 0))  # LIBERO re-places the fixtures at every reset, from numpy's global stream
+            self._env.reset()
+            self._as_first_reset()
+            self._wrap_cameras()
+            if self.fast_render:
+                self._cheap_rendering()
+            self._render = self.settle_steps == 0
+            raw = self._env.set_init_state(self._init_states[init])
+            for k in range(self.settle_steps):
+                self._render = k == self.settle_steps - 1
+                raw, _, _, _ = self._env.step(SETTLE_ACTION)
         return self._obs(raw), {"task_id": task}
 
     def step(self, actions):
         actions = np.asarray(actions, dtype=np.float64).reshape(-1, 7)
         success_bits = 0
         raw = None
-        start, rendered = time.perf_counter(), self.seconds["render"]
-        for c, action in enumerate(actions):
-            self._render = c == len(actions) - 1
-            raw, _, done, _ = self._env.step(action)
-            if done:
-                success_bits |= 1 << c
-        self.seconds["physics"] += time.perf_counter() - start - (self.seconds["render"] - rendered)
+        with self._timed("physics"):
+            for c, action in enumerate(actions):
+                self._render = c == len(actions) - 1
+                raw, _, done, _ = self._env.step(action)
+                if done:
+                    success_bits |= 1 << c
         return self._obs(raw), 0.0, False, False, {"success_bits": success_bits}
 
     def close(self):

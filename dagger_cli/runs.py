@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dagger_cli import __version__
-from dagger_cli.core import checkpoint
+from dagger_cli.core import checkpoint, process
 from dagger_cli.core.config import Config, load_config, read_yaml
 from dagger_cli.core.errors import ConfigError, UsageError
 
@@ -202,13 +202,21 @@ def run_mode(run_dir: Path) -> str:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """`summary.json`, or None where there is none (or it is unreadable). A `running` summary whose writer's process
+    is gone (killed, crashed) says `died`; `process` says what was found: `alive`, `gone`, or `unknown` (written on
+    another host, or before summaries named their writer)."""
     path = Path(run_dir) / checkpoint.SUMMARY_FILE
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        summary = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
+    if summary.get("status") == "running":
+        summary["process"] = process.liveness(summary)
+        if summary["process"] == "gone":
+            summary["status"] = "died"
+    return summary
 
 
 @dataclass

@@ -74,7 +74,10 @@ def report(
         for row in rows:
             final = percent(row["student_final_sr"])
             if row["status"] != "finished":
-                final += f" ({row['status']} at {row['iterations']}/{row['max_epochs']})"
+                status = row["status"]
+                if row.get("process") == "unknown" and row.get("host"):
+                    status += f" on {row['host']}, unchecked"  # another host's process cannot be looked up here
+                final += f" ({status} at {row['iterations']}/{row['max_epochs']})"
             table.add_row(f"{row['preset']} (seed {row['seed']})", percent(row["student_init_sr"]),
                           percent(row["expert_sr"]), duration(row["train_time_s"]), final, row["run_dir"])
         console.print(table)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dagger_cli.core import checkpoint
+from dagger_cli.core import checkpoint, process
 from dagger_cli.core.beta import BetaSchedule
 from dagger_cli.core.config import Config
 from dagger_cli.core.learner import Learner
@@ -398,11 +398,13 @@ class RunState:
             "train_time_s": res.train_time_s,
             "wall_time_s": time.perf_counter() - self.wall_start,
             "env_steps": res.env_steps,
+            **process.identity(),  # the writer: a reader tells a killed run (`running`, its process gone) by it
         }
 
     def write_summary(self, status: str | None = None) -> dict[str, Any]:
-        """`summary.json`: `running` with each checkpoint of a run under way (or killed), `stopped` after a clean
-        stop, `finished` after the last iteration."""
+        """`summary.json`: `running` with each checkpoint of a run under way (or killed: `runs.read_summary` says
+        `died` when the writer's process is gone), `stopped` after a clean stop, `finished` after the last
+        iteration."""
         summary = self.summary(status)
         checkpoint.write_json(self.run_dir / checkpoint.SUMMARY_FILE, summary)
         return summary

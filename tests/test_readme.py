@@ -34,6 +34,7 @@ def test_ci_runs_the_readme_test_command_verbatim():
     _, tests = readme_commands()
     ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
     assert ci[-1] == tests
+    assert re.search(r"python -m pytest .*--durations=\d+", tests)  # every CI log shows where the suite's time goes
 
 
 def test_the_package_list_holds_every_package():

@@ -38,10 +38,10 @@ def async_config(**overrides):
 def make_runner():
     groups = []
 
-    def make(run_dir, cfg, build=build_point, hooks=None):
+    def make(run_dir, cfg, build=build_point, hooks=None, student=MLPPolicy):
         groups.append(RolloutWorkerGroup(cfg, build).start())
         torch.manual_seed(cfg.seed)
-        return AsyncRunner(cfg, run_dir, MLPPolicy(cfg.actor.model), groups[-1], hooks=hooks, tensorboard=False)
+        return AsyncRunner(cfg, run_dir, student(cfg.actor.model), groups[-1], hooks=hooks, tensorboard=False)
 
     yield make
     for group in groups:
@@ -116,3 +116,42 @@ def test_async_runs_resume(tmp_path, make_runner):
     assert all("eval/success_once" in r for r in rows)
     assert [e["iteration"] for e in resumed.state.results.evals] == list(range(1, 9))
     assert resumed.state.buffer.total_samples > first.state.buffer.total_samples
+
+
+class StatsFittingMLP(MLPPolicy):
+    """An MLP student that starts without norm stats, as a new task's π₀ does: it records what it is fitted on, and
+    its weights then."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.needs_norm_stats = True
+        self.initial = {k: v.clone() for k, v in self.module.state_dict().items()}
+        self.fitted: list[tuple[np.ndarray, np.ndarray, dict]] = []
+
+    def fit_norm_stats(self, obs, expert_actions):
+        weights = {k: v.clone() for k, v in self.module.state_dict().items()}
+        self.fitted.append((np.array(obs), np.array(expert_actions), weights))
+        self.needs_norm_stats = False
+
+
+def test_norm_stats_are_fitted_on_the_whole_of_iteration_0(tmp_path, make_runner):
+    # GIVEN a student without norm stats and two workers, each collecting 40 samples of iteration 0, and allowed to
+    # collect again before the first learner iteration (max_policy_lag 1)
+    cfg = async_config(**{"runner.max_epochs": 2, "runner.val_check_interval": 0, "runner.eval_student_init": False,
+                          "runner.eval_expert": False})
+    # WHEN an async run trains
+    runner = make_runner(tmp_path, cfg, student=StatsFittingMLP)
+    runner.run()
+    student = runner.state.student
+    # THEN the stats were fitted once, on every sample of iteration 0's two collections (not on whichever arrived
+    # first), in collection order, as sync mode fits them on its iteration 0
+    stored = runner.state.buffer.stored()
+    rows = np.flatnonzero(stored["iteration"] < 2)
+    rows = rows[np.argsort(stored["iteration"][rows], kind="stable")]
+    assert len(student.fitted) == 1
+    obs, labels, weights = student.fitted[0]
+    assert len(obs) == cfg.env.num_envs * cfg.env.max_steps_per_rollout_epoch == 80
+    assert np.array_equal(obs, stored["obs"][rows]) and np.array_equal(labels, stored["expert_action"][rows])
+    # AND before the learner trained on anything
+    assert all(torch.equal(weights[k], student.initial[k]) for k in weights)
+    assert not all(torch.equal(v, student.initial[k]) for k, v in student.module.state_dict().items())

@@ -87,7 +87,8 @@ class RolloutWorker:
                 self.cfg.env.max_steps_per_rollout_epoch, beta, iteration=index, seed=self.cfg.seed, policy_version=version
             )
         return {
-            "worker": self.worker_id, "version": version, "trajectories": r.trajectories, "episodes": r.episodes,
+            "worker": self.worker_id, "index": index, "version": version, "trajectories": r.trajectories,
+            "episodes": r.episodes,
             "env_steps": r.env_steps, "expert_action_frac": r.expert_action_frac, "timings": r.timings,
             "seconds": time.perf_counter() - start,
         }
@@ -261,6 +262,8 @@ class AsyncRunner:
         self._collects = [0] * n  # collections each worker has started, counted like learner iterations
         self._delivered = [-1] * n  # newest weights version each worker has delivered a collection with
         self._arrived: list = []  # (worker, version, result) of collections not yet in the buffer
+        self._first_round: set[int] = set()  # a student without norm stats: iteration 0's collections not yet in
+        self._first_round_range = range(0)
         self._stats = _WindowStats()
 
     def _get(self, refs, what: str, worker: int | None = None):
@@ -294,6 +297,10 @@ class AsyncRunner:
         n = len(self.workers.actors)
         self._collects = [self.state.iteration] * n
         self._delivered = [self.state.iteration - 1] * n  # a resumed buffer holds the previous weights' data
+        if self.state.needs_norm_stats:  # fitted, as in sync mode, on iteration 0: every worker's first collection
+            first = self.state.results.collections
+            self._first_round_range = range(first, first + n)
+            self._first_round = set(self._first_round_range)
         self._dispatch()  # collections first
         if self.state.resumed_from is None:
             self._queue_initial_evaluations()
@@ -388,7 +395,7 @@ class AsyncRunner:
         """Enough data, every worker has delivered data of weights >= iteration - lag, and nothing older than
         iteration + 1 - lag is still being collected (it would arrive more than lag versions old)."""
         lag = self.state.cfg.algorithm.dagger.max_policy_lag
-        if self.state.buffer.size < self.state.cfg.algorithm.replay_buffer.min_buffer_size:
+        if self.state.buffer.size < self.state.cfg.algorithm.replay_buffer.min_buffer_size or self._first_round:
             return False
         if min(self._delivered) < self.state.iteration - lag:
             return False
@@ -437,9 +444,15 @@ class AsyncRunner:
         self._dispatch()
 
     def _absorb(self) -> None:
-        """Arrived collections into the replay buffer (never while the learner samples from it)."""
+        """Arrived collections into the replay buffer (never while the learner samples from it). A student without
+        norm stats is fitted once iteration 0's collections, one per worker, are all in, on exactly those (not on
+        whichever arrived first); the learner waits for it."""
         for w, version, result in self._arrived:
-            self.state.add(result["trajectories"])
+            waiting = bool(self._first_round)
+            self.state.add(result["trajectories"], fit=not waiting)
+            self._first_round.discard(result["index"])
+            if waiting and not self._first_round:
+                self.state.fit_norm_stats(self._first_round_range)
             self.state.results.env_steps += result["env_steps"]
             self._delivered[w] = max(self._delivered[w], version)
             self._stats.add(result, self.state.iteration)

@@ -194,9 +194,10 @@ class RunState:
         return self.iteration >= self.cfg.runner.max_epochs
 
     # DATA AND TRAINING
-    def add(self, trajectories: list[dict]) -> None:
+    def add(self, trajectories: list[dict], fit: bool = True) -> None:
         """Labelled trajectories into the buffer; a student without normalisation stats (a new task) takes them
-        from the expert-labelled data stored so far, i.e. the first iteration's (`TrainablePolicy.fit_norm_stats`)."""
+        from the expert-labelled data stored so far, i.e. the first iteration's (`TrainablePolicy.fit_norm_stats`).
+        `fit=False`: not yet (async mode fits once the whole first iteration is in, `fit_norm_stats`)."""
         try:
             for trajectory in trajectories:
                 self.buffer.add(trajectory)
@@ -205,9 +206,25 @@ class RunState:
                 raise
             raise ConfigError(f"algorithm.replay_buffer.seed_dataset: the samples of {self.seeded_from} and of this "
                               f"run differ ({e})") from None
-        if getattr(self.student, "needs_norm_stats", False) and self.buffer.size:
-            small = [k for k in self.buffer.fields if self.buffer.row_bytes(k) <= NORM_STATS_ROW_BYTES]
-            stored = self.buffer.stored(small)
+        if fit and self.needs_norm_stats and self.buffer.size:
+            self.fit_norm_stats()
+
+    @property
+    def needs_norm_stats(self) -> bool:
+        return bool(getattr(self.student, "needs_norm_stats", False))
+
+    def fit_norm_stats(self, collections: range | None = None) -> None:
+        """The student's norm stats from the samples stored, or (async mode) from those of the collections
+        numbered `collections` (the samples' `iteration` field), in collection order: iteration 0's collections,
+        one per worker, whichever finished first."""
+        small = [k for k in self.buffer.fields if self.buffer.row_bytes(k) <= NORM_STATS_ROW_BYTES]
+        stored = self.buffer.stored(small)
+        if collections is not None:
+            index = stored["iteration"]
+            rows = np.flatnonzero((index >= collections.start) & (index < collections.stop))
+            rows = rows[np.argsort(index[rows], kind="stable")]
+            stored = {k: v[rows] for k, v in stored.items()}
+        if len(stored["expert_action"]):
             self.student.fit_norm_stats(unflatten_obs(stored), stored["expert_action"])
             self.hooks.phase("student norm stats computed from the expert's labels")
 

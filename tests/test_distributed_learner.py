@@ -9,8 +9,9 @@ import torch
 
 ray = pytest.importorskip("ray")
 
-from conftest import PointEnv, PointExpert, StopAfter, point_config  # noqa: E402
+from conftest import PointEnv, PointExpert, StopAfter, point_config, requires_pi0  # noqa: E402
 from dagger_cli.core import checkpoint  # noqa: E402
+from dagger_cli.core.config import load_config  # noqa: E402
 from dagger_cli.core.distributed_learner import DistributedLearner  # noqa: E402
 from dagger_cli.core.learner import Learner  # noqa: E402
 from dagger_cli.core.replay_buffer import ReplayBuffer  # noqa: E402
@@ -99,3 +100,78 @@ def test_a_two_rank_run_checkpoints_and_resumes_exactly(tmp_path):
     c = single.state.student.module.state_dict()
     assert max(float((a[k] - c[k]).abs().max()) for k in a) < 1e-4
     assert os.listdir(tmp_path / "b" / "checkpoints")
+
+
+
+# π₀ (tiny): a random loss (flow-matching time and noise, image augmentation), drawn where the global batch is
+def pi0_config(checkpoint_dir, tokenizer_path, **overrides):
+    """A short DAgger run of a tiny π₀ student and expert on LIBERO's cameras (SeededCameraEnv), 2 learner ranks."""
+    sets = {"cluster.learner_procs": 2, "env.max_episode_steps": 20, "env.max_steps_per_rollout_epoch": 20,
+            "env.eval.num_episodes": 2, "algorithm.replay_buffer.min_buffer_size": 2,
+            "algorithm.replay_buffer.sample_window_size": 16, "actor.update_epoch": 2, "actor.global_batch_size": 6,
+            "actor.micro_batch_size": 2, "runner.max_epochs": 2, "runner.val_check_interval": 100,
+            "runner.eval_expert": False, "runner.eval_student_init": False, "runner.device": "cpu"}
+    for model in ("actor.model", "rollout.expert_model"):
+        sets.update({f"{model}.model_type": "pi0", f"{model}.model_path": checkpoint_dir,
+                     f"{model}.pi0.variant": "tiny", f"{model}.pi0.tokenizer_path": tokenizer_path,
+                     f"{model}.pi0.num_steps": 1, f"{model}.action_dim": 7, f"{model}.num_action_chunks": 10})
+    return load_config("pick-cube", overrides=[f"{k}={v}" for k, v in {**sets, **overrides}.items()])
+
+
+@requires_pi0
+def test_two_gloo_ranks_compute_the_single_learners_pi0_gradient(checkpoint_dir, tokenizer_path):
+    from dagger_cli.core.replay_buffer import flatten_obs
+    from dagger_cli.policies.pi0 import Pi0Policy
+    from test_pi0 import observation
+
+    # GIVEN one tiny π₀ student (LIBERO's cameras, augmented) in a single-process learner and a 2-rank learner;
+    # global batches of 6 in micro-batches of 2: the single learner's are rows 0-1, 2-3, 4-5, the ranks' (shards of
+    # 3) 0-1, 2 and 3-4, 5 (rows of two of the single learner's micro-batches, each with its own augmentation)
+    cfg = pi0_config(checkpoint_dir, tokenizer_path)
+    single, parallel = Pi0Policy(cfg.actor.model, "cpu"), Pi0Policy(cfg.actor.model, "cpu")
+    assert single.augment
+    buffer = ReplayBuffer(16)
+    labels = np.random.default_rng(1).normal(size=(16, 10, 7)).astype(np.float32)
+    buffer.add({**flatten_obs(observation(batch=16, size=32)), "expert_action": labels})
+    one = Learner(single, cfg.actor, cfg.seed, 10)
+    two = DistributedLearner(parallel, cfg, 10)
+    try:
+        # WHEN both take 3 updates on the same global batches, from the same torch generator state
+        for step in range(3):
+            torch.manual_seed(step)
+            m1 = one.train(buffer, 1)
+            torch.manual_seed(step)
+            m2 = two.train(buffer, 1)
+            # THEN each step's gradient norm and loss are the single learner's (float sums in another order)
+            assert m2["train/actor/grad_norm"] == pytest.approx(m1["train/actor/grad_norm"], rel=1e-5), step
+            assert m2["train/dagger/actor_loss"] == pytest.approx(m1["train/dagger/actor_loss"], rel=1e-5), step
+        # AND so are the parameters, which training moved
+        a, b = single.model.state_dict(), parallel.model.state_dict()
+        assert max(float((a[k] - b[k]).abs().max()) for k in a) < TOLERANCE
+        start = Pi0Policy(cfg.actor.model, "cpu").model.state_dict()
+        assert max(float((a[k] - start[k]).abs().max()) for k in a) > 100 * TOLERANCE
+    finally:
+        two.close()
+
+
+@requires_pi0
+def test_a_two_rank_pi0_run_resumes_bitwise(checkpoint_dir, tokenizer_path, tmp_path):
+    from conftest import straight_and_resumed
+    from dagger_cli.policies.pi0 import Pi0Policy
+    from test_pi0 import SeededCameraEnv
+
+    cfg = pi0_config(checkpoint_dir, tokenizer_path, **{"actor.global_batch_size": 4, "actor.micro_batch_size": 2})
+
+    def runner(run_dir, hooks=None):
+        torch.manual_seed(cfg.seed)
+        student = Pi0Policy(cfg.actor.model, "cpu")
+        expert = Pi0Policy(cfg.rollout.expert_model, "cpu", trainable=False)
+        return SyncRunner(cfg, run_dir, SeededCameraEnv(), student, expert, hooks=hooks, tensorboard=False)
+
+    # GIVEN an uninterrupted 2-iteration run with 2 learner ranks, and one stopped after iteration 1 and resumed
+    # (new ranks, which draw nothing: the time, noise and augmentation come from the checkpointed generator here)
+    straight, resumed = straight_and_resumed(runner, tmp_path, 1)
+    # THEN the students are bitwise equal
+    a, b = straight.state.student.model.state_dict(), resumed.state.student.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert straight.state.learner.steps == resumed.state.learner.steps == 4

@@ -2,11 +2,14 @@
 `torch.distributed` (NCCL on GPUs, gloo on CPUs).
 
 This process keeps the replay buffer and the sampling RNG, so it draws exactly the global batches a single learner
-would draw; rank i gets the i-th contiguous shard of each. Each rank weights its micro-batches' losses by their
-share of the global batch, so the all-reduced sum of the ranks' gradients is the single learner's gradient; every
-rank then clips and steps the same way, and the replicas stay equal. After each `train` the student here takes
-rank 0's weights (for rollouts, evaluation and checkpoints); checkpoints hold rank 0's optimizer state, which
-`load_state_dict` gives to every rank.
+would draw; rank i gets the i-th contiguous shard of each. It also draws each global batch's loss randomness
+(π₀'s flow-matching time and noise, its image augmentation: the policy's `loss_noise`) from this process's
+torch generator, which run checkpoints hold, as a single learner's micro-batches would, and ships each rank the rows of
+its shard: the ranks' losses are the single learner's, reproducible and exactly resumable, and no rank draws
+anything. Each rank weights its micro-batches' losses by their share of the global batch, so the all-reduced sum of
+the ranks' gradients is the single learner's gradient; every rank then clips and steps the same way, and the
+replicas stay equal. After each `train` the student here takes rank 0's weights (for rollouts, evaluation and
+checkpoints); checkpoints hold rank 0's optimizer state, which `load_state_dict` gives to every rank.
 
 The ranks start at the first `train`, from a copy of the student as it is then (a new task's norm stats, fitted on
 the first iteration's data, are in it; so are weights restored from a checkpoint). Each rank holds a whole replica
@@ -24,7 +27,7 @@ import torch
 
 from dagger_cli.core.config import ActorConfig, Config
 from dagger_cli.core.errors import DaggerError
-from dagger_cli.core.learner import Learner, _SAMPLE_STREAM
+from dagger_cli.core.learner import Learner, _SAMPLE_STREAM, draw_loss_noise
 from dagger_cli.core.protocols import TrainablePolicy
 from dagger_cli.core.replay_buffer import ReplayBuffer
 
@@ -50,9 +53,10 @@ class LearnerRank:
         dist.init_process_group(backend, init_method=f"tcp://{address}", rank=rank, world_size=world)
         return rank
 
-    def step(self, shard: dict[str, np.ndarray], batch_size: int) -> tuple[float, float]:
+    def step(self, shard: dict[str, np.ndarray], batch_size: int,
+             noise: dict[str, torch.Tensor] | None = None) -> tuple[float, float]:
         self.policy.module.train()
-        return self.learner.step(shard, batch_size, reduce=_all_reduce)
+        return self.learner.step(shard, batch_size, reduce=_all_reduce, noise=noise)
 
     def weights(self) -> dict[str, torch.Tensor]:
         self.policy.module.eval()
@@ -142,9 +146,13 @@ class DistributedLearner:
         for _ in range(num_updates):
             batch_size = min(self.cfg.global_batch_size, buffer.size)
             batch = buffer.sample(batch_size, self.rng)
-            bounds = np.linspace(0, batch_size, self.procs + 1).astype(int)
-            shards = [{k: v[a:b] for k, v in batch.items()} for a, b in zip(bounds[:-1], bounds[1:])]
-            results = self._get([r.step.remote(s, batch_size) for r, s in zip(self.ranks, shards)], "training")
+            noise = draw_loss_noise(self.policy, batch_size, self.cfg.micro_batch_size)
+            edges = np.linspace(0, batch_size, self.procs + 1).astype(int)
+            bounds = list(zip(edges[:-1], edges[1:]))
+            shards = [{k: v[a:b] for k, v in batch.items()} for a, b in bounds]
+            noises = [None if noise is None else {k: v[a:b] for k, v in noise.items()} for a, b in bounds]
+            results = self._get([r.step.remote(s, batch_size, n) for r, s, n in zip(self.ranks, shards, noises)],
+                                "training")
             losses.append(sum(loss for loss, _ in results))
             norms.append(results[0][1])
             self.steps += 1

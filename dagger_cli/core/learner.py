@@ -29,6 +29,18 @@ def lr_factor(step: int, kind: str, warmup: int, total: int, min_ratio: float) -
     raise ValueError(f"unknown lr_scheduler {kind!r}")
 
 
+def draw_loss_noise(policy: TrainablePolicy, batch_size: int, micro_batch_size: int) -> dict[str, torch.Tensor] | None:
+    """The randomness of the losses of one global batch of `batch_size` samples (the policy's optional
+    `loss_noise`; None for a deterministic loss), drawn as a single learner's micro-batches would draw it, one call
+    per micro-batch in order, and joined row by row: slices of it give any shard or micro-batch its own rows, so a
+    data-parallel learner's ranks compute the single learner's losses."""
+    draw = getattr(policy, "loss_noise", None)
+    if draw is None:
+        return None
+    parts = [draw(min(micro_batch_size, batch_size - start)) for start in range(0, batch_size, micro_batch_size)]
+    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+
 class Learner:
     """Trains the student on DAgger labels: `update_epoch` optimizer steps per call of `train`."""
 
@@ -57,16 +69,20 @@ class Learner:
         losses, norms = [], []
         for _ in range(num_updates):
             batch_size = min(self.cfg.global_batch_size, buffer.size)
-            loss, norm = self.step(buffer.sample(batch_size, self.rng), batch_size)
+            batch = buffer.sample(batch_size, self.rng)
+            noise = draw_loss_noise(self.policy, batch_size, self.cfg.micro_batch_size)
+            loss, norm = self.step(batch, batch_size, noise=noise)
             losses.append(loss)
             norms.append(norm)
         self.policy.module.eval()
         return self.metrics(losses, norms)
 
-    def step(self, batch: dict[str, np.ndarray], batch_size: int, reduce=None) -> tuple[float, float]:
+    def step(self, batch: dict[str, np.ndarray], batch_size: int, reduce=None,
+             noise: dict[str, torch.Tensor] | None = None) -> tuple[float, float]:
         """One optimizer step on `batch`, all of a global batch of `batch_size` samples or (data-parallel) this
-        process's shard of it, with `reduce(params)` summing the shards' gradients; returns (loss, grad norm), the
-        loss summed over the shards' parts."""
+        process's shard of it, with `reduce(params)` summing the shards' gradients; `noise`, the loss's
+        randomness for these rows (`draw_loss_noise`; None: the policy's loss draws its own); returns (loss, grad
+        norm), the loss summed over the shards' parts."""
         cfg = self.cfg
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.optimizer.zero_grad(set_to_none=True)
@@ -74,7 +90,12 @@ class Learner:
         for start in range(0, len(batch["expert_action"]), cfg.micro_batch_size):
             part = {k: v[start : start + cfg.micro_batch_size] for k, v in batch.items()}
             weight = len(part["expert_action"]) / batch_size
-            loss = self.policy.loss(unflatten_obs(part), part["expert_action"]) * weight
+            if noise is None:
+                loss = self.policy.loss(unflatten_obs(part), part["expert_action"])
+            else:
+                rows = {k: v[start : start + cfg.micro_batch_size] for k, v in noise.items()}
+                loss = self.policy.loss(unflatten_obs(part), part["expert_action"], noise=rows)
+            loss = loss * weight
             loss.backward()
             total += float(loss.detach())
         if reduce is not None:

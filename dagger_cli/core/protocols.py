@@ -66,6 +66,12 @@ class TrainablePolicy(Policy, Protocol):
     Optional: a student that normalises its inputs and labels but has no stats yet sets `needs_norm_stats` and
     implements `fit_norm_stats(obs, expert_actions)`; the runners call it once, with the first iteration's
     expert-labelled samples, and `state_dict` then carries the stats.
+
+    Optional: a student whose loss is random (π₀'s flow-matching time and noise) implements
+    `loss_noise(batch_size) -> dict of tensors` (each with a leading batch dim: what `loss` draws for that many
+    samples) and takes them back as `loss(obs, expert_actions, noise=...)`. The learner draws them where it samples
+    the global batch, from torch's global generator (checkpointed), and gives each micro-batch and data-parallel
+    rank its rows, so N ranks compute the single learner's gradient.
     """
 
     module: Any

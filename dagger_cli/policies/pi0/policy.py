@@ -181,23 +181,43 @@ class Pi0Policy:
             out = self.model.sample_actions(**x, noise=noise.to(self.device), num_steps=self.num_steps)
         return self.transforms.actions_from_model(out.float().cpu().numpy(), obs["state"])
 
-    def loss(self, obs, expert_actions: np.ndarray) -> torch.Tensor:
+    def _augments(self) -> bool:
+        return self.augment and bool(self.transforms.spec.wrist_slots())
+
+    def loss_noise(self, batch: int) -> dict[str, torch.Tensor]:
+        """The randomness of `loss` on `batch` samples, as CPU tensors with a leading batch dim: flow-matching
+        `time` (B,) ~ Beta(1.5, 1) scaled into [0.001, 1], `noise` (B, horizon, model action dim) and, where
+        images are augmented, the augmentation's `augment` draws (B, K, 6; one per slot for the batch). Drawn from
+        torch's global CPU generator (run checkpoints hold it), in the order `loss` draws them when given none; a
+        data-parallel learner draws them for the global batch where it samples it, and ships each rank its rows."""
+        time = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0)).sample((batch,)) * 0.999 + 0.001
+        shape = (batch, self.model.size.action_horizon, self.model.size.action_dim)
+        draws = {"time": time, "noise": torch.randn(shape, dtype=torch.float32)}
+        if self._augments():
+            from dagger_cli.policies.pi0.images import draw_augmentation
+
+            size = self.transforms.image_size
+            draws["augment"] = draw_augmentation(self.transforms.spec.wrist_slots(), size, size, batch)
+        return draws
+
+    def loss(self, obs, expert_actions: np.ndarray, noise: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Flow-matching loss on env-unit expert chunks, normalised with this policy's stats, cropped to the
         executed chunk and the env's action dims. Labels shorter than the horizon (an expert that labels one step)
-        are extended with their last step; only the executed chunk is scored."""
+        are extended with their last step; only the executed chunk is scored. `noise`: `loss_noise`'s draws for
+        these samples (drawn here when None)."""
         obs = self._as_dict(obs)
         x = self.inputs(obs)
         labels = self._full_horizon(np.asarray(expert_actions))
         actions = torch.as_tensor(self.transforms.actions_to_model(labels, obs["state"]), device=self.device)
-        batch = len(actions)
-        time = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0)).sample((batch,)) * 0.999 + 0.001
-        noise = self.sample_noise(batch)
-        if self.augment and x["images"].shape[1]:
+        if noise is None:
+            noise = self.loss_noise(len(actions))
+        if self._augments():
             from dagger_cli.policies.pi0.images import augment_for_training
 
-            x["images"] = augment_for_training(x["images"], self.transforms.spec.wrist_slots())
+            x["images"] = augment_for_training(x["images"], self.transforms.spec.wrist_slots(), noise["augment"])
         with self._precision_context():
-            per_element = self.model.loss(**x, actions=actions, noise=noise, time=time.to(self.device))
+            per_element = self.model.loss(**x, actions=actions, noise=noise["noise"].to(self.device),
+                                          time=noise["time"].to(self.device))
         return per_element[:, : self.chunk, : self.cfg.action_dim].float().mean()
 
     def _full_horizon(self, labels: np.ndarray) -> np.ndarray:

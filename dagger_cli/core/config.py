@@ -96,7 +96,7 @@ class EnvConfig:
     `env.*`), and `type` picks the adapter (see `dagger_cli.core.registry`)."""
 
     type: str = ""
-    """simulator adapter, by its registered name (built in: see README; packages add more through entry points)"""
+    """simulator adapter, by its registered name (built in: docs/adapters.md; packages add more by entry points)"""
     task: str = ""
     """task id inside the simulator"""
     num_envs: int = 2

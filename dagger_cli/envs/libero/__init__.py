@@ -21,7 +21,7 @@ class LiberoEnvConfig(EnvConfig):
     """steps of no motion with the gripper open after each reset"""
     hard_reset: bool = True
     """rebuild the MuJoCo model at every reset, as LIBERO and RLinf do (≈3 s); false resets the data only (≈0.3 s
-    with settling), measured to keep the scripted expert's success (README, bench/libero_expert.py --soft-reset)"""
+    with settling), measured to keep the scripted expert's success (docs/libero.md, bench/libero_expert.py --soft-reset)"""
     fast_render: bool = False
     """cameras without multisampling and reflections: ≈2× cheaper renders on a CPU, pixels slightly different from
     LIBERO's (a policy trained on one should be evaluated on the same)"""
@@ -69,4 +69,4 @@ def __getattr__(name: str):  # the env module's names, imported (with gymnasium)
 
 
 ADAPTER = EnvAdapter("libero", LiberoEnvConfig, make, scripted_expert, probes=checks,
-                     worker_env=("MUJOCO_GL", "PYOPENGL_PLATFORM"))
+                     worker_env=("MUJOCO_GL", "PYOPENGL_PLATFORM"), control_hz=20.0)  # robosuite's control_freq

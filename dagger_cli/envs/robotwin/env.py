@@ -44,7 +44,7 @@ ACTION_DIM = 14
 IMAGE_SHAPE = (240, 320, 3)
 CAMERAS = {"image": "full_image", "left_wrist_image": "left_wrist_image", "right_wrist_image": "right_wrist_image"}
 INSTALL_HINT = (
-    "pip install --no-deps rlinf-robotwin-runtime (see README: RoboTwin), or point ROBOTWIN_PATH at a RoboTwin "
+    "pip install --no-deps rlinf-robotwin-runtime (see docs/robotwin.md), or point ROBOTWIN_PATH at a RoboTwin "
     "checkout"
 )
 

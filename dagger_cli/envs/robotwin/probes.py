@@ -77,7 +77,7 @@ def packages() -> str:
     missing = [n for n, v in found.items() if not v]
     if missing:
         pins = " ".join(f"'{n}=={ROBOTWIN_PINS[n]}'" for n in missing)
-        raise RuntimeError(f"missing {', '.join(missing)}: pip install {pins} (RoboTwin's pins; README: RoboTwin)"
+        raise RuntimeError(f"missing {', '.join(missing)}: pip install {pins} (RoboTwin's pins; docs/robotwin.md)"
                            + (f"; found {have}" if have else ""))
     warnings = [f"{n} {found[n]} is not RoboTwin's {ROBOTWIN_PINS[n]}" for n in ("sapien", "mplib", "gymnasium")
                 if found[n] != ROBOTWIN_PINS[n]]

@@ -5,6 +5,7 @@ not written by dagger (LeRobot's names, one action a frame) read through a featu
 import json
 import os
 import subprocess
+import sys
 import textwrap
 
 import numpy as np
@@ -19,6 +20,7 @@ from test_report import train  # noqa: E402
 
 from dagger_cli.core import checkpoint  # noqa: E402
 from dagger_cli.core.run_state import checkpoint_samples  # noqa: E402
+from dagger_cli.core.video import read_frames  # noqa: E402
 from dagger_cli.interop import lerobot_dataset  # noqa: E402
 
 
@@ -387,3 +389,164 @@ def test_a_dataset_written_by_lerobot_reads_through_a_feature_map(tmp_path):
     assert samples["obs/front"].shape == (12, 24, 32, 3)
     mean_frame = np.concatenate([e["observation.images.front"] for e in episodes]).mean(axis=(1, 2, 3))
     assert np.abs(samples["obs/front"].mean(axis=(1, 2, 3)) - mean_frame).max() < 8
+
+
+# EXPORTING A RUN: read in place and read-only, a bounded chunk of rows at a time (issue 22)
+READ_ONLY_MOUNT = """
+import builtins, errno, io, os, sys
+run = os.path.realpath(sys.argv.pop(1))
+def inside(path):
+    if isinstance(path, int):
+        return False
+    path = os.path.realpath(os.fsdecode(path))
+    return path == run or path.startswith(run + os.sep)
+def refuse(path):
+    raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fsdecode(path))
+real = {name: getattr(os, name) for name in ("access", "open", "mkdir", "rename", "replace", "unlink", "rmdir")}
+real_open = builtins.open
+def access(path, mode, *args, **kwargs):
+    return False if mode & os.W_OK and inside(path) else real["access"](path, mode, *args, **kwargs)
+def os_open(path, flags, *args, **kwargs):
+    if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND) and inside(path):
+        refuse(path)
+    return real["open"](path, flags, *args, **kwargs)
+def guard(name):
+    def call(path, *args, **kwargs):
+        if inside(path):
+            refuse(path)
+        return real[name](path, *args, **kwargs)
+    return call
+def open_(file, mode="r", *args, **kwargs):
+    if not isinstance(file, int) and set(mode) & set("wax+") and inside(file):
+        refuse(file)
+    return real_open(file, mode, *args, **kwargs)
+os.access, os.open, builtins.open, io.open = access, os_open, open_, open_
+for name in ("mkdir", "rename", "replace", "unlink", "rmdir"):
+    setattr(os, name, guard(name))
+sys.argv[0] = "dagger"
+from dagger_cli.cli.main import main
+main()
+"""
+"""`python -c READ_ONLY_MOUNT RUN_DIR ARGS...` is `dagger ARGS...` with RUN_DIR behaving as on a read-only mount (also
+for root, whom permissions do not stop): no write access, nothing opened for writing, made, renamed or removed"""
+
+
+def snapshot(root):
+    """Every path under `root` with its size and modification time."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def point_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("point") / "run"
+    train(run, **{"runner.max_epochs": 2})
+    return run
+
+
+def test_a_read_only_run_exports_without_anything_written_into_it(point_run, tmp_path):
+    # GIVEN a run on a read-only mount (its permissions taken away too, which bites where the tests do not run as
+    # root), and what it holds
+    before = snapshot(point_run)
+    os.system(f"chmod -R a-w {point_run}")
+    try:
+        # WHEN its buffer is exported to a directory elsewhere (no --fps)
+        out = tmp_path / "ds"
+        result = subprocess.run([sys.executable, "-c", READ_ONLY_MOUNT, str(point_run), "export", str(point_run),
+                                 "--format", "lerobot", "--out", str(out), "--json"],
+                                capture_output=True, text=True, timeout=300)
+    finally:
+        os.system(f"chmod -R u+w {point_run}")
+    # THEN it is exported as from a writable run, and nothing in the run changed
+    assert result.returncode == 0, result.stderr
+    assert snapshot(point_run) == before
+    stored = checkpoint_samples(checkpoint.list_checkpoints(point_run / "checkpoints")[-1])
+    back = lerobot_dataset.read(out)
+    assert set(back) == set(stored) and all(np.array_equal(back[k], v) for k, v in stored.items())
+    # AND its frame rate is the env's: ManiSkill's 20 Hz control, one frame a decision of one control step
+    info = json.loads((out / "meta" / "info.json").read_text())
+    assert info["fps"] == 20.0 and json.loads(result.stdout)["fps"] == 20.0
+
+
+def camera_run(run, episodes=12, length=7, window=60):
+    """A run dir holding one checkpoint of a disk buffer of LIBERO-shaped samples (`camera_samples`) whose window
+    is `window` of the episodes' rows: it starts inside an episode."""
+    from dagger_cli.core.replay_buffer import ReplayBuffer
+    from dagger_cli.core.replay_storage import DiskStorage
+
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(point_config().to_yaml())
+    samples = camera_samples(episodes, length)
+    samples["obs/state"][:, 0] = np.arange(len(samples["obs/state"]))  # the row, to tell frames apart
+    buffer = ReplayBuffer(window, DiskStorage(window, run / "replay_buffer"))
+    for a, b in lerobot_dataset.episodes_of(samples):
+        buffer.add({k: v[a:b] for k, v in samples.items()})
+    state = {"replay_buffer": buffer.state_dict()}
+    state["replay_buffer"]["storage"]["log"] = "replay_buffer"
+    buffer.close()
+    return checkpoint.save_checkpoint(run / "checkpoints", 1, {}, {}, state, keep=1)
+
+
+def test_an_export_reads_a_few_rows_at_a_time_and_writes_what_a_whole_window_read_writes(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dagger_cli.cli.main import app
+    from dagger_cli.core.replay_storage import SegmentLog
+
+    # GIVEN a checkpoint whose window (60 rows of two cameras) holds 10 episodes, and what it holds
+    ckpt = camera_run(tmp_path / "run")
+    stored = checkpoint_samples(ckpt)
+    whole = tmp_path / "whole"
+    lerobot_dataset.export(stored, whole, fps=4.0, lossless=True)
+    # WHEN the run is exported with a budget of about 8 rows a read, the rows of each read counted
+    reads = []
+    read = SegmentLog.read
+    monkeypatch.setattr(SegmentLog, "read", lambda self, key, rows, out=None: reads.append(len(rows)) or read(
+        self, key, rows, out))
+    row = sum(v[0].nbytes for k, v in stored.items() if k != "obs/prompt")
+    monkeypatch.setattr(lerobot_dataset, "CHUNK_BYTES", 8 * row, raising=False)
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--format", "lerobot", "--fps", "4",
+                                      "--lossless", "--out", str(tmp_path / "ds")])
+    # THEN no read holds more than those rows (not the window's 60)
+    assert result.exit_code == 0, result.output
+    assert reads and max(reads) <= 8
+    # AND the dataset is the one a whole-window read gives: the same parquet tables, frames, metadata and stats
+    import pyarrow.parquet as pq
+
+    for name in (lerobot_dataset.DATA_FILE, lerobot_dataset.EPISODES_FILE, "meta/tasks.parquet"):
+        assert pq.read_table(tmp_path / "ds" / name).equals(pq.read_table(whole / name)), name
+    for camera in ("observation.images.image", "observation.images.wrist_image"):
+        path = lerobot_dataset.VIDEO_FILE.format(key=camera)
+        assert np.array_equal(read_frames(tmp_path / "ds" / path), read_frames(whole / path))
+    for name in ("meta/info.json", "README.md"):
+        assert (tmp_path / "ds" / name).read_text() == (whole / name).read_text()
+    stats, expected = (json.loads((d / "meta/stats.json").read_text()) for d in (tmp_path / "ds", whole))
+    assert stats.keys() == expected.keys()
+    for name, entry in expected.items():
+        for k, v in entry.items():
+            assert np.allclose(stats[name][k], v, rtol=1e-12, atol=1e-12), (name, k)
+
+
+def test_only_expert_labels_splits_episodes_where_frames_were_dropped(tmp_path):
+    # GIVEN samples whose expert-executed steps leave gaps in their episodes (the state's first value: the step)
+    samples = camera_samples(episodes=3, length=6)
+    samples["obs/state"][:, 0] = np.arange(18)
+    samples["expert_used"] = np.array([1, 1, 0, 1, 1, 1,  0, 0, 0, 0, 1, 0,  1, 0, 1, 0, 1, 1], bool)
+    # WHEN only the expert's steps are exported
+    info = lerobot_dataset.export(samples, tmp_path / "ds", fps=4, only_expert_labels=True)
+    # THEN each run of consecutive kept steps is an episode, whose timestamps are its true times (frame_index / fps)
+    import pyarrow.parquet as pq
+
+    data = pq.read_table(tmp_path / "ds" / lerobot_dataset.DATA_FILE).to_pydict()
+    step = [s[0] for s in data["observation.state"]]
+    assert step == [0, 1, 3, 4, 5, 10, 12, 14, 16, 17]
+    assert data["episode_index"] == [0, 0, 1, 1, 1, 2, 3, 4, 5, 5]
+    assert data["frame_index"] == [0, 1, 0, 1, 2, 0, 0, 0, 0, 1]
+    assert np.allclose(data["timestamp"], np.array(data["frame_index"]) / 4)
+    assert info["total_episodes"] == 6 and info["total_frames"] == 10
+    episodes = pq.read_table(tmp_path / "ds" / lerobot_dataset.EPISODES_FILE).to_pydict()
+    assert episodes["length"] == [2, 3, 1, 1, 1, 2]
+    assert episodes["videos/observation.images.image/from_timestamp"] == [0, 0.5, 1.25, 1.5, 1.75, 2.0]
+    # AND each keeps the DAgger episode it came from, and reads back to the kept samples
+    assert data["episode_id"] == [10, 10, 10, 10, 10, 11, 12, 12, 12, 12]
+    back = lerobot_dataset.read(tmp_path / "ds")
+    assert np.array_equal(back["obs/state"], samples["obs/state"][samples["expert_used"]])

@@ -45,7 +45,10 @@ def export(
     only_expert_labels: Annotated[bool, typer.Option("--only-expert-labels",
                                                      help="lerobot: only the steps the expert executed "
                                                           "(HG-DAgger's training data).")] = False,
-    fps: Annotated[float, typer.Option("--fps", help="lerobot: frames (policy decisions) per second.")] = 10.0,
+    fps: Annotated[Optional[float], typer.Option("--fps", help="lerobot: frames (policy decisions) per second; "
+                                                            "default: the env's control rate over "
+                                                            "actor.model.num_action_chunks (the decisions' real "
+                                                            "rate).", show_default=False)] = None,
     lossless: Annotated[bool, typer.Option("--lossless", help="lerobot: bit-exact RGB video (larger).")] = False,
     json_mode: JsonOpt = False,
 ) -> None:
@@ -139,18 +142,33 @@ def _done(target: Path, result: dict) -> dict:
     return result
 
 
-def _export_dataset(output: Output, run_dir: Path, out: Path | None, only_expert: bool, fps: float,
+FALLBACK_FPS = 10.0
+"""--fps of an env whose adapter does not say its control rate"""
+
+
+def default_fps(cfg) -> float:
+    """A frame is one policy decision, which executes actor.model.num_action_chunks control steps: the env's control
+    rate (LIBERO's and ManiSkill's 20 Hz) over that, so that timestamps are the simulated seconds."""
+    from dagger_cli.core.registry import env_adapter
+
+    hz = env_adapter(cfg.env.type).control_hz
+    return hz / cfg.actor.model.num_action_chunks if hz else FALLBACK_FPS
+
+
+def _export_dataset(output: Output, run_dir: Path, out: Path | None, only_expert: bool, fps: float | None,
                     lossless: bool) -> dict:
     from dagger_cli import runs
     from dagger_cli.core.errors import UsageError
-    from dagger_cli.core.run_state import checkpoint_samples
+    from dagger_cli.core.run_state import checkpoint_buffer
     from dagger_cli.interop import lerobot_dataset
 
-    if fps <= 0:
+    if fps is not None and fps <= 0:
         raise UsageError(f"--fps must be positive, got {fps}")
     source = runs.resolve_student(run_dir, None, [])
     if source.checkpoint_dir is None:
         raise UsageError(f"{run_dir}: not a run dir or checkpoint dir")
+    if fps is None:
+        fps = default_fps(source.config)
     record = {"format": "lerobot", "from": str(source.checkpoint_dir), "only_expert_labels": only_expert, "fps": fps,
               "lossless": lossless}
     target, done = _target(out, run_dir, record)
@@ -158,6 +176,7 @@ def _export_dataset(output: Output, run_dir: Path, out: Path | None, only_expert
         output.log(f"[dim]{target} already holds this export[/]")
         return done
     output.log(f"[dim]exporting the replay buffer of {source.checkpoint_dir} as a LeRobot dataset[/]")
-    info = lerobot_dataset.export(checkpoint_samples(source.checkpoint_dir), target, fps, only_expert, lossless)
+    with checkpoint_buffer(source.checkpoint_dir) as buffer:  # read in place, read-only, a chunk at a time
+        info = lerobot_dataset.export(buffer, target, fps, only_expert, lossless)
     return _done(target, {**record, "path": str(target), "episodes": info["total_episodes"],
                           "frames": info["total_frames"], "tasks": info["total_tasks"]})

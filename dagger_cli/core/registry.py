@@ -75,6 +75,9 @@ class EnvAdapter:
     fetch_aliases: tuple[Alias, ...] = ()
     presets: Callable[[], Path] | None = None
     """-> a folder of preset YAMLs it ships (`dagger presets`, `dagger train NAME`)"""
+    control_hz: float | None = None
+    """env steps (control steps) the simulator takes per simulated second: `dagger export --format lerobot` writes
+    a frame per policy decision, `num_action_chunks` of them, at control_hz / num_action_chunks fps by default"""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ A sample is one labelled env step. Fields: `obs` (or `obs/<key>` for dict observ
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -230,6 +230,19 @@ class ReplayBuffer:
         rows = np.arange(*self.window)
         return {key: self._values(key, rows) for key in (fields or self._specs)}
 
+    def chunks(self, max_rows: int, fields: list[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """What `stored` returns, `max_rows` samples at a time, each chunk read when asked for: a window far larger
+        than memory goes through a bounded piece at a time."""
+        start, end = self.window
+        for first in range(start, end, max(1, max_rows)):
+            rows = np.arange(first, min(end, first + max(1, max_rows)))
+            yield {key: self._values(key, rows) for key in (fields or self._specs)}
+
+    @property
+    def specs(self) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+        """field -> (dtype, shape of one sample) of what `stored` returns (text fields: str)."""
+        return {k: (np.dtype(str) if k in self._text else dtype, shape) for k, (dtype, shape) in self._specs.items()}
+
     # CHECKPOINT
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state: counters, shapes, text tables and the storage's manifest of the window's rows (which
@@ -265,6 +278,8 @@ class ReplayBuffer:
         self._trajectory_ends = deque(int(e) for e in meta["trajectory_ends"])
         if self._specs:
             self.storage.restore(self._specs, self.window, meta["storage"])
+        if getattr(self.storage, "read_only", False):
+            return  # the reference counts serve writes only: a read-only buffer reads no window for them
         for key, table in self._text.items():
             table.recount(self.storage.read(key, np.arange(*self.window)))
 

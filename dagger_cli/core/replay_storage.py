@@ -459,3 +459,35 @@ class DiskStorage(_LogBacked):
         self.log = SegmentLog(Path(state["log"]), specs)
         self.log.adopt(state["segments"])
 
+
+
+class ReadOnlyStorage:
+    """A checkpoint's rows read in place (`dagger export`): the segment files are opened read-only (`os.pread`,
+    `np.memmap` mode "r"), nothing is checked for write access, made, written or deleted, so a run owned by another
+    user or on a read-only mount reads as any other."""
+
+    kind = "read-only"
+    read_only = True
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.log: SegmentLog | None = None
+
+    def restore(self, specs: Specs, window: tuple[int, int], state: dict[str, Any]) -> None:
+        self.log = SegmentLog(Path(state["log"]), specs)
+        self.log.adopt(state["segments"])
+
+    def read(self, key: str, rows: np.ndarray) -> np.ndarray:
+        return self.log.read(key, rows)
+
+    def _refuse(self, *args, **kwargs):
+        raise StorageError("algorithm.replay_buffer: a checkpoint's buffer opened for reading cannot be written")
+
+    prepare = allocate = write = moved = checkpoint = _refuse
+
+    def collect(self, keep: set[str]) -> None:
+        """Deletes nothing: the run's checkpoints are not this reader's."""
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()

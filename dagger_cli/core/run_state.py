@@ -26,7 +26,7 @@ from dagger_cli.core.metrics import MetricsLogger
 from dagger_cli.core.protocols import Policy, TrainablePolicy, VecEnv
 from dagger_cli.core.errors import CheckpointError, ConfigError, DaggerError
 from dagger_cli.core.replay_buffer import ReplayBuffer, unflatten_obs
-from dagger_cli.core.replay_storage import DiskStorage, MemoryStorage, SegmentLog
+from dagger_cli.core.replay_storage import DiskStorage, MemoryStorage, ReadOnlyStorage, SegmentLog
 from dagger_cli.core.rollout import evaluate
 
 NORM_STATS_ROW_BYTES = 64 * 1024
@@ -85,24 +85,34 @@ def buffer_meta(state: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return meta
 
 
-def checkpoint_samples(ckpt: Path, fields: list[str] | None = None) -> dict[str, np.ndarray]:
-    """The replay buffer samples a checkpoint holds (its window, oldest first), read in place from the segment log
-    that either storage wrote (or from a checkpoint from before segment logs)."""
+@contextmanager
+def checkpoint_buffer(ckpt: Path):
+    """The replay buffer a checkpoint holds, read in place and read-only (`ReadOnlyStorage`: nothing in the run is
+    checked for write access, made or written), for `stored` or `chunks`; a checkpoint from before segment logs
+    holds its rows itself, and is read whole."""
     meta = buffer_meta(checkpoint.read_state(ckpt), Path(ckpt).parent.parent)
     if "storage" not in meta:
         buffer = ReplayBuffer(meta["capacity"])
         buffer.load_state_dict(meta, checkpoint.read_tensors(ckpt, "replay_buffer", "np"))
-        return buffer.stored(fields)
-    if not meta["storage"]:
-        return {}
-    buffer = ReplayBuffer(meta["capacity"], DiskStorage(meta["capacity"], Path(meta["storage"]["log"])))
+    else:
+        buffer = ReplayBuffer(meta["capacity"], ReadOnlyStorage(meta["capacity"]))
+        try:
+            if meta["storage"]:
+                buffer.load_state_dict(meta)
+        except DaggerError as e:
+            buffer.close()
+            raise CheckpointError(f"{Path(ckpt) / checkpoint.STATE_FILE}: {e}") from None
     try:
-        buffer.load_state_dict(meta)
-        return buffer.stored(fields)
-    except DaggerError as e:
-        raise CheckpointError(f"{Path(ckpt) / checkpoint.STATE_FILE}: {e}") from None
+        yield buffer
     finally:
         buffer.close()
+
+
+def checkpoint_samples(ckpt: Path, fields: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The replay buffer samples a checkpoint holds (its window, oldest first), read in place, read-only, from the
+    segment log that either storage wrote (or from a checkpoint from before segment logs)."""
+    with checkpoint_buffer(ckpt) as buffer:
+        return buffer.stored(fields) if buffer.fields else {}
 
 
 class RunnerHooks:

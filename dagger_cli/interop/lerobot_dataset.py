@@ -9,13 +9,15 @@ One frame is one sample, a decision of the policy (an action chunk): `action` is
 `expert_action` the label, both flattened (their shapes under `dagger_shape`), with `expert_used` (also as LeRobot's
 `intervention`), `beta`, `iteration`, `policy_version` and `episode_id`. Observations: `obs/<camera>` images become
 `observation.images.<camera>` videos, other `obs/<key>` arrays `observation.<key>` (a bare `obs` array
-`observation.state`), and `obs/prompt` the frame's task.
+`observation.state`), and `obs/prompt` the frame's task. A run's buffer is read in place, read-only, and written a
+bounded chunk of samples at a time (`CHUNK_BYTES`), whatever the window's size.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable
 
@@ -82,116 +84,210 @@ def episodes_of(samples: dict[str, np.ndarray]) -> list[tuple[int, int]]:
     return runs_of(samples["episode_id"])
 
 
-def export(samples: dict[str, np.ndarray], out: Path, fps: float, only_expert_labels: bool = False,
-           lossless: bool = False) -> dict[str, Any]:
-    """Writes the dataset under `out`; returns its info.json."""
+CHUNK_BYTES = 128 * 2**20
+"""`export` reads, encodes and writes the samples about this many bytes at a time (at least one sample): a window
+far larger than memory (LIBERO's cameras) goes through in bounded pieces"""
+
+
+class _Arrays:
+    """Samples held as arrays, read as a `ReplayBuffer` is read: `size`, `specs`, `chunks`."""
+
+    def __init__(self, samples: dict[str, np.ndarray]):
+        self.samples = {k: np.asarray(v) for k, v in samples.items()}
+        self.size = len(self.samples["episode_id"]) if "episode_id" in self.samples else 0
+        self.specs = {k: (v.dtype, v.shape[1:]) for k, v in self.samples.items()}
+
+    def chunks(self, max_rows: int, fields: list[str] | None = None):
+        for first in range(0, self.size, max_rows):
+            yield {k: self.samples[k][first : first + max_rows] for k in (fields or self.samples)}
+
+
+class _Moments:
+    """min, max, mean and std of (n, d) values added a chunk at a time (Chan et al.'s pairwise update, in
+    float64): one chunk gives numpy's own `mean(0)` and `std(0)`."""
+
+    def __init__(self):
+        self.n, self.min, self.max, self.mean, self.m2 = 0, None, None, None, None
+
+    def add(self, values: np.ndarray) -> None:
+        x = np.asarray(values).astype(np.float64)
+        k, mean = len(x), x.mean(0)
+        m2 = ((x - mean) ** 2).sum(0)
+        if not self.n:
+            self.n, self.min, self.max, self.mean, self.m2 = k, x.min(0), x.max(0), mean, m2
+            return
+        total, delta = self.n + k, mean - self.mean
+        self.mean = self.mean + delta * (k / total)
+        self.m2 = self.m2 + m2 + delta**2 * (self.n * k / total)
+        self.min, self.max, self.n = np.minimum(self.min, x.min(0)), np.maximum(self.max, x.max(0)), total
+
+    def summary(self) -> dict[str, list]:
+        return {"min": self.min.tolist(), "max": self.max.tolist(), "mean": self.mean.tolist(),
+                "std": np.sqrt(self.m2 / self.n).tolist(), "count": [self.n]}
+
+
+def _row_bytes(spec: tuple[np.dtype, tuple[int, ...]]) -> int:
+    dtype, shape = spec
+    return int(np.dtype(dtype).itemsize * np.prod(shape, dtype=np.int64))
+
+
+def export(samples, out: Path, fps: float, only_expert_labels: bool = False, lossless: bool = False) -> dict[str, Any]:
+    """Writes the dataset under `out`; returns its info.json. `samples`: a dict of arrays, or anything read as a
+    `ReplayBuffer` is (`size`, `specs`, `chunks`: a checkpoint's buffer, read `CHUNK_BYTES` at a time).
+
+    Each episode is a run of consecutive samples of one DAgger episode; with `only_expert_labels` (HG-DAgger's
+    training data: the steps the expert executed) a DAgger episode whose dropped steps leave gaps becomes one
+    episode per run of consecutive kept steps, so that every frame's timestamp (frame_index / fps, which LeRobot
+    reads the video and `delta_timestamps` by) is its true time from its episode's first frame."""
     pa = _pyarrow()
     import pyarrow.parquet as pq
 
     from dagger_cli.core.video import VideoWriter
 
-    if not samples or not len(samples.get("episode_id", [])):
+    source = samples if hasattr(samples, "chunks") else _Arrays(samples or {})
+    specs = source.specs
+    if not source.size or "episode_id" not in specs:
         raise UsageError("the checkpoint's replay buffer holds no samples to export")
-    if only_expert_labels:  # HG-DAgger's training data: the steps the expert executed
-        keep = np.asarray(samples["expert_used"], dtype=bool)
-        samples = {k: v[keep] for k, v in samples.items()}
     out = Path(out)
-    n = len(samples["episode_id"])
-    episodes = episodes_of(samples)
-    prompts = [str(p) for p in samples[TEXT_FIELD]] if TEXT_FIELD in samples else [""] * n
-    tasks = list(dict.fromkeys(prompts))
-    task_index = np.array([tasks.index(p) for p in prompts], dtype=np.int64)
-    episode_index = np.zeros(n, dtype=np.int64)
-    frame_index = np.zeros(n, dtype=np.int64)
-    for e, (a, b) in enumerate(episodes):
-        episode_index[a:b] = e
-        frame_index[a:b] = np.arange(b - a)
+    max_rows = max(1, CHUNK_BYTES // max(1, sum(_row_bytes(spec) for spec in specs.values())))
+    n = source.size
+    if only_expert_labels:
+        n = sum(int(np.count_nonzero(c["expert_used"])) for c in source.chunks(max_rows, ["expert_used"]))
+        if not n:
+            raise UsageError("--only-expert-labels: the checkpoint's replay buffer holds no step the expert executed")
+    # FEATURES: from the fields' shapes alone
     features: dict[str, dict] = {}
-    columns: dict[str, Any] = {}
-    flats: dict[str, np.ndarray] = {}  # numeric features as (n, dims), for the stats
-    cameras = []
-    for field, array in samples.items():
+    numeric: list[tuple[str, str, int]] = []  # (field, feature, values a frame)
+    cameras: list[tuple[str, str]] = []
+    for field, (dtype, shape) in specs.items():
         if field == TEXT_FIELD:
             continue
-        array = np.asarray(array)
         name = feature_name(field)
-        if field.startswith("obs/") and is_camera(array):
+        if field.startswith("obs/") and np.dtype(dtype) == np.uint8 and len(shape) == 3 and shape[-1] == 3:
             name = "observation.images." + field[4:]
             cameras.append((field, name))
-            height, width = array.shape[1:3]
+            height, width = shape[:2]
             features[name] = {"dtype": "video", "shape": [height, width, 3], "names": ["height", "width", "channels"],
                               "dagger_field": field,
                               "info": {"video.height": height, "video.width": width, "video.fps": fps,
                                        "video.codec": "h264", "video.pix_fmt": "rgb24" if lossless else "yuv420p",
                                        "video.is_depth_map": False, "video.channels": 3, "has_audio": False}}
             continue
-        flat = array.reshape(n, -1)
-        flats[name] = flat
-        features[name] = {"dtype": "bool" if flat.dtype == bool else str(flat.dtype), "shape": [flat.shape[1]],
-                          "names": None, "dagger_field": field, "dagger_shape": list(array.shape[1:])}
-        if flat.shape[1] == 1:  # LeRobot reads a feature of shape [1] as a scalar column
-            columns[name] = flat[:, 0]
-        else:
-            columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), flat.shape[1])
-    columns["intervention"] = np.asarray(samples["expert_used"], dtype=bool)
-    flats["intervention"] = columns["intervention"].reshape(n, 1)
+        dims = int(np.prod(shape, dtype=np.int64))
+        features[name] = {"dtype": "bool" if np.dtype(dtype) == bool else str(np.dtype(dtype)), "shape": [dims],
+                          "names": None, "dagger_field": field, "dagger_shape": list(shape)}
+        numeric.append((field, name, dims))
     features["intervention"] = {"dtype": "bool", "shape": [1], "names": None}
-    for name, values, dtype in (("timestamp", frame_index / fps, "float32"), ("frame_index", frame_index, "int64"),
-                                ("episode_index", episode_index, "int64"), ("index", np.arange(n), "int64"),
-                                ("task_index", task_index, "int64")):
-        columns[name] = np.asarray(values, dtype=dtype)
-        flats[name] = columns[name].reshape(n, 1)
+    index_columns = (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"),
+                     ("index", "int64"), ("task_index", "int64"))
+    for name, dtype in index_columns:
         features[name] = {"dtype": dtype, "shape": [1], "names": None}
-    table = pa.table({k: (v if isinstance(v, pa.Array) else pa.array(v)) for k, v in columns.items()})
+    moments = {name: _Moments() for name, feature in features.items() if feature["dtype"] != "video"}
+    stride = max(1, n // 100)  # ≤ 100-odd frames of each camera for its stats
+    picked: dict[str, list[np.ndarray]] = {field: [] for field, _ in cameras}
+    # DATA AND VIDEOS: a chunk at a time
+    tasks: dict[str, int] = {}
+    episodes: list[dict[str, Any]] = []  # start (frame), length, tasks
+    written, row, last = 0, 0, None  # frames written, the next chunk's first row, (episode_id, row) of the last frame
     (out / "data/chunk-000").mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, out / DATA_FILE)
-    # VIDEOS: each camera's episodes one after another in one file
-    for field, name in cameras:
-        path = out / VIDEO_FILE.format(key=name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with VideoWriter(path, fps, lossless=lossless) as writer:
-            for a, b in episodes:
-                writer.write(np.asarray(samples[field][a:b]))
+    with ExitStack() as stack:
+        videos = {}
+        for field, name in cameras:
+            path = out / VIDEO_FILE.format(key=name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            videos[field] = stack.enter_context(VideoWriter(path, fps, lossless=lossless))
+        data = _TableWriter(out / DATA_FILE, stack)
+        for chunk in source.chunks(max_rows):
+            rows = row + np.arange(len(chunk["episode_id"]))
+            row += len(rows)
+            if only_expert_labels:
+                keep = np.asarray(chunk["expert_used"], dtype=bool)
+                chunk, rows = {k: v[keep] for k, v in chunk.items()}, rows[keep]
+            m = len(rows)
+            if not m:
+                continue
+            ids = np.asarray(chunk["episode_id"])
+            new = np.ones(m, dtype=bool)  # a frame that starts an episode: another DAgger episode, or a gap
+            new[1:] = (ids[1:] != ids[:-1]) | (rows[1:] != rows[:-1] + 1)
+            new[0] = last is None or ids[0] != last[0] or rows[0] != last[1] + 1
+            last = (ids[-1], rows[-1])
+            prompts = [str(p) for p in chunk[TEXT_FIELD]] if TEXT_FIELD in chunk else [""] * m
+            task_index = np.array([tasks.setdefault(p, len(tasks)) for p in prompts], dtype=np.int64)
+            episode_index = np.zeros(m, dtype=np.int64)
+            frame_index = np.zeros(m, dtype=np.int64)
+            bounds = [*np.flatnonzero(new).tolist(), m]
+            if bounds[0] != 0:
+                bounds.insert(0, 0)
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                if new[a]:
+                    episodes.append({"start": written + a, "length": 0, "tasks": {}})
+                episode = episodes[-1]
+                episode_index[a:b] = len(episodes) - 1
+                frame_index[a:b] = episode["length"] + np.arange(b - a)
+                episode["length"] += b - a
+                episode["tasks"].update(dict.fromkeys(prompts[a:b]))
+            columns: dict[str, Any] = {}
+            for field, name, dims in numeric:
+                flat = np.asarray(chunk[field]).reshape(m, dims)
+                moments[name].add(flat)
+                if dims == 1:  # LeRobot reads a feature of shape [1] as a scalar column
+                    columns[name] = flat[:, 0]
+                else:
+                    columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), dims)
+            columns["intervention"] = np.asarray(chunk["expert_used"], dtype=bool)
+            values = {"timestamp": frame_index / fps, "frame_index": frame_index, "episode_index": episode_index,
+                      "index": written + np.arange(m), "task_index": task_index}
+            for name, dtype in index_columns:
+                columns[name] = np.asarray(values[name], dtype=dtype)
+            for name in ("intervention", *values):
+                moments[name].add(columns[name].reshape(m, 1))
+            data.write(pa.table({k: (v if isinstance(v, pa.Array) else pa.array(v)) for k, v in columns.items()}))
+            sampled = np.flatnonzero((written + np.arange(m)) % stride == 0)
+            for field, _ in cameras:
+                frames = np.asarray(chunk[field])
+                videos[field].write(frames)
+                picked[field].append(frames[sampled].copy())
+            written += m
+        data.close()
     # EPISODES, TASKS, STATS, INFO
-    rows: dict[str, list] = {"episode_index": [], "tasks": [], "length": [], "data/chunk_index": [],
-                             "data/file_index": [], "dataset_from_index": [], "dataset_to_index": []}
+    meta_rows: dict[str, list] = {"episode_index": [], "tasks": [], "length": [], "data/chunk_index": [],
+                              "data/file_index": [], "dataset_from_index": [], "dataset_to_index": []}
     for _, name in cameras:
         for part in ("chunk_index", "file_index", "from_timestamp", "to_timestamp"):
-            rows[f"videos/{name}/{part}"] = []
-    rows["meta/episodes/chunk_index"], rows["meta/episodes/file_index"] = [], []
-    for e, (a, b) in enumerate(episodes):
-        rows["episode_index"].append(e)
-        rows["tasks"].append(list(dict.fromkeys(prompts[a:b])))
-        rows["length"].append(b - a)
-        rows["data/chunk_index"].append(0)
-        rows["data/file_index"].append(0)
-        rows["dataset_from_index"].append(a)
-        rows["dataset_to_index"].append(b)
+            meta_rows[f"videos/{name}/{part}"] = []
+    meta_rows["meta/episodes/chunk_index"], meta_rows["meta/episodes/file_index"] = [], []
+    for e, episode in enumerate(episodes):
+        a, b = episode["start"], episode["start"] + episode["length"]
+        meta_rows["episode_index"].append(e)
+        meta_rows["tasks"].append(list(episode["tasks"]))
+        meta_rows["length"].append(b - a)
+        meta_rows["data/chunk_index"].append(0)
+        meta_rows["data/file_index"].append(0)
+        meta_rows["dataset_from_index"].append(a)
+        meta_rows["dataset_to_index"].append(b)
         for _, name in cameras:
-            rows[f"videos/{name}/chunk_index"].append(0)
-            rows[f"videos/{name}/file_index"].append(0)
-            rows[f"videos/{name}/from_timestamp"].append(a / fps)
-            rows[f"videos/{name}/to_timestamp"].append(b / fps)
-        rows["meta/episodes/chunk_index"].append(0)
-        rows["meta/episodes/file_index"].append(0)
+            meta_rows[f"videos/{name}/chunk_index"].append(0)
+            meta_rows[f"videos/{name}/file_index"].append(0)
+            meta_rows[f"videos/{name}/from_timestamp"].append(a / fps)
+            meta_rows[f"videos/{name}/to_timestamp"].append(b / fps)
+        meta_rows["meta/episodes/chunk_index"].append(0)
+        meta_rows["meta/episodes/file_index"].append(0)
     (out / "meta/episodes/chunk-000").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(rows), out / EPISODES_FILE)
+    pq.write_table(pa.table(meta_rows), out / EPISODES_FILE)
     tasks_table = pa.table({"task_index": np.arange(len(tasks), dtype=np.int64),
-                            "__index_level_0__": pa.array(tasks, pa.large_string())})
+                            "__index_level_0__": pa.array(list(tasks), pa.large_string())})
     pq.write_table(tasks_table.replace_schema_metadata({"pandas": json.dumps(TASKS_PANDAS_METADATA)}),
                    out / "meta/tasks.parquet")
     stats = {}
     for name, feature in features.items():
         if feature["dtype"] == "video":
             field = next(f for f, c in cameras if c == name)
-            pixels = np.asarray(samples[field][:: max(1, n // 100)], dtype=np.float64) / 255.0  # ≤100 frames
+            pixels = np.asarray(np.concatenate(picked[field]), dtype=np.float64) / 255.0
             stats[name] = {k: getattr(pixels, k)((0, 1, 2)).reshape(3, 1, 1).tolist()
                            for k in ("min", "max", "mean", "std")}
             stats[name]["count"] = [len(pixels)]
             continue
-        values = flats[name].astype(np.float64)
-        stats[name] = {"min": values.min(0).tolist(), "max": values.max(0).tolist(), "mean": values.mean(0).tolist(),
-                       "std": values.std(0).tolist(), "count": [n]}
+        stats[name] = moments[name].summary()
     info = {"codebase_version": CODEBASE_VERSION, "robot_type": None, "total_episodes": len(episodes),
             "total_frames": n, "total_tasks": len(tasks), "chunks_size": 1000, "data_files_size_in_mb": 100,
             "video_files_size_in_mb": 200, "fps": fps, "splits": {"train": f"0:{len(episodes)}"},
@@ -203,6 +299,38 @@ def export(samples: dict[str, np.ndarray], out: Path, fps: float, only_expert_la
     (out / "meta/info.json").write_text(json.dumps(info, indent=2))
     (out / "README.md").write_text(card(info, only_expert_labels))
     return info
+
+
+class _TableWriter:
+    """One parquet file written from tables handed over a chunk at a time, gathered into row groups of up to
+    `CHUNK_BYTES` (the camera-free columns are small: a row group holds far more frames than a chunk)."""
+
+    def __init__(self, path: Path, stack):
+        self.path, self.stack = path, stack
+        self.writer = None
+        self.pending: list = []
+        self.bytes = 0
+
+    def write(self, table) -> None:
+        self.pending.append(table)
+        self.bytes += table.nbytes
+        if self.bytes >= CHUNK_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self.pending:
+            return
+        table = pa.concat_tables(self.pending)
+        if self.writer is None:
+            self.writer = self.stack.enter_context(pq.ParquetWriter(self.path, table.schema))
+        self.writer.write_table(table)
+        self.pending, self.bytes = [], 0
+
+    def close(self) -> None:
+        self._flush()
 
 
 def card(info: dict[str, Any], only_expert_labels: bool) -> str:

@@ -47,4 +47,5 @@ def checks(cfg) -> list[Probe]:
     return [Probe("simulator", probe.simulator), Probe("renderer", lambda: probe.renderer(cfg.env), ("simulator",))]
 
 
-ADAPTER = EnvAdapter("maniskill", ManiSkillEnvConfig, make, scripted_expert, checks)
+ADAPTER = EnvAdapter("maniskill", ManiSkillEnvConfig, make, scripted_expert, checks,
+                     control_hz=20.0)  # ManiSkill's SimConfig.control_freq, which PickCube-v1 keeps

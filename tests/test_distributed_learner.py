@@ -1,6 +1,7 @@
 """The data-parallel learner: 2 gloo ranks on this CPU (Ray actors) against one in-process learner."""
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,9 @@ TOLERANCE = 1e-5
 def local_ray():
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="dagger-tests",
-             object_store_memory=100 * 1024**2, runtime_env={"env_vars": {"PYTHONPATH": TESTS}})
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False, namespace="dagger-tests",
+             object_store_memory=100 * 1024**2, runtime_env={"env_vars": {"PYTHONPATH": TESTS}})  # GPUs: advertised
+    # only (CPU ranks ask for none), for the tests of ranks on GPUs that are not free
     yield
     ray.shutdown()
 
@@ -101,6 +103,74 @@ def test_a_two_rank_run_checkpoints_and_resumes_exactly(tmp_path):
     assert max(float((a[k] - c[k]).abs().max()) for k in a) < 1e-4
     assert os.listdir(tmp_path / "b" / "checkpoints")
 
+
+
+# RANKS ON GPUS: a whole one each, checked before the run starts (the cluster's 2 GPUs are advertised, not real)
+@ray.remote(num_cpus=0)
+class GpuHolder:
+    """Stands for a rollout worker holding its GPU share."""
+
+    def ping(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("procs, held, needle", [
+    (3, 0, "the Ray cluster has 2 GPUs; lower cluster.learner_procs, or train on CPUs"),
+    (2, 1, ("2 GPUs, 1 free: the others are held by the rollout workers (cluster.num_rollout_workers × "
+            "cluster.rollout_worker_gpus) or by other jobs; lower cluster.learner_procs, or cluster.rollout_worker_gpus")),
+])
+def test_learner_ranks_short_of_free_gpus_fail_in_one_line_before_the_run_starts(tmp_path, monkeypatch, procs, held,
+                                                                                 needle):
+    import dagger_cli.core.distributed_learner as distributed
+    from dagger_cli.core.errors import DaggerError
+
+    # GIVEN a cluster of 2 GPUs, `held` of them taken by a rollout worker, and a run whose student (so each of its
+    # `procs` learner ranks) trains on a GPU
+    holders = [GpuHolder.options(num_gpus=held).remote() for _ in range(1 if held else 0)]
+    ray.get([h.ping.remote() for h in holders])
+    monkeypatch.setattr(distributed, "_on_gpu", lambda policy: True, raising=False)
+    runner = make_runner(tmp_path / "run", point_config(**{"cluster.learner_procs": procs}))
+    env_steps, step = [], runner.env.step
+    runner.env.step = lambda actions: env_steps.append(1) or step(actions)
+    # WHEN it starts
+    start = time.monotonic()
+    try:
+        with pytest.raises(DaggerError) as e:
+            runner.run()
+    finally:
+        for h in holders:
+            ray.kill(h)
+    # THEN it fails at once, in one line naming the keys, before any env step
+    assert time.monotonic() - start < 30
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    assert str(e.value).startswith(f"cluster.learner_procs={procs}: each learner rank trains on a whole GPU")
+    assert not env_steps
+
+
+def test_learner_ranks_wait_a_bounded_time_for_whole_gpus(monkeypatch):
+    import dagger_cli.core.distributed_learner as distributed
+    from dagger_cli.core.errors import DaggerError
+
+    # GIVEN 2 GPUs, each with 0.6 taken (1 GPU free in all, no whole one), which a count of free GPUs does not see
+    holders = [GpuHolder.options(num_gpus=0.6).remote() for _ in range(2)]
+    ray.get([h.ping.remote() for h in holders])
+    monkeypatch.setattr(distributed, "_on_gpu", lambda policy: True, raising=False)
+    monkeypatch.setattr(distributed, "PLACEMENT_TIMEOUT_S", 2.0, raising=False)
+    monkeypatch.setattr(ray, "available_resources", lambda: {"GPU": 2.0, "CPU": 2.0})
+    cfg = point_config(**{"cluster.learner_procs": 2})
+    learner = DistributedLearner(MLPPolicy(cfg.actor.model), cfg, 10)
+    # WHEN the ranks start
+    start = time.monotonic()
+    try:
+        with pytest.raises(DaggerError) as e:
+            learner.train(filled_buffer(), 1)
+    finally:
+        for h in holders:
+            ray.kill(h)
+    # THEN they give up after the bounded wait, in one line naming the key
+    assert time.monotonic() - start < 30
+    assert "not 2 whole ones (with a CPU each) within 2 s" in str(e.value) and "\n" not in str(e.value)
+    assert str(e.value).startswith("cluster.learner_procs=2: ")
 
 
 # π₀ (tiny): a random loss (flow-matching time and noise, image augmentation), drawn where the global batch is

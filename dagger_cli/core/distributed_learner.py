@@ -32,6 +32,15 @@ from dagger_cli.core.protocols import TrainablePolicy
 from dagger_cli.core.replay_buffer import ReplayBuffer
 
 
+PLACEMENT_TIMEOUT_S = 120.0
+"""how long learner ranks on GPUs wait for Ray to place them (a whole GPU and a CPU each) before the run fails"""
+
+
+def _on_gpu(policy: TrainablePolicy) -> bool:
+    """Whether the student, and so each rank's replica, trains on a GPU."""
+    return bool(next(policy.module.parameters()).is_cuda)
+
+
 class LearnerRank:
     """One rank, in a Ray actor: a replica of the student, its optimizer and the process group."""
 
@@ -107,19 +116,70 @@ class DistributedLearner:
         self.steps = 0
         self.ranks: list = []
         self._own_ray = False
+        self._connected = False
+        self._group = None  # the placement group holding the ranks' GPUs
         self._pending: tuple[dict, dict] | None = None  # optimizer state restored before the ranks started
 
-    def _start(self) -> None:
+    def _connect(self) -> None:
         from dagger_cli.core.ray_cluster import connect
 
-        self._own_ray = connect(self.run_cfg, f"cluster.learner_procs={self.procs}")
+        if not self._connected:
+            self._own_ray = connect(self.run_cfg, f"cluster.learner_procs={self.procs}")
+            self._connected = True
+
+    def reserve(self) -> None:
+        """Ranks on GPUs take a whole GPU each: before the run starts (`RunState.start`, after the rollout workers
+        took theirs), too few free GPUs is one line naming the keys, and the ranks' GPUs are held for them in a Ray
+        placement group, found within PLACEMENT_TIMEOUT_S or one line (fractions left by the workers, busy GPUs of a
+        joined cluster), instead of ranks pending until the process group's 30-minute timeout. CPU ranks need
+        nothing."""
+        if self._group is not None or not _on_gpu(self.policy):
+            return
+        self._connect()
+        import ray
+        from ray.util.placement_group import placement_group, remove_placement_group
+
+        total = ray.cluster_resources().get("GPU", 0.0)
+        free = ray.available_resources().get("GPU", 0.0)
+        if free < self.procs:
+            self.close()
+            raise DaggerError(self._shortage(total, free))
+        group = placement_group([{"GPU": 1, "CPU": 1}] * self.procs, strategy="PACK")
+        if not group.wait(PLACEMENT_TIMEOUT_S):
+            remove_placement_group(group)
+            self.close()
+            raise DaggerError(self._shortage(total, free, waited=PLACEMENT_TIMEOUT_S))
+        self._group = group
+
+    def _shortage(self, total: float, free: float, waited: float | None = None) -> str:
+        line = (f"cluster.learner_procs={self.procs}: each learner rank trains on a whole GPU of its own, and the Ray "
+                f"cluster has {total:g} GPU{'s' if total != 1 else ''}")
+        if waited is not None:
+            line += (f", {free:g} free in all but not {self.procs} whole ones (with a CPU each) within {waited:g} s: "
+                     "fractions held by the rollout workers or other jobs")
+        elif total >= self.procs:
+            line += (f", {free:g} free: the others are held by the rollout workers (cluster.num_rollout_workers × "
+                     "cluster.rollout_worker_gpus) or by other jobs")
+        fix = "lower cluster.learner_procs" + (", or cluster.rollout_worker_gpus" if total >= self.procs else "")
+        return f"{line}; {fix}, or train on CPUs (runner.device=cpu)"
+
+    def _start(self) -> None:
+        self._connect()
         import ray
 
-        cuda = next(self.policy.module.parameters()).is_cuda
+        cuda = _on_gpu(self.policy)
+        if cuda:
+            self.reserve()
         threads = max(1, (os.cpu_count() or 1) // self.procs)
         actor = ray.remote(num_cpus=1 if cuda else 0, num_gpus=1 if cuda else 0)(LearnerRank)
-        self.ranks = [actor.remote(self.policy, self.cfg, self.run_cfg.seed, self.total_steps, threads)
-                      for _ in range(self.procs)]
+        args = (self.policy, self.cfg, self.run_cfg.seed, self.total_steps, threads)
+        if self._group is not None:
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            self.ranks = [actor.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
+                self._group, placement_group_bundle_index=i)).remote(*args) for i in range(self.procs)]
+        else:
+            self.ranks = [actor.remote(*args) for _ in range(self.procs)]
         address = self._get(self.ranks[0].address.remote(), "starting")
         backend = "nccl" if cuda else "gloo"
         self._get([r.join.remote(address, i, self.procs, backend) for i, r in enumerate(self.ranks)], "joining")
@@ -187,5 +247,10 @@ class DistributedLearner:
     def close(self) -> None:
         from dagger_cli.core.ray_cluster import release
 
-        release(self.ranks, self._own_ray)
-        self.ranks, self._own_ray = [], False
+        release(self.ranks, False)
+        if self._group is not None:  # after the ranks it holds GPUs for (a joined cluster keeps it until removed)
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(self._group)
+        release([], self._own_ray)
+        self.ranks, self._own_ray, self._connected, self._group = [], False, False, None

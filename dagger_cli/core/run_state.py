@@ -294,9 +294,13 @@ class RunState:
         return eval_row("eval", result)
 
     def start(self, tensorboard: bool) -> MetricsLogger:
-        """Makes the buffer's directory (a disk that cannot be written fails here, before any episode), then opens
-        the run's metrics sinks, cut back to the checkpoint on resume; a new run logs its config first."""
+        """Makes the buffer's directory (a disk that cannot be written fails here, before any episode) and holds the
+        GPUs of data-parallel learner ranks (too few is one line here), then opens the run's metrics sinks, cut back
+        to the checkpoint on resume; a new run logs its config first."""
         self.buffer.storage.prepare()
+        reserve = getattr(self.learner, "reserve", None)
+        if reserve is not None:  # data-parallel ranks on GPUs: enough free ones, before any step
+            reserve()
         if self.resumed_from is None and self.cfg.algorithm.replay_buffer.seed_dataset:
             self.seed()
         metrics = MetricsLogger(self.run_dir, resume_step=self.resumed_from, tensorboard=tensorboard)

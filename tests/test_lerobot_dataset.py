@@ -357,6 +357,47 @@ def test_demonstrations_in_lerobots_names_seed_a_run_above_the_untrained_student
     assert (stored["iteration"] == -1).sum() == 240
 
 
+SEEDED = {"algorithm.replay_buffer.seed_features.obs": "observation.state",
+          "algorithm.replay_buffer.seed_features.expert_action": "action"}
+
+
+def test_the_lr_schedule_counts_the_bc_warm_up_steps(tmp_path):
+    # GIVEN a run of 2 iterations of 30 updates after a BC warm-up of 30 on demonstrations, its LR decaying linearly
+    # to 0 over the schedule's length
+    dataset = write_lerobot_layout(tmp_path / "demos", point_demonstrations(episodes=4))
+    sets = {"runner.max_epochs": 2, "algorithm.replay_buffer.seed_dataset": str(dataset), **SEEDED,
+            "algorithm.dagger.bc_warmup_updates": 30, "actor.optim.lr_scheduler": "linear", "actor.optim.min_lr": 0}
+    # WHEN it runs
+    train(tmp_path / "run", **sets)
+    # THEN the schedule spans all 90 optimizer steps: a third of the peak LR is left after the first iteration
+    # (step 60), none after the last, where the decay ends
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [row["train/actor/lr"] for row in rows if "train/actor/lr" in row]
+    peak = point_config(**sets).actor.optim.lr
+    assert lrs == pytest.approx([peak / 3, 0.0], abs=1e-12)
+
+
+def test_a_seed_dataset_of_the_wrong_shape_is_one_line_before_any_warm_up_step(tmp_path, monkeypatch):
+    from dagger_cli.core.errors import ConfigError
+    from dagger_cli.core.learner import Learner
+
+    # GIVEN demonstrations whose states have 3 values where the env's have 2, and a run that warms up on them
+    demos = point_demonstrations(episodes=2)
+    for episode in demos:
+        episode["observation.state"] = np.concatenate([episode["observation.state"], episode["action"]], axis=1)
+    dataset = write_lerobot_layout(tmp_path / "demos", demos)
+    steps = []
+    monkeypatch.setattr(Learner, "step", lambda self, *args, **kwargs: steps.append(1) or (0.0, 0.0))
+    # WHEN the run starts
+    with pytest.raises(ConfigError) as e:
+        train(tmp_path / "run", **{"runner.max_epochs": 1, "algorithm.replay_buffer.seed_dataset": str(dataset),
+                                   **SEEDED, "algorithm.dagger.bc_warmup_updates": 300})
+    # THEN it stops in one line naming the field and both shapes, before any warm-up step
+    assert not steps
+    assert str(e.value).startswith("algorithm.replay_buffer.seed_dataset: ") and "\n" not in str(e.value)
+    assert "'obs'" in str(e.value) and "(3,)" in str(e.value) and "(2,)" in str(e.value)
+
+
 @pytest.mark.skipif(not LEROBOT_PYTHON, reason="DAGGER_LEROBOT_PYTHON (a Python with lerobot) is not set")
 def test_a_dataset_written_by_lerobot_reads_through_a_feature_map(tmp_path):
     # GIVEN a dataset that LeRobot's own LeRobotDataset.create / add_frame / save_episode wrote (AV1 video)
@@ -465,6 +506,16 @@ def test_a_read_only_run_exports_without_anything_written_into_it(point_run, tmp
     # AND its frame rate is the env's: ManiSkill's 20 Hz control, one frame a decision of one control step
     info = json.loads((out / "meta" / "info.json").read_text())
     assert info["fps"] == 20.0 and json.loads(result.stdout)["fps"] == 20.0
+
+
+@pytest.mark.parametrize("preset, fps", [("pick-cube", 20.0), ("libero-spatial", 2.0), ("libero-spatial-small", 4.0)])
+def test_the_default_frame_rate_is_the_control_rate_over_the_steps_a_frame_executes(preset, fps):
+    from dagger_cli.cli.export import default_fps
+    from dagger_cli.core.config import load_config
+
+    # GIVEN ManiSkill's and LIBERO's 20 Hz control, and a frame a decision of num_action_chunks (1, 10, 5) steps
+    # THEN a frame lasts those steps: the timestamps are simulated seconds
+    assert default_fps(load_config(preset)) == fps
 
 
 def camera_run(run, episodes=12, length=7, window=60):

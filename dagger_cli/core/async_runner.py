@@ -37,7 +37,7 @@ from dagger_cli.core.errors import ConfigError, DaggerError
 from dagger_cli.core.metrics import MetricsLogger
 from dagger_cli.core.protocols import TrainablePolicy
 from dagger_cli.core.ray_cluster import KEPT_VERSIONS, connect, release
-from dagger_cli.core.rollout import EpisodeStats, EvalResult, Rollout
+from dagger_cli.core.rollout import EpisodeStats, EvalResult, Rollout, sample_shapes
 from dagger_cli.core.run_state import RunnerHooks, RunState, eval_row, evaluate_policy, torch_threads
 
 
@@ -62,6 +62,9 @@ class RolloutWorker:
 
     def ping(self) -> int:
         return self.worker_id
+
+    def sample_shapes(self) -> dict[str, tuple[int, ...]]:
+        return sample_shapes(self.env, self.expert)
 
     def counts(self) -> dict[str, Any]:
         return {"receipts": self.receipts, "tasks": self.tasks}
@@ -250,6 +253,7 @@ class AsyncRunner:
                  hooks: RunnerHooks | None = None, tensorboard: bool = True):
         self.state = RunState(cfg, run_dir, student, hooks)
         self.workers = workers
+        self.state.sample_shapes = lambda: ray_get(workers.actors[0].sample_shapes.remote(), "starting", 0)
         self.tensorboard = tensorboard
         self._version_refs: dict[int, Any] = {}  # weights in the object store, of the versions tasks may still need
         self._sent: list[list[int]] = [[] for _ in range(cfg.cluster.num_rollout_workers)]  # versions each worker holds

@@ -164,7 +164,8 @@ class OptimConfig:
     lr_warmup_steps: int = 0
     """linear warm-up from 0 over this many optimizer steps"""
     total_training_steps: int = 0
-    """steps over which cosine/linear decay to min_lr; 0 = runner.max_epochs * actor.update_epoch"""
+    """optimizer steps over which cosine/linear decay to min_lr, counted from the run's first (the BC warm-up's);
+    0 = algorithm.dagger.bc_warmup_updates + runner.max_epochs * actor.update_epoch"""
     min_lr: float = 0.0
     """floor of the cosine/linear schedules"""
 

@@ -36,6 +36,16 @@ def visible(obs: Obs, env: VecEnv, policy=None) -> Obs:
     return {k: v for k, v in obs.items() if k not in hidden}
 
 
+def sample_shapes(env: VecEnv, expert: Policy) -> dict[str, tuple[int, ...]]:
+    """The shape of one sample of each field a collection stores but the metadata: the observations as the buffer
+    keeps them (one reset of `env` shows them), the expert's label chunk and the executed chunk."""
+    obs = env.reset([TRAIN_SEED_RANGE[0] + i for i in range(env.num_envs)])
+    shapes = {key: tuple(np.asarray(value).shape[1:]) for key, value in flatten_obs(visible(obs, env)).items()}
+    shapes["expert_action"] = tuple(expert.action_shape)
+    shapes["action"] = (env.num_action_chunks, env.action_dim)
+    return shapes
+
+
 def take(obs: Obs, index: np.ndarray) -> Obs:
     """Rows `index` of a batched observation (array or dict of arrays)."""
     if isinstance(obs, dict):

@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from dagger_cli.core.learner import Learner
 from dagger_cli.core.metrics import MetricsLogger
 from dagger_cli.core.protocols import Policy, TrainablePolicy, VecEnv
 from dagger_cli.core.errors import CheckpointError, ConfigError, DaggerError
-from dagger_cli.core.replay_buffer import ReplayBuffer, unflatten_obs
+from dagger_cli.core.replay_buffer import METADATA_FIELDS, ReplayBuffer, unflatten_obs
 from dagger_cli.core.replay_storage import DiskStorage, MemoryStorage, ReadOnlyStorage, SegmentLog
 from dagger_cli.core.rollout import evaluate
 
@@ -115,6 +115,20 @@ def checkpoint_samples(ckpt: Path, fields: list[str] | None = None) -> dict[str,
         return buffer.stored(fields) if buffer.fields else {}
 
 
+def fits_run(samples: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]], what: str) -> None:
+    """`samples` hold the fields a run's samples hold (`shapes`: one sample's shape of each, the metadata aside), of
+    the same shapes; else a ConfigError, `what` and the first difference."""
+    theirs = {k: tuple(np.shape(v)[1:]) for k, v in samples.items() if k not in METADATA_FIELDS}
+    for field, shape in shapes.items():
+        if field not in theirs:
+            raise ConfigError(f"{what} (no field {field!r} there; this run's is {shape} a sample)")
+        if theirs[field] != shape:
+            raise ConfigError(f"{what} (field {field!r} is {theirs[field]} a sample there, {shape} in this run)")
+    extra = sorted(set(theirs) - set(shapes))
+    if extra:
+        raise ConfigError(f"{what} (field {extra[0]!r} is there, not in this run)")
+
+
 class RunnerHooks:
     """What a front end wants to hear about; the default hears nothing."""
 
@@ -164,7 +178,10 @@ class RunState:
         self.hooks = hooks or RunnerHooks()
         self.beta = BetaSchedule.from_config(cfg.algorithm.dagger)
         self.buffer = ReplayBuffer(cfg.algorithm.replay_buffer.sample_window_size, self._storage())
-        total_steps = cfg.runner.max_epochs * cfg.actor.update_epoch
+        # one LR schedule over every optimizer step of the run, the BC warm-up's first: its warm-up and decay are
+        # those of the whole training, as a researcher reading lr_warmup_steps and min_lr expects (a schedule of its
+        # own would warm up and decay twice; one that did not count it would end its decay early)
+        total_steps = cfg.algorithm.dagger.bc_warmup_updates + cfg.runner.max_epochs * cfg.actor.update_epoch
         if cfg.cluster.learner_procs > 1:
             from dagger_cli.core.distributed_learner import DistributedLearner
 
@@ -183,6 +200,9 @@ class RunState:
         self._said_no_video = False
         self.seeded_from: Path | None = None
         """the seed dataset the buffer started from (its samples fixed the fields)"""
+        self.sample_shapes: Callable[[], dict[str, tuple[int, ...]]] | None = None
+        """the runner's: the shape of one sample of each field its collections store (`rollout.sample_shapes`), which
+        a seed dataset must match before any warm-up step"""
 
     def _storage(self):
         """The buffer's storage as algorithm.replay_buffer says: RAM (checkpointed to `checkpoints/replay_buffer/`) or
@@ -250,6 +270,8 @@ class RunState:
                                        self.cfg.actor.model.num_action_chunks)
         samples["iteration"] = np.full(len(samples["expert_action"]), -1, np.int32)
         samples["policy_version"] = np.full(len(samples["expert_action"]), -1, np.int32)
+        if self.sample_shapes is not None:  # before the warm-up spends its steps on data the run cannot add to
+            fits_run(samples, self.sample_shapes(), f"{key}: the samples of {path} and of this run differ")
         self.add([{k: v[a:b] for k, v in samples.items()} for a, b in lerobot_dataset.episodes_of(samples)])
         self.seeded_from = path
         line = f"seed dataset: {self.buffer.size} samples from {path}"

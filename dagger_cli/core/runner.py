@@ -9,7 +9,7 @@ from typing import Any
 from dagger_cli.core.config import Config
 from dagger_cli.core.metrics import MetricsLogger
 from dagger_cli.core.protocols import Policy, TrainablePolicy, VecEnv
-from dagger_cli.core.rollout import Rollout
+from dagger_cli.core.rollout import Rollout, sample_shapes
 from dagger_cli.core.run_state import RunnerHooks, RunState, eval_row, evaluate_policy, torch_threads
 
 
@@ -29,6 +29,7 @@ class SyncRunner:
         self.state = RunState(cfg, run_dir, student, hooks)
         self.env = env
         self.expert = expert
+        self.state.sample_shapes = lambda: sample_shapes(env, expert)
         self.tensorboard = tensorboard
         d = cfg.algorithm.dagger
         self.rollout = Rollout(

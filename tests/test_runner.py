@@ -115,6 +115,80 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path, 
     assert straight.state.summary()["student_final_sr"] == resumed.state.summary()["student_final_sr"]
 
 
+KILLED_IN_ITERATION_3 = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+import torch
+from conftest import PointEnv, PointExpert, point_config
+from dagger_cli import runs
+from dagger_cli.core.run_state import RunnerHooks
+from dagger_cli.core.runner import SyncRunner
+from dagger_cli.policies.mlp import MLPPolicy
+
+class KilledWhileTrainingIteration3(RunnerHooks):
+    done = 0
+
+    def iteration_done(self, iteration, total, metrics):
+        self.done = iteration
+
+    def phase(self, text):
+        if self.done == 2 and text == "training":  # iteration 3's rows are in the buffer, its checkpoint is not
+            os.kill(os.getpid(), signal.SIGKILL)  # as `kill -9` or the OOM killer would
+
+cfg = point_config(**{{"algorithm.replay_buffer.storage": {storage!r}}})
+run_dir = runs.create_run_dir(Path({run_dir!r}), cfg, ["test"])
+torch.manual_seed(cfg.seed)
+SyncRunner(cfg, run_dir, PointEnv(3), MLPPolicy(cfg.actor.model), PointExpert(), KilledWhileTrainingIteration3(),
+           tensorboard=False).run()
+"""
+
+
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_resume_after_sigkill_continues_exactly_at_the_checkpoint(tmp_path, storage):
+    """(Moved from test_cli_sim.py's ManiSkill pair, which keeps the disk case through the CLI: here the env is
+    deterministic, so the resumed run is compared bitwise.)"""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dagger_cli import runs
+
+    # GIVEN a run (its buffer in RAM or on disk) killed with SIGKILL in iteration 3, after its second checkpoint and
+    # after iteration 3's rows were added (a disk buffer has written them)
+    cfg = point_config(**{"algorithm.replay_buffer.storage": storage})
+    script = KILLED_IN_ITERATION_3.format(tests=str(Path(__file__).parent), storage=storage,
+                                          run_dir=str(tmp_path / "b"))
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    if storage == "disk":
+        named = {m["name"] for m in checkpoint.read_state(checkpoint.checkpoint_dir(tmp_path / "b" / "checkpoints", 2))
+                 ["replay_buffer"]["storage"]["segments"]}
+        assert {p.name for p in (tmp_path / "b" / "replay_buffer").glob("seg-*")} - named  # rows after the checkpoint
+    # WHEN it is resumed as `dagger train --resume` resumes it (its newest intact checkpoint, into a new runner)
+    warned = []
+    loaded = runs.resume_checkpoint(tmp_path / "b", warn=warned.append)
+    assert loaded.state["iteration"] == 2 and not warned
+    resumed = make_runner(tmp_path / "b", cfg)
+    resumed.state.restore(loaded)
+    assert resumed.state.iteration == 2 and resumed.state.beta(resumed.state.iteration) == 0.25
+    resumed.run()
+    # THEN it finishes like an uninterrupted run: the same weights, buffer and metrics
+    straight = make_runner(tmp_path / "a", cfg)
+    straight.run()
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["iterations"] == 4
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for key, value in straight.state.buffer.stored().items():
+        assert np.array_equal(value, resumed.state.buffer.stored()[key])
+    rows_a = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda r: {k: v for k, v in r.items() if not k.startswith("time/") and k != "eval/seconds"}  # noqa: E731
+    assert [strip(r) for r in rows_a] == [strip(r) for r in rows_b]
+
+
 def test_prompts_stay_whole_through_training_checkpoint_and_resume(tmp_path):
     # GIVEN an env whose instructions grow longer after every env's first episode, and a run stopped after 2 of 3
     # iterations and resumed from its checkpoint

@@ -252,3 +252,48 @@ FAKE_ROBOTWIN = Path(__file__).resolve().parent / "fake_robotwin"
 @pytest.fixture
 def point_env():
     return PointEnv()
+
+
+# RAY: one local instance for the in-process Ray tests
+SHARED_RAY = {"num_cpus": 2, "num_gpus": 2, "include_dashboard": False, "log_to_driver": False,
+              "namespace": "dagger-tests", "object_store_memory": 100 * 1024**2,
+              "runtime_env": {"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent)}}}
+"""2 CPUs; 2 GPUs advertised only (CPU work asks for none; the learner ranks' GPU checks count them); this folder on
+the workers' PYTHONPATH (tests/async_doubles.py)"""
+_shared_ray: dict = {}
+
+
+@pytest.fixture
+def shared_ray():
+    """The local Ray (SHARED_RAY) of the tests that use Ray in this process (test_async.py,
+    test_distributed_learner.py): started by the first of them, kept for the next, and shut down after the last. They
+    run one after another (pytest_collection_modifyitems below). A test that needs a Ray of its own (sized from its
+    model, a cluster joined by address, `dagger train --async` in a subprocess) does not use it."""
+    ray = pytest.importorskip("ray")
+    if not (ray.is_initialized() and _shared_ray.get("gcs") == ray.get_runtime_context().gcs_address):
+        if ray.is_initialized():
+            ray.shutdown()
+        ray.init(**SHARED_RAY)
+        _shared_ray["gcs"] = ray.get_runtime_context().gcs_address
+    return ray
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests that use `shared_ray` run together, where the first of them is, so that one Ray serves them all."""
+    users = [item for item in items if "shared_ray" in getattr(item, "fixturenames", ())]
+    if users:
+        first = items.index(users[0])
+        rest = [item for item in items if "shared_ray" not in getattr(item, "fixturenames", ())]
+        items[:] = rest[:first] + users + rest[first:]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield
+    uses = "shared_ray" in getattr(item, "fixturenames", ())
+    if uses and (nextitem is None or "shared_ray" not in getattr(nextitem, "fixturenames", ())) and _shared_ray:
+        import ray
+
+        _shared_ray.clear()
+        if ray.is_initialized():
+            ray.shutdown()

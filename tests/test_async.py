@@ -1,7 +1,6 @@
 """The async pipeline on a local Ray instance (2 CPUs) with the point env, plus `dagger train pick-cube --async`."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,15 +16,7 @@ from dagger_cli.core.errors import DaggerError  # noqa: E402
 from dagger_cli.core.run_state import RunState  # noqa: E402
 from dagger_cli.policies.mlp import MLPPolicy  # noqa: E402
 
-TESTS = str(Path(__file__).resolve().parent)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="dagger-tests",
-             object_store_memory=100 * 1024**2, runtime_env={"env_vars": {"PYTHONPATH": TESTS}})
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("shared_ray")  # conftest.py's local Ray, shared with test_distributed_learner.py
 
 
 def async_config(**overrides):

@@ -2,7 +2,6 @@
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,20 +18,12 @@ from dagger_cli.core.replay_buffer import ReplayBuffer  # noqa: E402
 from dagger_cli.core.runner import SyncRunner  # noqa: E402
 from dagger_cli.policies.mlp import MLPPolicy  # noqa: E402
 
-TESTS = str(Path(__file__).resolve().parent)
 TOLERANCE = 1e-5
 """largest parameter difference allowed after the updates (float32 sums in another order)"""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False, namespace="dagger-tests",
-             object_store_memory=100 * 1024**2, runtime_env={"env_vars": {"PYTHONPATH": TESTS}})  # GPUs: advertised
-    # only (CPU ranks ask for none), for the tests of ranks on GPUs that are not free
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("shared_ray")  # conftest.py's local Ray (its 2 GPUs advertised only, for the tests
+# of ranks on GPUs that are not free), shared with test_async.py
 
 
 def filled_buffer(n: int = 400) -> ReplayBuffer:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dagger_cli.core.replay_buffer import ReplayBuffer
-from dagger_cli.core.replay_storage import DiskStorage, MemoryStorage
+from dagger_cli.core.replay_storage import DiskStorage, MemoryStorage, ReadOnlyStorage, ReplayStorage
 
 
 @pytest.fixture(params=["memory", "disk"])
@@ -242,7 +242,7 @@ def test_every_kept_checkpoint_restores_after_the_window_moved_on(make):
         buffer.add(images(9 * t, 9))
         if t in (3, 7):
             saved.append((buffer.state_dict(), buffer.stored()))
-    buffer.collect({m["name"] for meta, _ in saved for m in meta["storage"]["segments"]})
+    buffer.prune({m["name"] for meta, _ in saved for m in meta["storage"]["segments"]})
     # THEN each restores exactly its own window, and continues identically from there
     for meta, expected in saved:
         restored = make(32, buffer.storage.log.root)
@@ -269,7 +269,7 @@ def test_segments_no_checkpoint_needs_are_deleted(tmp_path):
     segments = lambda: {p.name for p in (tmp_path / "rb").glob("seg-*")}  # noqa: E731
     names = lambda meta: {m["name"] for m in meta["storage"]["segments"]}  # noqa: E731
     # WHEN only the second checkpoint is kept
-    buffer.collect(names(second))
+    buffer.prune(names(second))
     # THEN only the segments of its window remain: about one window of rows on disk, not the whole run's
     assert segments() == names(second) and not names(first) & segments()
     on_disk = sum(f.stat().st_size for f in (tmp_path / "rb").rglob("*.bin"))
@@ -324,5 +324,11 @@ def test_a_disk_buffer_frees_what_leaves_its_window_without_a_save(tmp_path):
     again.load_state_dict(early)
     assert all(np.array_equal(early_rows[k], v) for k, v in again.stored().items())
     again.close()
-    buffer.collect(set())
+    buffer.prune(set())
     assert len(list(root.glob("seg-*"))) <= 17
+
+
+def test_every_storage_offers_the_replay_storage_contract(tmp_path):
+    # GIVEN each storage a buffer or an export can sit on; THEN each has every method the contract names
+    for storage in (MemoryStorage(4), DiskStorage(4, tmp_path / "rb"), ReadOnlyStorage(4)):
+        assert isinstance(storage, ReplayStorage), type(storage).__name__

@@ -12,9 +12,12 @@ A sample is one labelled env step. Fields: `obs` (or `obs/<key>` for dict observ
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from dagger_cli.core.replay_storage import ReplayStorage
 
 METADATA_FIELDS = ("expert_used", "beta", "iteration", "policy_version", "episode_id")
 
@@ -105,7 +108,7 @@ class TextTable:
 
 class ReplayBuffer:
     """Ring buffer of labelled samples grouped into trajectories (contiguous steps of one episode), over a storage
-    (`MemoryStorage` by default, or `DiskStorage`; see `replay_storage`).
+    (a `replay_storage.ReplayStorage`: `MemoryStorage` by default, or `DiskStorage`).
 
     Rows are numbered by write order; the window is the last `size` rows, and a sample index `i` in [0, capacity)
     names the row that sits in ring slot `i`, whichever the storage, so both storages draw the same batches.
@@ -114,7 +117,7 @@ class ReplayBuffer:
     is never fixed.
     """
 
-    def __init__(self, capacity: int, storage=None):
+    def __init__(self, capacity: int, storage: ReplayStorage | None = None):
         from dagger_cli.core.replay_storage import MemoryStorage
 
         if capacity <= 0:
@@ -309,9 +312,9 @@ class ReplayBuffer:
         for key, table in self._text.items():
             table.recount(self.storage.read(key, np.arange(*self.window)))
 
-    def collect(self, keep: set[str]) -> None:
+    def prune(self, keep: set[str]) -> None:
         """Deletes stored rows that neither the window nor the checkpoints naming segments in `keep` need."""
-        self.storage.collect(keep)
+        self.storage.prune(keep)
 
     def close(self) -> None:
         self.storage.close()

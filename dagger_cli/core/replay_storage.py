@@ -29,7 +29,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote
 
 import numpy as np
@@ -43,6 +43,54 @@ PREAD_ROW_BYTES = 16 * 1024
 """rows at least this large are read with pread (not mapped): camera images"""
 SEGMENTS_PER_WINDOW = 16
 """a disk segment holds at most 1/16 of the window, so a window that moves on frees space in 1/16 steps"""
+
+
+@runtime_checkable
+class ReplayStorage(Protocol):
+    """What `ReplayBuffer` asks of where its rows live (TorchRL's `Storage`, with checkpoints of their own): rows are
+    addressed by cumulative write index, the buffer keeps the window and decides what is sampled."""
+
+    kind: str
+    """`memory`, `disk` or `read-only`: recorded in the checkpoint's state"""
+    capacity: int
+    """rows the window holds"""
+
+    def prepare(self) -> None:
+        """Makes (and checks) what the storage needs before the run's first row."""
+        ...
+
+    def allocate(self, specs: Specs) -> None:
+        """Sizes the columns for these fields at the first row."""
+        ...
+
+    @property
+    def specs(self) -> Specs: ...
+
+    def write(self, row: int, values: dict[str, np.ndarray]) -> None:
+        """Stores one row of every field at cumulative index `row`."""
+        ...
+
+    def read(self, key: str, rows: np.ndarray) -> np.ndarray:
+        """One field's values at these cumulative rows (all inside the window)."""
+        ...
+
+    def moved(self, start: int) -> None:
+        """The window now starts at row `start`: what lies before it may be released."""
+        ...
+
+    def checkpoint(self, window: tuple[int, int]) -> dict[str, Any]:
+        """JSON state naming the window's rows as they are on disk after this call (synced)."""
+        ...
+
+    def restore(self, specs: Specs, window: tuple[int, int], state: dict[str, Any]) -> None:
+        """Reopens the rows a `checkpoint` state names."""
+        ...
+
+    def prune(self, keep: set[str]) -> None:
+        """Deletes stored segments that neither the window nor the checkpoints naming `keep` need."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class StorageError(DaggerError):
@@ -99,7 +147,7 @@ class SegmentLog:
         self._maps: dict[tuple[str, str], tuple[int, np.memmap]] = {}
         self.bytes_written = 0
         self.pinned: set[str] = set()
-        """segments a checkpoint names (those of the last `collect`'s kept checkpoints, of manifests handed out or
+        """segments a checkpoint names (those of the last `prune`'s kept checkpoints, of manifests handed out or
         adopted since): a segment that leaves the window is deleted at once unless pinned"""
         self._dirty: set[str] = set()  # segments written to since their last fsync
         self._new_dirs: set[str] = set()  # segment directories made since the last flush
@@ -233,7 +281,7 @@ class SegmentLog:
     # MANIFESTS
     def manifest(self, start: int) -> list[dict[str, Any]]:
         """The segments (and how many of their rows) holding rows `start ...` to the log's end; they are pinned (a
-        checkpoint names them) until the next `collect` says which checkpoints are kept."""
+        checkpoint names them) until the next `prune` says which checkpoints are kept."""
         named = [{"name": s.name, "start": s.start, "rows": s.rows} for s in self.segments if s.end > start and s.rows]
         self.pinned.update(m["name"] for m in named)
         return named
@@ -260,7 +308,7 @@ class SegmentLog:
 
     def drop_before(self, start: int) -> None:
         """Forgets segments wholly before row `start`: their descriptors and maps close, and those no checkpoint
-        names (not `pinned`) are deleted now; pinned ones go in the `collect` that finds no kept checkpoint naming
+        names (not `pinned`) are deleted now; pinned ones go in the `prune` that finds no kept checkpoint naming
         them."""
         gone = [s for s in self.segments if s.end <= start and s is not self._appending]
         if not gone:
@@ -273,7 +321,7 @@ class SegmentLog:
                 self._new_dirs.discard(seg.name)
                 shutil.rmtree(self.root / seg.name, ignore_errors=True)
 
-    def collect(self, keep: set[str]) -> None:
+    def prune(self, keep: set[str]) -> None:
         """Deletes every segment directory not named in `keep` (the kept checkpoints' segments, pinned from now on)
         or in use."""
         self.pinned = set(keep)
@@ -301,10 +349,10 @@ class _LogBacked:
 
     log: SegmentLog | None = None
 
-    def collect(self, keep: set[str]) -> None:
+    def prune(self, keep: set[str]) -> None:
         """Deletes the log's segments that neither the window nor a checkpoint naming segments in `keep` needs."""
         if self.log is not None:
-            self.log.collect(keep)
+            self.log.prune(keep)
 
     def close(self) -> None:
         if self.log is not None:
@@ -477,6 +525,10 @@ class ReadOnlyStorage:
         self.log = SegmentLog(Path(state["log"]), specs)
         self.log.adopt(state["segments"])
 
+    @property
+    def specs(self) -> Specs:
+        return self.log.specs if self.log is not None else {}
+
     def read(self, key: str, rows: np.ndarray) -> np.ndarray:
         return self.log.read(key, rows)
 
@@ -485,7 +537,7 @@ class ReadOnlyStorage:
 
     prepare = allocate = write = moved = checkpoint = _refuse
 
-    def collect(self, keep: set[str]) -> None:
+    def prune(self, keep: set[str]) -> None:
         """Deletes nothing: the run's checkpoints are not this reader's."""
 
     def close(self) -> None:

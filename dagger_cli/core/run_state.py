@@ -258,7 +258,7 @@ class RunState:
             self.student.fit_norm_stats(unflatten_obs(stored), stored["expert_action"])
             self.hooks.phase("student norm stats computed from the expert's labels")
 
-    def seed(self) -> None:
+    def load_seed_dataset(self) -> None:
         """algorithm.replay_buffer.seed_dataset into the buffer (iteration and policy version -1), then
         algorithm.dagger.bc_warmup_updates behaviour-cloning steps on it."""
         from dagger_cli.interop import lerobot_dataset
@@ -324,7 +324,7 @@ class RunState:
         if reserve is not None:  # data-parallel ranks on GPUs: enough free ones, before any step
             reserve()
         if self.resumed_from is None and self.cfg.algorithm.replay_buffer.seed_dataset:
-            self.seed()
+            self.load_seed_dataset()
         metrics = MetricsLogger(self.run_dir, resume_step=self.resumed_from, tensorboard=tensorboard)
         if self.resumed_from is None:
             metrics.add_text("config", "```\n" + self.cfg.to_yaml() + "\n```")
@@ -355,7 +355,7 @@ class RunState:
             state=state,
             keep=self.cfg.runner.keep_checkpoints,
         )
-        self.buffer.collect(self._kept_segments())
+        self.buffer.prune(self._kept_segments())
         self.last_saved = self.iteration
         self.saved_evals = len(self.results.evals)
         self.write_summary("finished" if self.finished else "running")
@@ -414,7 +414,7 @@ class RunState:
             self.buffer.load_state_dict(buffer_meta(state, self.run_dir), loaded.buffer)
         except (DaggerError, OSError, ValueError) as e:
             raise CheckpointError(f"{loaded.path}: its replay buffer cannot be restored ({e})") from None
-        self.buffer.collect(self._kept_segments())
+        self.buffer.prune(self._kept_segments())
         if isinstance(self.buffer.storage, DiskStorage) and self.buffer.fields:
             self.buffer.storage.check_space(resuming=True)  # a new window on top of the kept checkpoints' rows
         self.results = RunResults(**state["results"])

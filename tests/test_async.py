@@ -146,3 +146,31 @@ def test_norm_stats_are_fitted_on_the_whole_of_iteration_0(tmp_path, make_runner
     # AND before the learner trained on anything
     assert all(torch.equal(weights[k], student.initial[k]) for k in weights)
     assert not all(torch.equal(v, student.initial[k]) for k, v in student.module.state_dict().items())
+
+
+def test_default_worker_gpu_shares_pack_and_an_unpackable_ask_is_one_line_before_any_worker_waits():
+    from dagger_cli.core.async_runner import rollout_worker_gpus, workers_that_fit
+    from dagger_cli.core.errors import ConfigError
+
+    # GIVEN 3 workers on 2 GPUs: an even split (0.667 each) leaves one worker that no GPU can hold
+    cfg = async_config(**{"cluster.num_rollout_workers": 3, "env.num_envs": 3, "runner.device": "auto"})
+    # THEN the default share is 1/k of a GPU, which packs; whole GPUs while there are enough
+    assert rollout_worker_gpus(cfg, 2.0) == 0.5
+    assert workers_that_fit([{"CPU": 16.0, "GPU": 2.0}], 1.0, 0.5) >= 3
+    assert workers_that_fit([{"CPU": 16.0, "GPU": 2.0}], 1.0, 2 / 3) == 2
+    assert rollout_worker_gpus(async_config(**{"runner.device": "auto"}), 2.0) == 1.0
+    assert rollout_worker_gpus(async_config(**{"runner.device": "auto", "cluster.num_rollout_workers": 4,
+                                                "env.num_envs": 4}), 1.0) == 0.25
+    assert rollout_worker_gpus(async_config(), 2.0) == 0.0  # a CPU run
+    # WHEN the user asks for the fraction that does not pack, on a Ray with 2 (advertised) GPUs
+    group = RolloutWorkerGroup(async_config(**{"cluster.num_rollout_workers": 3, "env.num_envs": 3,
+                                               "cluster.rollout_worker_gpus": 0.667}), build_point)
+    # THEN the start is one line naming the keys, before any worker is made (wait_ready would never return)
+    try:
+        with pytest.raises(ConfigError) as e:
+            group.start()
+    finally:
+        group.shutdown()
+    assert str(e.value).startswith("cluster.num_rollout_workers=3: the Ray cluster places 2 workers")
+    assert "cluster.rollout_worker_gpus=0.667" in str(e.value) and "\n" not in str(e.value)
+    assert not group.actors

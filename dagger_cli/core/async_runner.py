@@ -136,14 +136,33 @@ def unpack_weights(packed: dict[str, tuple[np.ndarray, str]]) -> dict[str, torch
 
 
 def rollout_worker_gpus(cfg: Config, cluster_gpus: float) -> float:
-    """cluster.rollout_worker_gpus, else (unset) the cluster's GPUs shared evenly by the workers, at most one each,
-    so that env, student and expert of a worker share its GPU (RLinf colocates them); none on a CPU run."""
+    """cluster.rollout_worker_gpus, else (unset) the cluster's GPUs shared by the workers, at most one each, so that
+    env, student and expert of a worker share its GPU (RLinf colocates them); none on a CPU run. A shared GPU is
+    split in 1/k (k workers on it), the only fractions that pack: 3 workers on 2 GPUs get 0.5 each, not 0.667."""
     c = cfg.cluster
     if c.rollout_worker_gpus is not None:
         return c.rollout_worker_gpus
     if cfg.runner.device == "cpu" or not cluster_gpus:
         return 0.0
-    return min(1.0, cluster_gpus / c.num_rollout_workers)
+    if cluster_gpus < 1:
+        return cluster_gpus / c.num_rollout_workers
+    return 1.0 / math.ceil(c.num_rollout_workers / math.floor(cluster_gpus))
+
+
+def workers_that_fit(nodes: list[dict[str, float]], cpus: float, gpus: float) -> int:
+    """How many rollout workers asking `cpus` CPUs and `gpus` GPUs Ray can place on nodes with these total
+    resources: a fraction of a GPU must fit inside one GPU (two 0.667 asks never share one)."""
+    fit = 0
+    for node in nodes:
+        slots = []
+        if cpus > 0:
+            slots.append(math.floor(node.get("CPU", 0.0) / cpus + 1e-9))
+        if 0 < gpus < 1:
+            slots.append(math.floor(node.get("GPU", 0.0) + 1e-9) * math.floor(1 / gpus + 1e-9))
+        elif gpus >= 1:
+            slots.append(math.floor(node.get("GPU", 0.0) / gpus + 1e-9))
+        fit += min(slots) if slots else 1 << 30
+    return fit
 
 
 def worker_config(cfg: Config) -> Config:
@@ -187,6 +206,16 @@ class RolloutWorkerGroup:
 
         c = self.cfg.cluster
         self.worker_gpus = rollout_worker_gpus(self.cfg, ray.cluster_resources().get("GPU", 0))
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        fit = workers_that_fit(nodes, c.rollout_worker_cpus, self.worker_gpus)
+        if fit < c.num_rollout_workers:  # else the workers that do not fit stay pending and wait_ready never returns
+            release([], self._own_ray)
+            self._own_ray = False
+            raise ConfigError(
+                f"cluster.num_rollout_workers={c.num_rollout_workers}: the Ray cluster places {fit} workers of "
+                f"cluster.rollout_worker_cpus={c.rollout_worker_cpus:g} and cluster.rollout_worker_gpus="
+                f"{self.worker_gpus:g} (a GPU fraction must fit inside one GPU); lower one of them"
+            )
         actor = ray.remote(num_cpus=c.rollout_worker_cpus, num_gpus=self.worker_gpus)(RolloutWorker)
         self.actors = [actor.remote(wcfg, i, self.build) for i in range(c.num_rollout_workers)]
         return self

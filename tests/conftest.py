@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+"""One torch (OpenMP) thread in this process and every process the tests start (`dagger` commands, env workers),
+unless set otherwise: the suite runs several processes at once on a 2-core machine, and OpenMP threads whose core is
+busy make each other wait (measured while another job used one core: an MLP update on a 1024 batch took 214 ms on
+2 threads, 6 ms on 1; a 4-iteration `dagger train pick-cube` of test_cli_sim 39 s, 13 s). Set before torch loads."""
 
 import numpy as np
 import pytest

@@ -56,10 +56,13 @@ def test_success_is_the_goal_predicate(task_env):
     assert info["success_bits"] > 0 and task_env._env.check_success()
 
 
-def test_rendering_only_the_policy_steps_is_pixel_identical():
+def test_rendering_only_the_policy_steps_is_pixel_identical(task_env):
     from dagger_cli.envs.libero import LiberoTaskEnv
 
-    lazy = LiberoTaskEnv("libero_spatial", 64, 2, 5)
+    # GIVEN the module's env (64², 2 settle steps, chunks of 5; an episode depends on its reset seed alone, see
+    # test_an_episode_depends_on_its_seed_alone_not_on_the_workers_history) and the same env rendering every step
+    lazy = task_env
+    assert not lazy.render_every_step and (lazy.image_size, lazy.settle_steps, lazy.chunk) == (64, 2, 5)
     always = LiberoTaskEnv("libero_spatial", 64, 2, 5, render_every_step=True)
     try:
         a, _ = lazy.reset(seed=21)
@@ -72,7 +75,6 @@ def test_rendering_only_the_policy_steps_is_pixel_identical():
             for key in a:
                 assert np.array_equal(a[key], b[key]), key
     finally:
-        lazy.close()
         always.close()
 
 
@@ -215,22 +217,34 @@ def test_one_training_iteration_and_eval_with_tiny_pi0(checkpoint_dir, tokenizer
     assert len(data["videos"]) == 2 and all(decoded_frames(v) == 1 + 20 // chunks for v in data["videos"])
 
 
-def test_check_libero_spatial(checkpoint_dir, tokenizer_path, tmp_path):
+def test_check_libero_spatial_prints_only_its_lines(checkpoint_dir, tokenizer_path):
+    """`dagger check libero-spatial` with tiny π₀ models passes, one line per check and nothing else. (Merged with
+    test_check_output_holds_only_checks_lines, which ran the preset as shipped: its model lines, failing on the
+    missing checkpoints, are test_check_reports_a_renderer_that_cannot_start's.)"""
     from test_cli import dagger
 
     good = ["--set", f"actor.model.model_path={checkpoint_dir}", "--set", "actor.model.pi0.variant=tiny",
             "--set", f"actor.model.pi0.tokenizer_path={tokenizer_path}", "--set", "env.image_size=64",
             "--set", f"rollout.expert_model.model_path={checkpoint_dir}", "--set", "rollout.expert_model.pi0.variant=tiny",
             "--set", f"rollout.expert_model.pi0.tokenizer_path={tokenizer_path}"]
-    result = dagger("check", "libero-spatial", "--json", *good)
+    result = dagger("check", "libero-spatial", *good)
     assert result.returncode == 0, result.stdout + result.stderr
-    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
-    assert "libero_spatial" in checks["env"]["detail"] and "osmesa" in checks["renderer"]["detail"]
+    # THEN stdout holds check's own lines, one per check, and nothing LIBERO or robosuite print while they import,
+    # load the suite and start the env workers (the task-order line, the macro-file warnings) shows up anywhere
+    lines = result.stdout.splitlines()
+    assert lines and all(line[:2] in ("✓ ", "✗ ", "! ") for line in lines), result.stdout
+    names = [line[2:].split(":")[0] for line in lines]
+    assert {"config", "torch", "simulator", "renderer", "env", "student", "expert"} <= set(names)
+    checks = {line[2:].split(":")[0]: line for line in lines}
+    assert checks["env"].startswith("✓ env: libero_spatial") and "osmesa" in checks["renderer"]
+    output = result.stdout + result.stderr
+    for chatter in ("Applying task order", "No private macro file", "setup_macros.py", "[robosuite WARNING]"):
+        assert chatter not in output
+    assert result.stderr.strip() == ""
     # AND the MuJoCo the `libero` extra installs is one LIBERO's init states settle under
-    assert checks["simulator"]["ok"] and "mujoco 3." in checks["simulator"]["detail"]
+    assert checks["simulator"].startswith("✓ ") and "mujoco 3." in checks["simulator"]
     # AND each model says what its actions mean
-    assert "actions relative to the state on dims 0–5 (openpi's convention)" in checks["student"]["detail"]
-    # (the preset as shipped, its checkpoints missing: test_check_reports_a_renderer_that_cannot_start)
+    assert "actions relative to the state on dims 0–5 (openpi's convention)" in checks["student"]
 
 
 @requires_pi0
@@ -293,57 +307,45 @@ def test_check_reports_a_renderer_that_cannot_start(tmp_path):
     assert "libero-spatial-expert" in checks["expert"]["detail"] and not checks["expert"]["ok"]
 
 
-def test_check_output_holds_only_checks_lines():
-    from test_cli import dagger
-
-    # GIVEN the preset as shipped (its π₀ checkpoints are not fetched here: the model lines fail, the env's pass)
-    result = dagger("check", "libero-spatial", "--set", "env.image_size=64")
-    assert result.returncode == 3, result.stdout + result.stderr
-    # THEN stdout holds check's own lines, one per check, and nothing LIBERO or robosuite print while they import,
-    # load the suite and start the env workers (the task-order line, the macro-file warnings) shows up anywhere
-    lines = result.stdout.splitlines()
-    assert lines and all(line[:2] in ("✓ ", "✗ ", "! ") for line in lines), result.stdout
-    names = [line[2:].split(":")[0] for line in lines]
-    assert {"config", "torch", "simulator", "renderer", "env", "student", "expert"} <= set(names)
-    assert any(line.startswith("✓ env: libero_spatial") for line in lines)
-    output = result.stdout + result.stderr
-    for chatter in ("Applying task order", "No private macro file", "setup_macros.py", "[robosuite WARNING]"):
-        assert chatter not in output
-    assert result.stderr.strip() == ""
-
-
-def test_scripted_expert_acts_from_its_privileged_labels_and_solves_a_task():
-    """The expert's label chunk is computed in the env worker from the simulator and read from the privileged
-    observation: acting on it alone solves an episode (task 3, init state 1: 80 steps). ~20 s."""
+@pytest.fixture(scope="module")
+def small_env():
+    """(config, env) of libero-spatial-small with one env (its scripted expert's labels computed in the worker), for
+    the tests of those labels."""
     from dagger_cli.core.config import load_config
-    from dagger_cli.core.rollout import evaluate
     from dagger_cli.envs import make_vec_env
+
+    cfg = load_config("libero-spatial-small", overrides=["env.num_envs=1", "env.max_episode_steps=20"])
+    env = make_vec_env(cfg.env, cfg.actor.model.num_action_chunks)
+    yield cfg, env
+    env.close()
+
+
+def test_scripted_expert_acts_from_its_privileged_labels_and_solves_a_task(small_env):
+    """The expert's label chunk is computed in the env worker from the simulator and read from the privileged
+    observation: acting on it alone solves an episode (task 3, init state 1: 80 steps). ~10 s."""
+    from dagger_cli.core.rollout import evaluate
     from dagger_cli.policies import build_expert
 
-    cfg = load_config("libero-spatial-small", overrides=["env.num_envs=1", "env.image_size=32"])
-    env = make_vec_env(cfg.env, cfg.actor.model.num_action_chunks)
-    try:
-        expert = build_expert(cfg, "cpu")
-        assert env.privileged_keys == ("expert_chunk",) and expert.action_shape == (5, 7)
-        result = evaluate(env, expert, [13], 120)
-        assert result.summary()["success_once"] == 1.0
-        # AND while a policy that cannot read the labels is evaluated, the workers compute none (zeros)
-        class Still:
-            action_shape = (5, 7)
+    cfg, env = small_env
+    expert = build_expert(cfg, "cpu")
+    assert env.privileged_keys == ("expert_chunk",) and expert.action_shape == (5, 7)
+    result = evaluate(env, expert, [13], 120)
+    assert result.summary()["success_once"] == 1.0
+    # AND while a policy that cannot read the labels is evaluated, the workers compute none (zeros)
+    class Still:
+        action_shape = (5, 7)
 
-            def __init__(self):
-                self.labels = []
+        def __init__(self):
+            self.labels = []
 
-            def act(self, obs):
-                self.labels.append(env._env.call("labelling"))
-                return np.zeros((1, 5, 7), np.float32)
+        def act(self, obs):
+            self.labels.append(env._env.call("labelling"))
+            return np.zeros((1, 5, 7), np.float32)
 
-        still = Still()
-        evaluate(env, still, [13], 10)
-        assert still.labels == [(False,), (False,)]
-        assert np.abs(env.reset([13])["expert_chunk"]).max() > 0  # and again afterwards
-    finally:
-        env.close()
+    still = Still()
+    evaluate(env, still, [13], 10)
+    assert still.labels == [(False,), (False,)]
+    assert np.abs(env.reset([13])["expert_chunk"]).max() > 0  # and again afterwards
 
 
 def test_scripted_expert_needs_its_env_key():
@@ -401,7 +403,7 @@ def _orientation_scores(image: np.ndarray, reference: np.ndarray) -> dict[str, f
             for name, f in flips.items()}
 
 
-def test_collected_samples_hold_the_rendered_views_the_experts_labels_and_the_tasks_instructions():
+def test_collected_samples_hold_the_rendered_views_the_experts_labels_and_the_tasks_instructions(small_env):
     """GIVEN libero-spatial-small's env and scripted expert collecting two short episodes (1 env, beta 1)
     WHEN each episode is replayed in a separate env of this process from the reset seed the engine asked for,
     executing the stored actions
@@ -413,17 +415,15 @@ def test_collected_samples_hold_the_rendered_views_the_experts_labels_and_the_ta
 
     import mujoco
 
-    from dagger_cli.core.config import load_config
     from dagger_cli.core.rollout import Rollout
-    from dagger_cli.envs import make_vec_env
     from dagger_cli.envs.libero import LiberoTaskEnv
     from dagger_cli.envs.libero.env import EXPERT_KEY
     from dagger_cli.envs.libero.expert import LiberoSpatialExpert, expert_chunk
     from dagger_cli.policies import build_expert
 
-    cfg = load_config("libero-spatial-small", overrides=["env.num_envs=1", "env.max_episode_steps=20"])
+    cfg, env = small_env  # 1 env, episodes of 20 steps
     e = cfg.env
-    env = make_vec_env(e, 5)
+    assert e.num_envs == 1 and e.max_episode_steps == 20 and env.num_action_chunks == 5
     seeds: list[int] = []
     reset = env.reset
 
@@ -443,7 +443,7 @@ def test_collected_samples_hold_the_rendered_views_the_experts_labels_and_the_ta
         result = Rollout(env, Idle(), build_expert(cfg, "cpu"), e.max_episode_steps).collect(
             40, beta=1.0, iteration=0, seed=3)
     finally:
-        env.close()
+        del env.reset  # the shared env's own reset again
     episodes = result.trajectories
     assert [len(t["expert_action"]) for t in episodes] == [4, 4] and len(seeds) == 2
 

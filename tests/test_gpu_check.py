@@ -83,7 +83,7 @@ def test_a_failing_part_is_one_line_and_the_rest_go_on(tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
-        env={"PATH": "/nonexistent", "HOME": str(tmp_path)},
+        env={"PATH": "/nonexistent", "HOME": str(tmp_path), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
     )
     assert result.returncode == 1
     lines = result.stdout.splitlines()

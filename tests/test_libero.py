@@ -178,7 +178,9 @@ def test_vector_env_gives_prompts_and_chunked_success():
 @requires_pi0
 def test_one_training_iteration_and_eval_with_tiny_pi0(checkpoint_dir, tokenizer_path, tmp_path):
     """The whole path, real rendering: dagger train libero-spatial (1 iteration; its buffer on disk, per-task success,
-    one filmed episode per evaluation) then dagger eval (also filmed)."""
+    one filmed episode per evaluation) then dagger eval (also filmed). Soft resets, as libero-spatial-small's (≈0.3 s
+    instead of ≈3 s; the preset's hard resets are test_vector_env_gives_prompts_and_chunked_success's, both modes
+    test_an_episode_depends_on_its_seed_alone_not_on_the_workers_history's)."""
     from test_cli import dagger
 
     run = tmp_path / "run"
@@ -187,6 +189,7 @@ def test_one_training_iteration_and_eval_with_tiny_pi0(checkpoint_dir, tokenizer
         tiny += ["--set", f"{model}.model_path={checkpoint_dir}", "--set", f"{model}.pi0.variant=tiny",
                  "--set", f"{model}.pi0.tokenizer_path={tokenizer_path}", "--set", f"{model}.pi0.num_steps=2"]
     small = ["--set", "env.num_envs=2", "--set", "env.image_size=64", "--set", "env.settle_steps=2",
+             "--set", "env.hard_reset=false",
              "--set", "env.max_episode_steps=20", "--set", "env.max_steps_per_rollout_epoch=20",
              "--set", "env.eval.num_episodes=2", "--set", "runner.max_epochs=1",
              "--set", "algorithm.replay_buffer.min_buffer_size=4", "--set", "algorithm.replay_buffer.sample_window_size=64",

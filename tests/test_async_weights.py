@@ -9,7 +9,7 @@ import torch
 
 ray = pytest.importorskip("ray")
 
-from async_doubles import build_point, point_config  # noqa: E402
+from async_doubles import build_point_plain_init, plain_init, point_config  # noqa: E402
 from dagger_cli.core.async_runner import AsyncRunner, RolloutWorkerGroup  # noqa: E402
 from dagger_cli.core.ray_cluster import object_store_bytes  # noqa: E402
 from dagger_cli.core.registry import policy_adapter  # noqa: E402
@@ -30,11 +30,13 @@ def test_each_worker_receives_each_weights_version_once(tmp_path, monkeypatch):
     assert weights > 150e6
     if ray.is_initialized():
         ray.shutdown()
-    group = RolloutWorkerGroup(cfg, build_point).start()
+    group = RolloutWorkerGroup(cfg, build_point_plain_init).start()  # the student's init: see plain_init
     try:
         assert ray.cluster_resources()["object_store_memory"] >= 0.95 * object_store_bytes(cfg) > 3 * weights
         torch.manual_seed(cfg.seed)
-        runner = AsyncRunner(cfg, tmp_path, MLPPolicy(cfg.actor.model), group, tensorboard=False)
+        with plain_init():
+            student = MLPPolicy(cfg.actor.model)
+        runner = AsyncRunner(cfg, tmp_path, student, group, tensorboard=False)
         # WHEN the run publishes 4 versions (initial + 3 iterations), each evaluated in chunks by both workers
         summary = runner.run()
         counts = [ray.get(actor.counts.remote(), timeout=60) for actor in group.actors]

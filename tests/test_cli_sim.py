@@ -79,12 +79,11 @@ def test_report_tables_the_run(finished_run):
 
 
 def test_check_passes_on_this_machine():
-    result = dagger("check", "pick-cube", "--json")
-    assert result.returncode == 0, result.stdout + result.stderr
-    data = json.loads(result.stdout)
-    assert data["ok"] and {c["name"] for c in data["checks"]} >= {"simulator", "env", "student", "expert", "renderer"}
+    # (its --json output on a passing check is test_pi0's, test_robotwin_check's and test_third_party_adapter's)
     human = dagger("check", "pick-cube")
-    assert human.returncode == 0 and "✓ env: PickCube-v1" in human.stdout
+    assert human.returncode == 0 and "✓ env: PickCube-v1" in human.stdout, human.stdout + human.stderr
+    passed = {line[2:].split(":")[0] for line in human.stdout.splitlines() if line.startswith("✓ ")}
+    assert passed >= {"simulator", "env", "student", "expert", "renderer"}
 
 
 def test_check_reports_each_problem_and_exits_3(tmp_path):

@@ -133,7 +133,11 @@ def test_evaluation_runs_each_envs_episodes_group_by_group_and_reports_them_in_s
     for a, b in zip(grouped.videos, plain.videos):  # the same frames (an mp4's header dates its encoding)
         (tmp_path / "a.mp4").write_bytes(a.mp4)
         (tmp_path / "b.mp4").write_bytes(b.mp4)
-        assert np.array_equal(read_frames(tmp_path / "a.mp4"), read_frames(tmp_path / "b.mp4"))
+        frames_a, frames_b = read_frames(tmp_path / "a.mp4"), read_frames(tmp_path / "b.mp4")
+        # lossy H.264 may round a few levels differently from one encoding to the next on a loaded machine (seen
+        # once in a full suite); another episode's frames differ by far more (the white point moves ≥ 3 pixels)
+        assert frames_a.shape == frames_b.shape
+        assert np.abs(frames_a.astype(int) - frames_b.astype(int)).max() <= 24
 
 
 @pytest.mark.parametrize("successes, trials", [(0, 10), (5, 10), (10, 10), (95, 100)])

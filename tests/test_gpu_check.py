@@ -1,12 +1,11 @@
 """`bench/gpu_check.py --dry-run`: every part of the one-shot GPU check at small sizes on the CPU, so that the
 script a GPU session runs once is known to work. The parts that whole other tests already run are run here only as
-far as the bench's own code goes: (f)'s sync and async `dagger train pick-cube` runs (tests/test_cli_sim.py trains
-pick-cube both ways on the real ManiSkill) go to a stand-in `dagger` that checks their config as dagger does, and
+far as the bench's own code goes: (d)'s and (f)'s `dagger train pick-cube` runs (tests/test_cli_sim.py trains
+pick-cube on the real ManiSkill, sync and async) go to a stand-in `dagger` that loads their config as dagger does, and
 (c) runs once, in the failing-part test."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,24 +17,24 @@ from conftest import HAVE_LIBERO, HAVE_MANISKILL, HAVE_PI0
 SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "gpu_check.py"
 
 STAND_IN = """#!{python}
-\"\"\"`dagger` for (f)'s runs (run dirs pick-cube-sync and pick-cube-async): the config loaded as `dagger train` loads
-it (an unknown key or bad value fails here as there), the call recorded, and the metrics of a run that reaches 100% at
-iteration 1. Any other call is the real dagger's.\"\"\"
-import json, os, sys
+\"\"\"`dagger train` for (d)'s and (f)'s runs: the config loaded as `dagger train` loads it (an unknown key or bad value
+fails here as there), the call recorded, and the metrics.jsonl of a run: (d)'s (run dir pick-cube-gpu-sim) stays at
+50%, (f)'s reach 100% at iteration 1.\"\"\"
+import json, sys
 from pathlib import Path
+
+from dagger_cli.core.config import load_config
 
 args = sys.argv[1:]
 run_dir = Path(args[args.index("--run-dir") + 1])
-if not run_dir.name.startswith(("pick-cube-sync", "pick-cube-async")):
-    os.execv({real!r}, [{real!r}, *args])
-from dagger_cli.core.config import load_config
-
 cfg = load_config(args[1], overrides=[args[i + 1] for i, a in enumerate(args) if a == "--set"])
 with open({log!r}, "a") as log:
-    log.write(json.dumps({{"args": args, "epochs": cfg.runner.max_epochs, "episodes": cfg.env.eval.num_episodes,
-                          "val_check_interval": cfg.runner.val_check_interval}}) + "\\n")
+    log.write(json.dumps({{"args": args, "run": run_dir.name, "epochs": cfg.runner.max_epochs,
+                          "episodes": cfg.env.eval.num_episodes, "val_check_interval": cfg.runner.val_check_interval,
+                          "sim_backend": cfg.env.sim_backend, "num_envs": cfg.env.num_envs}}) + "\\n")
 run_dir.mkdir(parents=True)
-rows = [{{"step": 0}}, {{"step": 1, "eval/success_once": 1.0, "time/elapsed_s": 7.0}}]
+sr = 0.5 if run_dir.name == "pick-cube-gpu-sim" else 1.0
+rows = [{{"step": 0}}, {{"step": 1, "eval/success_once": sr, "time/elapsed_s": 7.0}}]
 (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\\n" for r in rows))
 print(json.dumps({{"iterations": 1}}))
 """
@@ -46,11 +45,11 @@ print(json.dumps({{"iterations": 1}}))
     not (HAVE_PI0 and HAVE_MANISKILL and HAVE_LIBERO), reason="needs the pi0, maniskill and libero extras"
 )
 def test_dry_run_runs_every_part(tmp_path):
-    # GIVEN a `dagger` on PATH that stands in for (f)'s two whole runs and is the real one for (d)'s
+    # GIVEN a `dagger` on PATH that stands in for the whole runs of (d) and (f)
     bin_dir, log = tmp_path / "bin", tmp_path / "stand-in.jsonl"
     bin_dir.mkdir()
     stand_in = bin_dir / "dagger"
-    stand_in.write_text(STAND_IN.format(python=sys.executable, real=shutil.which("dagger"), log=str(log)))
+    stand_in.write_text(STAND_IN.format(python=sys.executable, log=str(log)))
     stand_in.chmod(0o755)
     env = {**os.environ, "PATH": os.pathsep.join([str(bin_dir), os.environ["PATH"]])}
     out = tmp_path / "rows.json"
@@ -66,12 +65,17 @@ def test_dry_run_runs_every_part(tmp_path):
     by_part = {r["part"]: r["result"] for r in rows}
     assert "env steps/s" in by_part["(e)"]
     assert "s/step" in rows[0]["result"] and "ms/sample" in rows[2]["result"]
-    # AND (f) ran `dagger train pick-cube` sync then --async, with configs dagger accepts (the dry run's sizes win),
-    # and reported each run's time to 95%
+    # AND (d) ran `dagger train pick-cube` on ManiSkill's CPU simulation with 2 envs, then (f) sync and --async, each
+    # with a config dagger accepts (the dry run's sizes win), and reported each run's time to 95%
     calls = [json.loads(line) for line in log.read_text().splitlines()]
-    assert ["--async" in c["args"] for c in calls] == [False, True]
-    assert all(c["args"][:2] == ["train", "pick-cube"] and c["epochs"] == 1 and c["episodes"] == 2
-               and c["val_check_interval"] == 1 for c in calls)
+    assert [(c["run"], "--async" in c["args"]) for c in calls] == [
+        ("pick-cube-gpu-sim", False), ("pick-cube-sync", False), ("pick-cube-async", True)]
+    assert all(c["args"][:2] == ["train", "pick-cube"] and c["epochs"] == 1 and c["val_check_interval"] == 1
+               for c in calls)
+    assert (calls[0]["sim_backend"], calls[0]["num_envs"]) == ("cpu", 2)
+    assert [c["episodes"] for c in calls[1:]] == [2, 2]
+    assert rows[6]["measured"] == "pick-cube, ManiSkill cpu simulation, 2 envs"
+    assert rows[6]["result"].startswith("not reached (final 50%, ")
     assert [r["measured"] for r in rows[-2:]] == [f"pick-cube {m}, {os.cpu_count()} cores" for m in ("sync", "async")]
     assert all(r["result"].startswith("7 s to 100% (iteration 1; run ") for r in rows[-2:])
 

@@ -136,42 +136,42 @@ def assert_continued_like(straight: Path, resumed: Path, from_iteration: int) ->
                            load_file(str(resumed / "checkpoints" / "iter_000003" / "student.safetensors"))["actor_mean.weight"])
 
 
-def test_resume_after_sigkill_continues_at_the_checkpoint(finished_run, tmp_path):
-    # GIVEN a run (its buffer on disk) killed with SIGKILL (workers included) right after its second checkpoint; the
-    # disk buffer may have rows written after it. (The buffer in RAM, and both storages killed mid-iteration with a
-    # bitwise comparison, are test_runner.py's test_resume_after_sigkill_continues_exactly_at_the_checkpoint on the
-    # point env; a RAM buffer's resume through the CLI is the Ctrl-C test below.)
-    proc = start_training(tmp_path / "run", "--set", "algorithm.replay_buffer.storage=disk")
-    wait_for(tmp_path / "run" / "checkpoints" / "iter_000002" / "state.json", proc)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    # WHEN it is resumed
-    result = dagger("train", "--resume", str(tmp_path / "run"))
-    # THEN it says where it continues, and finishes the run like an uninterrupted one
-    assert result.returncode == 0, result.stderr
-    resumed_at = int(result.stderr.split("resuming")[1].split("at iteration")[1].split()[0])
-    assert resumed_at >= 2 and "(beta " in result.stderr
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["iterations"] == 4
-    assert_continued_like(finished_run[0], tmp_path / "run", resumed_at)  # on disk: the same samples as in RAM
-
-
-def test_ctrl_c_stops_cleanly_with_a_checkpoint_and_resumes(finished_run, tmp_path):
+def test_ctrl_c_stops_cleanly_and_after_sigkill_the_run_resumes_at_its_checkpoint(finished_run, tmp_path):
+    """One run (its buffer on disk) stopped by Ctrl-C, resumed, killed with SIGKILL, resumed to its end. (Merged from
+    test_ctrl_c_stops_cleanly_with_a_checkpoint_and_resumes and test_resume_after_sigkill_continues_at_the_checkpoint,
+    which trained a run each. The buffer in RAM, and both storages killed mid-iteration and compared bitwise, are
+    test_runner.py's test_resume_after_sigkill_continues_exactly_at_the_checkpoint on the point env; a RAM buffer
+    resumed through the CLI is the async Ctrl-C test below.)"""
+    run = tmp_path / "run"
     # GIVEN a run that receives Ctrl-C (SIGINT to the whole process group, as a terminal sends it)
-    proc = start_training(tmp_path / "run")
-    wait_for(tmp_path / "run" / "checkpoints" / "iter_000001" / "state.json", proc)
+    proc = start_training(run, "--set", "algorithm.replay_buffer.storage=disk")
+    wait_for(run / "checkpoints" / "iter_000001" / "state.json", proc)
     os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=240)
+    _, err = proc.communicate(timeout=240)
     # THEN it finishes the iteration, saves, says how to resume, and exits 130
     assert proc.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err
-    done = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("iter_*"))
+    done = sorted(p.name for p in (run / "checkpoints").glob("iter_*"))
     assert done and done[-1] < "iter_000004"
     stopped_at = int(done[-1].split("_")[1])
-    # AND resuming completes the run
-    result = dagger("train", "--resume", str(tmp_path / "run"), "--json")
+    assert stopped_at <= 2  # the iteration under way when Ctrl-C came
+    # WHEN it is resumed, and that run is killed with SIGKILL (workers included) right after its next checkpoint (the
+    # disk buffer may have rows written after it), then resumed again
+    resumed = subprocess.Popen(["dagger", "train", "--resume", str(run)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for(run / "checkpoints" / f"iter_{stopped_at + 1:06d}" / "state.json", resumed)
+    os.killpg(resumed.pid, signal.SIGKILL)
+    resumed.wait()
+    result = dagger("train", "--resume", str(run))
+    # THEN it says where it continues, and finishes the run like an uninterrupted one (a resumed run's --json summary:
+    # the async test's)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["iterations"] == 4
-    assert_continued_like(finished_run[0], tmp_path / "run", stopped_at)
+    resumed_at = int(result.stderr.split("resuming")[1].split("at iteration")[1].split()[0])
+    assert resumed_at >= stopped_at + 1 and "(beta " in result.stderr
+    assert json.loads((run / "summary.json").read_text())["iterations"] == 4
+    # (identical metrics up to the Ctrl-C checkpoint, the first process's: on disk, the same samples as in RAM; after
+    # it, the counts and schedule)
+    assert_continued_like(finished_run[0], run, stopped_at)
 
 
 def test_train_async_on_an_embedded_ray_stops_on_ctrl_c_and_resumes(tmp_path):

@@ -57,25 +57,26 @@ def test_success_is_the_goal_predicate(task_env):
 
 
 def test_rendering_only_the_policy_steps_is_pixel_identical(task_env):
-    from dagger_cli.envs.libero import LiberoTaskEnv
+    # GIVEN the module's env (64², 2 settle steps, chunks of 5), which renders a chunk's last step only, and the same
+    # episode replayed in it rendering every step (an episode depends on its reset seed alone, see
+    # test_an_episode_depends_on_its_seed_alone_not_on_the_workers_history)
+    assert not task_env.render_every_step and (task_env.image_size, task_env.settle_steps, task_env.chunk) == (64, 2, 5)
+    chunks = np.random.default_rng(0).uniform(-1, 1, (3, 5, 7))
 
-    # GIVEN the module's env (64², 2 settle steps, chunks of 5; an episode depends on its reset seed alone, see
-    # test_an_episode_depends_on_its_seed_alone_not_on_the_workers_history) and the same env rendering every step
-    lazy = task_env
-    assert not lazy.render_every_step and (lazy.image_size, lazy.settle_steps, lazy.chunk) == (64, 2, 5)
-    always = LiberoTaskEnv("libero_spatial", 64, 2, 5, render_every_step=True)
-    try:
-        a, _ = lazy.reset(seed=21)
-        b, _ = always.reset(seed=21)
-        rng = np.random.default_rng(0)
-        for _ in range(3):
-            chunk = rng.uniform(-1, 1, (5, 7))
-            a, *_ = lazy.step(chunk)
-            b, *_ = always.step(chunk)
-            for key in a:
-                assert np.array_equal(a[key], b[key]), key
-    finally:
-        always.close()
+    def episode(render_every_step: bool) -> list[dict]:
+        task_env.render_every_step = render_every_step
+        try:
+            observations = [task_env.reset(seed=21)[0]]
+            observations += [task_env.step(chunk)[0] for chunk in chunks]
+        finally:
+            task_env.render_every_step = False
+        return observations
+
+    lazy, always = episode(False), episode(True)
+    # THEN every observation is the same, pixel for pixel
+    for a, b in zip(lazy, always):
+        for key in a:
+            assert np.array_equal(a[key], b[key]), key
 
 
 @pytest.mark.parametrize("hard_reset", [True, False])

@@ -142,6 +142,11 @@ def test_robotwin_source_from_a_checkout(tmp_path, monkeypatch):
     assert checks["robotwin source"]["ok"], checks["robotwin source"]
     assert f"ROBOTWIN_PATH={checkout}" in checks["robotwin source"]["detail"]
     assert "VectorEnv imports" in checks["robotwin source"]["detail"]
+    # AND (the preset's bundled seed lists, moved here from a check of their own) both lists load, with RLinf's counts
+    # and how many of them RLinf's pick (4 workers of 16 envs) uses
+    assert checks["seeds"]["ok"], checks["seeds"]
+    assert "train 1000 seeds from train_seeds.json (bundled), 960 in RLinf's pick" in checks["seeds"]["detail"]
+    assert "eval 150 seeds from eval_seeds.json (bundled), 128 in RLinf's pick" in checks["seeds"]["detail"]
     # GIVEN the checkout lacks the task's module
     (checkout / "envs" / "adjust_bottle.py").unlink()
     monkeypatch.setenv("ROBOTWIN_PATH", str(checkout))
@@ -165,15 +170,6 @@ def test_seeds_line_names_the_key_and_the_bad_file(tmp_path):
     assert "train_seeds_path=null" in checks["seeds"]["detail"]
     # AND the env line is skipped because of it, not attempted
     assert checks["env"]["detail"].startswith("skipped:")
-
-
-def test_seeds_line_reports_the_bundled_lists():
-    # GIVEN the preset as shipped (bundled seed lists) WHEN checked
-    _, checks = check_json()
-    # THEN both lists load, with RLinf's counts and how many of them RLinf's pick (4 workers of 16 envs) uses
-    assert checks["seeds"]["ok"], checks["seeds"]
-    assert "train 1000 seeds from train_seeds.json (bundled), 960 in RLinf's pick" in checks["seeds"]["detail"]
-    assert "eval 150 seeds from eval_seeds.json (bundled), 128 in RLinf's pick" in checks["seeds"]["detail"]
 
 
 @requires_pi0

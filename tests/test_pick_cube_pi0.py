@@ -23,7 +23,7 @@ SHORT = [
     "--set",
     "env.eval.num_episodes=8",
     "--set",
-    "actor.update_epoch=20",
+    "actor.update_epoch=10",  # the loss still falls clearly (≈2.20 -> 1.84), in half the learner steps
     "--set",
     "algorithm.replay_buffer.min_buffer_size=100",
     "--set",

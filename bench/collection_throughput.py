@@ -27,7 +27,7 @@ def main() -> None:
     import torch
 
     from _common import random_stepping_seconds, table
-    from dagger_cli.core.config import load_config
+    from dagger_cli.core.config_loader import load_config
     from dagger_cli.core.rollout import Rollout
     from dagger_cli.core.run_state import torch_threads
     from dagger_cli.envs import make_scripted_expert, make_vec_env

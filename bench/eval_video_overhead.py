@@ -35,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from _common import table
-    from dagger_cli.core.config import load_config
+    from dagger_cli.core.config_loader import load_config
     from dagger_cli.core.rollout import evaluate
     from dagger_cli.core.run_state import save_videos
     from dagger_cli.envs import make_vec_env

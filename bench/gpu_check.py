@@ -84,7 +84,7 @@ class Pi0Bench:
     """A random-init π₀ student (and, for (a)/(b), a resident bf16 expert) with LIBERO shapes."""
 
     def __init__(self, sizes: Sizes, folder: Path):
-        from dagger_cli.core.config import load_config
+        from dagger_cli.core.config_loader import load_config
         from dagger_cli.policies.pi0.testing import write_norm_stats
 
         self.sizes = sizes

@@ -38,7 +38,7 @@ def main() -> None:
     extra = [arg for kv in args.set for arg in ("--set", kv)]
 
     from _common import random_stepping_seconds, table
-    from dagger_cli.core.config import load_config
+    from dagger_cli.core.config_loader import load_config
     from dagger_cli.envs import make_vec_env
 
     cfg = load_config("pick-cube", overrides=args.set)

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from dagger_cli import __version__
 from dagger_cli.core import checkpoint, process
-from dagger_cli.core.config import Config, load_config, read_yaml
+from dagger_cli.core.config import Config
+from dagger_cli.core.config_loader import load_config, read_yaml
 from dagger_cli.core.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ def run_config(run_dir: Path, overrides: list[str] = ()) -> Config:
         raise UsageError(f"{run_dir}: no such run dir")
     if not is_run_dir(run_dir):
         raise UsageError(f"{run_dir}: not a dagger run dir (no {CONFIG_FILE})")
-    from dagger_cli.core.config import drop_other_adapters_keys
+    from dagger_cli.core.config_loader import drop_other_adapters_keys
 
     return load_config(base=drop_other_adapters_keys(read_yaml(run_dir / CONFIG_FILE)), overrides=list(overrides))
 

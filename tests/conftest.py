@@ -15,7 +15,8 @@ busy make each other wait (measured while another job used one core: an MLP upda
 import numpy as np
 import pytest
 
-from dagger_cli.core.config import Config, load_config
+from dagger_cli.core.config import Config
+from dagger_cli.core.config_loader import load_config
 from dagger_cli.core.run_state import RunnerHooks
 
 HAVE_MANISKILL = importlib.util.find_spec("mani_skill") is not None

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from dagger_cli.core.config import Config, all_keys, config_from_dict, load_config, parse_override, preset_names
+from dagger_cli.core.config import Config, all_keys
+from dagger_cli.core.config_loader import config_from_dict, load_config, parse_override, preset_names
 from dagger_cli.core.errors import ConfigError, UsageError
 
 

@@ -11,7 +11,7 @@ ray = pytest.importorskip("ray")
 
 from conftest import PointEnv, PointExpert, StopAfter, point_config, requires_pi0  # noqa: E402
 from dagger_cli.core import checkpoint  # noqa: E402
-from dagger_cli.core.config import load_config  # noqa: E402
+from dagger_cli.core.config_loader import load_config  # noqa: E402
 from dagger_cli.core.distributed_learner import DistributedLearner  # noqa: E402
 from dagger_cli.core.learner import Learner  # noqa: E402
 from dagger_cli.core.replay_buffer import ReplayBuffer  # noqa: E402

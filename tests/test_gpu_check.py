@@ -23,7 +23,7 @@ fails here as there), the call recorded, and the metrics.jsonl of a run: (d)'s (
 import json, sys
 from pathlib import Path
 
-from dagger_cli.core.config import load_config
+from dagger_cli.core.config_loader import load_config
 
 args = sys.argv[1:]
 run_dir = Path(args[args.index("--run-dir") + 1])

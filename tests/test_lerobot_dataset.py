@@ -511,7 +511,7 @@ def test_a_read_only_run_exports_without_anything_written_into_it(point_run, tmp
 @pytest.mark.parametrize("preset, fps", [("pick-cube", 20.0), ("libero-spatial", 2.0), ("libero-spatial-small", 4.0)])
 def test_the_default_frame_rate_is_the_control_rate_over_the_steps_a_frame_executes(preset, fps):
     from dagger_cli.cli.export import default_fps
-    from dagger_cli.core.config import load_config
+    from dagger_cli.core.config_loader import load_config
 
     # GIVEN ManiSkill's and LIBERO's 20 Hz control, and a frame a decision of num_action_chunks (1, 10, 5) steps
     # THEN a frame lasts those steps: the timestamps are simulated seconds

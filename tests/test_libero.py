@@ -111,7 +111,7 @@ def test_task5_bowl_settles_in_its_ramekin():
     """MuJoCo >= 3.4 tips this bowl onto the ramekin's rim during reset (measured: 49.5° tilt, 5.6 cm off centre under
     3.17; 15.9° and 1.5 cm under 3.2.7 and 3.3.7), and published checkpoints then drop from ≈98% to ≈12% on the task.
     Guards the `libero` extra's MuJoCo pin by behaviour. ~15 s: two resets with the preset's settling."""
-    from dagger_cli.core.config import load_config
+    from dagger_cli.core.config_loader import load_config
     from dagger_cli.envs.libero import LiberoTaskEnv
 
     # GIVEN task 5 ("the black bowl on the ramekin"), settled as the libero-spatial preset settles it
@@ -158,7 +158,7 @@ def test_mujoco_outside_the_pinned_range_is_named(monkeypatch):
 
 
 def test_vector_env_gives_prompts_and_chunked_success():
-    from dagger_cli.core.config import load_config
+    from dagger_cli.core.config_loader import load_config
     from dagger_cli.envs import make_vec_env
 
     cfg = load_config("libero-spatial", overrides=["env.num_envs=2", "env.image_size=64", "env.settle_steps=1"])
@@ -262,7 +262,7 @@ def test_other_suites_check_with_tiny_pi0(preset, suite, checkpoint_dir, tokeniz
     train` and `dagger eval`, and test_check_libero_spatial runs `dagger check` itself.) ~10 s each"""
     from dagger_cli import envs
     from dagger_cli.cli.check import run_checks
-    from dagger_cli.core.config import load_config
+    from dagger_cli.core.config_loader import load_config
     from dagger_cli.envs.libero import import_libero, load_suite
     from dagger_cli.envs.libero.env import task_of
 
@@ -315,7 +315,7 @@ def test_check_reports_a_renderer_that_cannot_start(tmp_path):
 def small_env():
     """(config, env) of libero-spatial-small with one env (its scripted expert's labels computed in the worker), for
     the tests of those labels."""
-    from dagger_cli.core.config import load_config
+    from dagger_cli.core.config_loader import load_config
     from dagger_cli.envs import make_vec_env
 
     cfg = load_config("libero-spatial-small", overrides=["env.num_envs=1", "env.max_episode_steps=20"])
@@ -353,7 +353,7 @@ def test_scripted_expert_acts_from_its_privileged_labels_and_solves_a_task(small
 
 
 def test_scripted_expert_needs_its_env_key():
-    from dagger_cli.core.config import load_config
+    from dagger_cli.core.config_loader import load_config
     from dagger_cli.core.errors import ConfigError
     from dagger_cli.policies import build_expert
 

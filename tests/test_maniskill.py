@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import requires_maniskill
-from dagger_cli.core.config import load_config
+from dagger_cli.core.config_loader import load_config
 
 pytestmark = [requires_maniskill, pytest.mark.sim]
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dagger_cli.core.config import load_config
+from dagger_cli.core.config_loader import load_config
 from dagger_cli.core.errors import CheckpointError
 from dagger_cli.policies.mlp import MLPPolicy
 from dagger_cli.policies.weights import load_into

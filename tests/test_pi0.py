@@ -11,7 +11,7 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
 
-from dagger_cli.core.config import load_config  # noqa: E402
+from dagger_cli.core.config_loader import load_config  # noqa: E402
 from dagger_cli.core.errors import CheckpointError  # noqa: E402
 
 from conftest import PROMPTS  # noqa: E402

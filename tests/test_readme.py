@@ -6,7 +6,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from dagger_cli.core.config import load_config, preset_names
+from dagger_cli.core.config_loader import load_config, preset_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def section(text: str, title: str) -> list[str]:
 
 def test_the_presets_table_names_every_preset_with_its_extras_and_checkpoints():
     from dagger_cli.core.registry import fetch_aliases
-    from dagger_cli.core.config import preset_path
+    from dagger_cli.core.config_loader import preset_path
     from dagger_cli.fetching import TOKENIZER_FILE
 
     declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import FAKE_ROBOTWIN, requires_pi0
-from dagger_cli.core.config import load_config
+from dagger_cli.core.config_loader import load_config
 from dagger_cli.core.errors import ConfigError, EnvUnavailableError
-from dagger_cli.core.rollout import EVAL_SEED_LIMIT
+from dagger_cli.core.config import EVAL_SEED_LIMIT
 
 # RLinf's picks, produced by running RLinf's own rlinf/envs/robotwin/seed_utils.py partition_success_seeds (RLinf
 # a3816b5, torch 2.13 CPU) on the adjust_bottle list of its seeds/{eval,train}_seeds.json, as its

@@ -115,7 +115,7 @@ def test_check_passes_a_complete_asset_tree_and_names_a_missing_file(tmp_path):
 
 def test_assets_check_names_a_missing_urdf_and_a_config_without_head_camera(tmp_path):
     from dagger_cli.envs.robotwin.probes import assets as _robotwin_assets
-    from dagger_cli.core.config import load_config
+    from dagger_cli.core.config_loader import load_config
 
     # GIVEN a complete tree whose embodiment config names a URDF that is not there
     root = make_assets(tmp_path / "robotwin")
@@ -151,7 +151,7 @@ def test_robotwin_source_from_a_checkout(tmp_path, monkeypatch):
     (checkout / "envs" / "adjust_bottle.py").unlink()
     monkeypatch.setenv("ROBOTWIN_PATH", str(checkout))
     from dagger_cli.envs.robotwin.probes import source as _robotwin_source
-    from dagger_cli.core.config import load_config
+    from dagger_cli.core.config_loader import load_config
 
     # WHEN / THEN the source check fails naming the file (before importing anything)
     with pytest.raises(RuntimeError, match=r"lacks envs/adjust_bottle\.py; point it at a RoboTwin checkout"):

@@ -9,7 +9,7 @@ import typer
 
 
 def complete_preset(incomplete: str) -> list[str]:
-    from dagger_cli.core.config import preset_names
+    from dagger_cli.core.config_loader import preset_names
 
     return [name for name in preset_names() if name.startswith(incomplete)]
 

@@ -42,7 +42,7 @@ def check(preset: PresetArg = None, config: ConfigOpt = None, set_: SetOpt = Non
     """Check that the simulator imports and steps one env, the models build and checkpoints load."""
     out = Output(json_mode)
     with handle_errors():
-        from dagger_cli.core.config import load_config
+        from dagger_cli.core.config_loader import load_config
         from dagger_cli.core.errors import UsageError
 
         if preset is None:

@@ -21,7 +21,7 @@ def list_presets(ctx: typer.Context, json_mode: JsonOpt = False) -> None:
         return
     out = Output(json_mode)
     with handle_errors():
-        from dagger_cli.core.config import preset_description, preset_names
+        from dagger_cli.core.config_loader import preset_description, preset_names
 
         rows = [{"name": name, "description": preset_description(name)} for name in preset_names()]
 
@@ -40,7 +40,7 @@ def list_presets(ctx: typer.Context, json_mode: JsonOpt = False) -> None:
 def show(name: str = typer.Argument(..., help="Preset name.", autocompletion=complete_preset)) -> None:
     """Print a preset's YAML."""
     with handle_errors():
-        from dagger_cli.core.config import preset_path
+        from dagger_cli.core.config_loader import preset_path
 
         text = preset_path(name).read_text()
     typer.echo(text, nl=False)

@@ -83,7 +83,7 @@ def _final(summary: dict) -> str:
 
 def _train(out, preset, config, overrides, seed, run_dir, resume, started, async_mode) -> dict:
     from dagger_cli import runs
-    from dagger_cli.core.config import load_config
+    from dagger_cli.core.config_loader import load_config
     from dagger_cli.core.errors import UsageError
 
     if seed is not None:

@@ -15,16 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dagger_cli.core.config import TRAIN_SEED_RANGE
 from dagger_cli.core.errors import ConfigError
 from dagger_cli.core.protocols import Obs, Policy, VecEnv
 from dagger_cli.core.replay_buffer import flatten_obs
 
 _COIN_STREAM, _SEED_STREAM = 2, 3
-EVAL_SEED_LIMIT = 2**20
-"""evaluation episodes reset with fixed seeds below this (env.eval.reset_seed_base + i); envs that keep separate
-training and evaluation scenes (RoboTwin's seed lists) tell the two apart by it"""
-TRAIN_SEED_RANGE = (EVAL_SEED_LIMIT, 2**31)
-"""training episodes reset with seeds drawn from this range, from (run seed, iteration)"""
 
 
 def visible(obs: Obs, env: VecEnv, policy=None) -> Obs:

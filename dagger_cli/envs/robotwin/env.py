@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dagger_cli.core.config import EVAL_SEED_LIMIT
 from dagger_cli.core.errors import ConfigError, EnvUnavailableError
-from dagger_cli.core.rollout import EVAL_SEED_LIMIT
 
 ACTION_DIM = 14
 IMAGE_SHAPE = (240, 320, 3)

@@ -1,6 +1,6 @@
-"""One-shot GPU check: the π₀ path at full size, ManiSkill's GPU simulation, LIBERO on EGL, sync vs async.
+"""One-shot GPU check: the π₀ and π0.5 paths at full size, ManiSkill's GPU simulation, LIBERO on EGL, sync vs async.
 
-    python bench/gpu_check.py [--dry-run] [--parts a b c d e f] [--json FILE]
+    python bench/gpu_check.py [--dry-run] [--parts a b c d e f g] [--json FILE]
 
 On a machine with an NVIDIA GPU (no download: a randomly initialised full-size π₀ and the bundled tokenizer), in
 one table:
@@ -10,7 +10,9 @@ one table:
   (c) the loss on one fixed batch over 30 steps at lr 1e-5 in `auto` precision (it must fall);
   (d) `dagger train pick-cube` on ManiSkill's GPU simulation (256 envs): wall time to >= 95% student success;
   (e) LIBERO rendering with EGL: env steps/s;
-  (f) `dagger train pick-cube` sync vs `--async` on this machine's cores: wall time to >= 95%.
+  (f) `dagger train pick-cube` sync vs `--async` on this machine's cores: wall time to >= 95%;
+  (g) π0.5 (libero-spatial-pi05's expert kind, horizon 10): a π0.5 student's learner step as (a) beside a resident
+      bf16 π0.5 expert, and `sample_actions` latency of both at batch 1 and 64 with 10 denoising steps as (b).
 Each part reports its own failure in one line and the others go on. `--dry-run` runs every part at small sizes
 on the CPU (tiny π₀ in bfloat16, 2 ManiSkill envs, a few steps): what CI runs, to keep the script working.
 """
@@ -81,13 +83,15 @@ DRY = Sizes(
 
 # π₀ AT SCALE
 class Pi0Bench:
-    """A random-init π₀ student (and, for (a)/(b), a resident bf16 expert) with LIBERO shapes."""
+    """A random-init π₀ student (and, for (a)/(b), a resident bf16 expert) with LIBERO shapes; `pi05`: both π0.5
+    with horizon 10 (openpi's pi05_libero), the expert with libero-spatial-pi05's 10 denoising steps."""
 
-    def __init__(self, sizes: Sizes, folder: Path):
+    def __init__(self, sizes: Sizes, folder: Path, pi05: bool = False):
         from dagger_cli.core.config_loader import load_config
         from dagger_cli.policies.pi0.testing import write_norm_stats
 
         self.sizes = sizes
+        self.horizon = 10 if pi05 else 50
         stats = write_norm_stats(folder, state_dim=8, action_dim=7).parent
         common = [
             f"actor.model.pi0.variant={sizes.variant}",
@@ -95,11 +99,14 @@ class Pi0Bench:
             "actor.model.pi0.tokenizer_path=bundled:instructions.model",
             f"actor.model.pi0.norm_stats_path={stats}",
             "actor.model.model_path=null",
+            f"actor.model.pi0.pi05={pi05}",
+            f"actor.model.pi0.action_horizon={self.horizon}",
             f"actor.micro_batch_size={sizes.micro_batch}",
             f"actor.global_batch_size={sizes.micro_batch}",
         ]
-        expert = [k.replace("actor.model.", "rollout.expert_model.") for k in common[:5]]
-        self.cfg = load_config("libero-spatial", overrides=common + expert)
+        expert = [k.replace("actor.model.", "rollout.expert_model.") for k in common[:7]]
+        preset = "libero-spatial-pi05" if pi05 else "libero-spatial"
+        self.cfg = load_config(preset, overrides=common + expert + ["rollout.expert_model.pi0.state_token_dims=null"])
         self._expert = None
 
     def observations(self, batch: int, seed: int = 0) -> dict:
@@ -130,7 +137,7 @@ class Pi0Bench:
         from dagger_cli.core.replay_buffer import ReplayBuffer, flatten_obs
 
         buffer = ReplayBuffer(samples)
-        labels = np.random.default_rng(1).normal(0, 0.5, (samples, 50, 7)).astype(np.float32)
+        labels = np.random.default_rng(1).normal(0, 0.5, (samples, self.horizon, 7)).astype(np.float32)
         buffer.add({**flatten_obs(self.observations(samples)), "expert_action": labels})
         return buffer
 
@@ -163,13 +170,13 @@ def _free(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def part_a(bench: Pi0Bench) -> list[tuple[str, str]]:
+def _learner_steps(bench: Pi0Bench, expert_only_too: bool, label: str = "") -> list[tuple[str, str]]:
     from dagger_cli.core.learner import Learner
 
     s, rows = bench.sizes, []
     expert = bench.expert()
     buffer = bench.buffer(4 * s.micro_batch)
-    for expert_only in (False, True):
+    for expert_only in (False, True) if expert_only_too else (False,):
         _free(s.device)
         student = bench.student(train_expert_only=expert_only)
         learner = Learner(student, bench.cfg.actor, seed=0, default_total_steps=100)
@@ -182,7 +189,7 @@ def part_a(bench: Pi0Bench) -> list[tuple[str, str]]:
         what = "train_expert_only" if expert_only else "full fine-tune"
         rows.append(
             (
-                f"learner step, {what}, micro-batch {s.micro_batch}",
+                f"{label}learner step, {what}, micro-batch {s.micro_batch}",
                 f"{per_step:.2f} s/step, peak {_peak_gib(s.device)} (student {student.precision}, "
                 f"expert {expert.precision} resident)",
             )
@@ -191,32 +198,44 @@ def part_a(bench: Pi0Bench) -> list[tuple[str, str]]:
     return rows
 
 
-def part_b(bench: Pi0Bench) -> list[tuple[str, str]]:
+def _latencies(bench: Pi0Bench, label: str = "") -> list[tuple[str, str]]:
     import torch
 
     s, rows = bench.sizes, []
     _free(s.device)
     for name, policy in (("student", bench.student()), ("expert", bench.expert())):
-        name = f"{name} in {policy.precision}"
+        name, steps = f"{label}{name} in {policy.precision}", policy.num_steps
         for batch in s.latency_batches:
             obs = bench.observations(batch)
             x = policy.inputs(obs)
             noise = policy.sample_noise(batch)
             with torch.no_grad(), policy._precision_context():
                 for _ in range(2):
-                    policy.model.sample_actions(**x, noise=noise, num_steps=4)
+                    policy.model.sample_actions(**x, noise=noise, num_steps=steps)
                 _sync(s.device)
                 start = time.perf_counter()
                 repeats = 5
                 for _ in range(repeats):
-                    policy.model.sample_actions(**x, noise=noise, num_steps=4)
+                    policy.model.sample_actions(**x, noise=noise, num_steps=steps)
                 _sync(s.device)
             ms = 1000 * (time.perf_counter() - start) / repeats
             rows.append(
-                (f"sample_actions, {name}, batch {batch}, 4 steps", f"{ms:.1f} ms ({ms / batch:.2f} ms/sample)")
+                (f"sample_actions, {name}, batch {batch}, {steps} steps", f"{ms:.1f} ms ({ms / batch:.2f} ms/sample)")
             )
         del policy
     return rows
+
+
+def part_a(bench: Pi0Bench) -> list[tuple[str, str]]:
+    return _learner_steps(bench, expert_only_too=True)
+
+
+def part_b(bench: Pi0Bench) -> list[tuple[str, str]]:
+    return _latencies(bench)
+
+
+def part_g(bench: Pi0Bench) -> list[tuple[str, str]]:
+    return _learner_steps(bench, expert_only_too=False, label="π0.5 ") + _latencies(bench, label="π0.5 ")
 
 
 def part_c(bench: Pi0Bench) -> list[tuple[str, str]]:
@@ -341,7 +360,7 @@ def part_f(sizes: Sizes, tmp: Path) -> list[tuple[str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="every part at small sizes on the CPU")
-    parser.add_argument("--parts", nargs="+", default=list("abcdef"), choices=list("abcdef"))
+    parser.add_argument("--parts", nargs="+", default=list("abcdefg"), choices=list("abcdefg"))
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args()
     sizes = DRY if args.dry_run else FULL
@@ -357,14 +376,14 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        bench = None
+        benches: dict[bool, Pi0Bench] = {}  # π₀'s for (a)-(c), π0.5's for (g)
         for part in args.parts:
             print(f"[{time.perf_counter() - started:.0f} s] part {part}", file=sys.stderr, flush=True)
             try:
-                if part in "abc" and bench is None:
-                    bench = Pi0Bench(sizes, tmp / "stats")
-                fn = {"a": part_a, "b": part_b, "c": part_c}.get(part)
-                found = fn(bench) if fn else {"d": part_d, "e": part_e, "f": part_f}[part](sizes, tmp)
+                fn, pi05 = {"a": part_a, "b": part_b, "c": part_c, "g": part_g}.get(part), part == "g"
+                if fn and pi05 not in benches:
+                    benches[pi05] = Pi0Bench(sizes, tmp / ("stats-pi05" if pi05 else "stats"), pi05=pi05)
+                found = fn(benches[pi05]) if fn else {"d": part_d, "e": part_e, "f": part_f}[part](sizes, tmp)
                 rows += [(f"({part})", what, result) for what, result in found]
             except Exception as e:  # each part reports its own failure and the others go on
                 text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

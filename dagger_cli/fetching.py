@@ -112,6 +112,8 @@ def inspect_layout(files: list[str], kind: str) -> Layout:
         if f.endswith("/norm_stats.json"):
             asset_id = f[: -len("/norm_stats.json")]
             layout.norm_stats.setdefault(asset_id.removeprefix("assets/"), f)
+        elif f.startswith("policy_preprocessor") and f.endswith("normalizer_processor.safetensors"):
+            layout.norm_stats.setdefault("LeRobot's normaliser", f)  # LeRobot's π₀ / π0.5 layout
     models = sorted(f for f in files if f.endswith(".model"))
     layout.tokenizer = TOKENIZER_FILE if TOKENIZER_FILE in models else (models[0] if models else None)
     looks_like_pi0 = kind == "model" or (kind == "generic" and bool(layout.weights))

@@ -295,14 +295,14 @@ def test_missing_norm_stats_is_a_warning(hub, tmp_path, name):
     assert (target / "model.safetensors").read_bytes() == WEIGHTS
 
 
-def test_list_json_names_the_five_aliases(tmp_path):
+def test_list_json_names_the_seven_aliases(tmp_path):
     # GIVEN DAGGER_HOME with pi0-robotwin already downloaded
     home = tmp_path / "dagger"
     (home / "checkpoints" / "RLinf/RLinf-Pi0-RoboTwin-SFT-adjust_bottle").mkdir(parents=True)
     (home / "checkpoints" / "RLinf/RLinf-Pi0-RoboTwin-SFT-adjust_bottle" / "model.safetensors").write_bytes(WEIGHTS)
     # WHEN listing
     result = dagger("fetch", "--list", "--json", env={"DAGGER_HOME": str(home), "OPENPI_DATA_HOME": str(tmp_path)})
-    # THEN the five aliases with their repo ids, keys and local dirs, and which one is there
+    # THEN the seven aliases with their repo ids, keys and local dirs, and which one is there
     assert result.returncode == 0, result.stderr
     rows = {r["name"]: r for r in json.loads(result.stdout)["aliases"]}
     assert {name: r["repo_id"] for name, r in rows.items()} == {
@@ -310,6 +310,8 @@ def test_list_json_names_the_five_aliases(tmp_path):
         "pi0-libero-long": "RLinf/RLinf-Pi0-LIBERO-Long-SFT",
         "pi0-robotwin": "RLinf/RLinf-Pi0-RoboTwin-SFT-adjust_bottle",
         "pi0-robotwin-expert": EXPERT,
+        "pi05-libero-expert": "lerobot/pi05_libero_finetuned",
+        "pi05-libero-rlinf": "RLinf/RLinf-Pi05-LIBERO-SFT",
         "openpi-tokenizer": TOKENIZER,
     }
     assert rows["pi0-robotwin-expert"]["config_key"] == "rollout.expert_model.model_path"

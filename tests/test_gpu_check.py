@@ -94,3 +94,21 @@ def test_a_failing_part_is_one_line_and_the_rest_go_on(tmp_path):
     assert any(line.startswith("(d)") and "FAILED" in line and "FileNotFoundError" in line for line in lines)
     # AND (c), the loss on one batch, falls (the dry run's one run of it)
     assert any(line.startswith("(c)") and "falls" in line for line in lines) or not HAVE_PI0
+
+
+@pytest.mark.skipif(not HAVE_PI0, reason="needs the pi0 extra")
+def test_dry_run_covers_pi05(tmp_path):
+    """(g): a tiny π0.5 student's learner step beside a resident π0.5 expert (libero-spatial-pi05's expert kind,
+    horizon 10), then both sample_actions latencies, the expert at the preset's 10 denoising steps."""
+    out = tmp_path / "rows.json"
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dry-run", "--parts", "g", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [r["part"] for r in rows] == ["(g)"] * 5
+    assert rows[0]["measured"] == "π0.5 learner step, full fine-tune, micro-batch 2" and "s/step" in rows[0]["result"]
+    assert [r["measured"] for r in rows[1:]] == [
+        f"sample_actions, π0.5 {who} in bfloat16, batch {batch}, {steps} steps"
+        for who, steps in (("student", 4), ("expert", 10)) for batch in (1, 4)]

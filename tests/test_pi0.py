@@ -726,7 +726,7 @@ def test_check_warns_that_a_full_size_pi0_on_a_cpu_is_too_slow_and_says_what_a_s
         model = Pi0Model(VARIANTS["full"])
     pwe = model.paligemma_with_expert
     numel = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
-    prefix, suffix = 2 * 256 + student.pi0.max_token_len, 1 + 50
+    prefix, suffix = 2 * 256 + 48, 1 + 50  # π₀'s prompt tokens (max_token_len null), the state token + horizon
     weights_only = 2 * (2 * 256 * numel(pwe.vision_tower) + prefix * numel(pwe.language_model.layers)
                         + student.pi0.num_steps * suffix * numel(pwe.expert_model.layers))
     assert weights_only < act < 1.1 * weights_only  # + attention over the 560-token prefix

@@ -1,5 +1,6 @@
-"""π₀ policy adapter (`model_type: pi0`, extra `pi0`): openpi-compatible model, transforms, tokenizer and
-checkpoints. The policy is `policy.Pi0Policy`; this module stays light (no torch) for the registry."""
+"""π₀ / π0.5 policy adapter (`model_type: pi0`, `pi0.pi05` for π0.5; extra `pi0`): openpi-compatible model,
+transforms, tokenizer and checkpoints. The policy is `policy.Pi0Policy`; this module stays light (no torch) for the
+registry."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ FETCH_ALIASES = (
           MODEL_KEY),
     Alias("pi0-robotwin-expert", "RLinf/RLinf-Pi0-RoboTwin-PPO-adjust_bottle", "π₀ expert for robotwin-adjust-bottle",
           EXPERT_KEY),
+    Alias("pi05-libero-expert", "lerobot/pi05_libero_finetuned",
+          "π0.5 expert for libero-spatial-pi05 (LeRobot's layout; LIBERO-Spatial 97% in LeRobot's docs)", EXPERT_KEY),
+    Alias("pi05-libero-rlinf", "RLinf/RLinf-Pi05-LIBERO-SFT",
+          "RLinf's few-shot π0.5 LIBERO SFT (openpi's layout; pi0.pi05=true, action_horizon=10)", MODEL_KEY),
     Alias("openpi-tokenizer", "RLinf/openpi_tokenizer", "PaliGemma SentencePiece tokenizer", TOKENIZER_KEY,
           "tokenizer"),
 )
@@ -41,16 +46,16 @@ def describe(model: Pi0ModelConfig, policy, device: str, is_student: bool) -> st
     model too large to use there (a full-size π₀) makes the line a `CheckWarning`, the estimated cost of a rollout
     chunk and of a learner step (from the model's FLOPs and this CPU's measured matmul speed)."""
     from dagger_cli.core.registry import CheckWarning
+    from dagger_cli.policies.pi0.config import model_name
     from dagger_cli.policies.pi0.model import memory_estimate_gib
-    from dagger_cli.policies.pi0.sizes import VARIANTS
 
     p = model.pi0
     precision = p.precision if p.precision != "auto" else ("bfloat16" if device == "cuda" else "float32")
-    weights, total = memory_estimate_gib(VARIANTS[p.variant], precision, p.train_expert_only, trainable=is_student)
+    weights, total = memory_estimate_gib(_size_of(model, policy), precision, p.train_expert_only, trainable=is_student)
     how = ""
     if precision == "bfloat16":
         how = " (fp32 master weights, bf16 autocast)" if is_student else " (stored in bf16)"
-    text = f"{p.variant} π₀ in {precision}{how}: weights {_size(weights)}"
+    text = f"{p.variant} {model_name(p.pi05)} in {precision}{how}: weights {_size(weights)}"
     if is_student:
         part = "action expert" if p.train_expert_only else "all"
         text += f", training ({part}) ≈{_size(total)} + activations"
@@ -61,10 +66,14 @@ def describe(model: Pi0ModelConfig, policy, device: str, is_student: bool) -> st
         from dagger_cli.policies.pi0.transforms import dims_text
 
         delta = transforms.delta_dims()
+        absolute = "openpi's π0.5 convention" if policy.openpi_convention == "absolute" else "LeRobot's convention"
         text += (f"; actions relative to the state on dims {dims_text(delta)} (openpi's convention)" if delta
-                 else "; absolute actions (LeRobot's convention)")
+                 else f"; absolute actions ({absolute})")
+        if p.pi05:
+            norm = "quantile" if transforms.quantiles else "mean/std"
+            text += f"; {norm} norm stats; state {'in the prompt' if policy.state_tokens else 'not seen'}"
     if str(device).split(":")[0] == "cpu":
-        act, train = pi0_flops(model)
+        act, train = pi0_flops(model, _size_of(model, policy))
         speed = cpu_matmul_flops("bfloat16" if precision == "bfloat16" else "float32")
         if max(act, train if is_student else 0.0) / speed > CPU_SECONDS_WARNING:
             text += (f"; too slow to use on this CPU: ≈{_seconds(act / speed)} per env for a rollout chunk "
@@ -78,25 +87,35 @@ def describe(model: Pi0ModelConfig, policy, device: str, is_student: bool) -> st
     return text
 
 
+def _size_of(model: Pi0ModelConfig, policy=None):
+    """The model's size: the built policy's where there is one (its horizon may come from a LeRobot checkpoint),
+    else the config's."""
+    from dagger_cli.policies.pi0.sizes import model_size
+
+    built = getattr(getattr(policy, "model", None), "size", None)
+    return built or model_size(model.pi0.variant, model.pi0.pi05, model.pi0.action_horizon)
+
+
 CPU_SECONDS_WARNING = 1.0
 """`dagger check` warns when one observation (or one training sample) of a model would take longer on the CPU"""
 
 
-def pi0_flops(model: Pi0ModelConfig) -> tuple[float, float]:
+def pi0_flops(model: Pi0ModelConfig, size=None) -> tuple[float, float]:
     """Estimated FLOPs (multiply-adds × 2) of (one observation's action chunk: SigLIP on each camera, the VLM on the
     prefix, `num_steps` action-expert passes; one training sample: SigLIP, VLM and one expert pass forward, backward
-    ≈ 2 × forward of what trains, + 1 forward of it under gradient checkpointing). From the size table: the
-    layers' matmuls and attention; norms, softmax and the like are left out."""
-    from dagger_cli.policies.pi0.sizes import VARIANTS
+    ≈ 2 × forward of what trains, + 1 forward of it under gradient checkpointing). From the size table (`size`:
+    the config's unless given): the layers' matmuls and attention (π0.5's adaRMS projections counted as the
+    suffix's projections); norms, softmax and the like are left out."""
+    from dagger_cli.policies.pi0.config import token_len
     from dagger_cli.policies.pi0.transforms import DATA_SPECS
 
     p = model.pi0
-    size = VARIANTS[p.variant]
+    size = size or _size_of(model)
     vlm, expert, sig = size.paligemma, size.expert, size.siglip
     cameras = sum(key is not None for key in DATA_SPECS[p.data].cameras)
     patches = (sig.image_size // sig.patch_size) ** 2
-    prefix = cameras * patches + p.max_token_len
-    suffix = 1 + size.action_horizon  # the state token and the action tokens
+    prefix = cameras * patches + token_len(p)
+    suffix = size.action_horizon + (0 if size.pi05 else 1)  # the action tokens; π₀'s state token
 
     def gemma(g, queries: int, keys: int) -> float:
         attn = g.width * g.num_heads * g.head_dim * 2 + g.width * g.num_kv_heads * g.head_dim * 2
@@ -107,6 +126,9 @@ def pi0_flops(model: Pi0ModelConfig) -> tuple[float, float]:
     per_token = sig.depth * layer + 3 * sig.patch_size**2 * sig.width + sig.width * vlm.width
     siglip = cameras * (2 * patches * per_token + 4 * patches * patches * sig.width * sig.depth)
     projections = 2 * suffix * (3 * size.action_dim * expert.width + 3 * expert.width * expert.width)
+    if size.pi05:  # per sample, not per token: the time MLP and each expert norm's scale/shift/gate projection
+        projections = 2 * (2 * size.action_dim * expert.width * suffix
+                           + (2 + 3 * (2 * expert.depth + 1)) * expert.width * expert.width)
     one_pass = gemma(expert, suffix, prefix + suffix) + projections
     prefix_flops = siglip + gemma(vlm, prefix, prefix)
     act = prefix_flops + p.num_steps * one_pass
@@ -165,9 +187,8 @@ def __getattr__(name: str):
 def weight_bytes(model: Pi0ModelConfig) -> int:
     """The student's state dict at most (fp32, as a student keeps its master weights)."""
     from dagger_cli.policies.pi0.model import memory_estimate_gib
-    from dagger_cli.policies.pi0.sizes import VARIANTS
 
-    weights, _ = memory_estimate_gib(VARIANTS[model.pi0.variant], "float32", model.pi0.train_expert_only, True)
+    weights, _ = memory_estimate_gib(_size_of(model), "float32", model.pi0.train_expert_only, True)
     return int(weights * 2**30)
 
 

@@ -1,4 +1,5 @@
-"""π₀ checkpoints in openpi's PyTorch layout: weights, norm stats, and the key renaming across transformers versions.
+"""π₀ and π0.5 checkpoints in openpi's PyTorch layout: weights, norm stats, and the key renaming across transformers
+versions.
 
 A checkpoint directory holds weights as `dagger_cli.policies.weights` finds them (`*.safetensors`, sorted and
 merged; or RLinf's `full_weights.pt`, read weights-only), and `<asset_id>/norm_stats.json` (RLinf) or
@@ -9,6 +10,10 @@ transformers ≤4.51 (`paligemma.language_model.model.*`), 4.52–4.57 as openpi
 (`paligemma.model.vision_tower.vision_model.*`), and 5.x (`paligemma.model.vision_tower.*`). The token embedding may
 come as `paligemma.lm_head.weight` (what `safetensors.save_model` keeps of the tied pair) or as `embed_tokens`; the
 action expert's `lm_head` is never used and may be absent. We save in openpi's own spelling.
+
+π0.5 weights (openpi's `pi05=True`) have `time_mlp_{in,out}` and the action expert's `*layernorm.dense.*` /
+`norm.dense.*` instead of `state_proj`, `action_time_mlp_*` and the expert's norm weights; loading one kind into the
+other is a one-line error naming the checkpoint, a key that shows its kind, and the `pi0.pi05` key to set.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ def _rename(key: str, module_keys: set[str]) -> str:
     """One checkpoint key in the module's spelling (LeRobot's: under `model.`, the time MLP maybe `time_mlp_*`)."""
     if key.startswith("model.") and key not in module_keys:
         key = key[len("model."):]
-    if key.startswith("time_mlp_"):
+    if key.startswith("time_mlp_") and key not in module_keys:
         key = "action_" + key
     key = key.replace("paligemma.language_model.model.", "paligemma.model.language_model.")
     key = key.replace("paligemma.language_model.lm_head.", "paligemma.lm_head.")
@@ -48,18 +53,33 @@ def _rename(key: str, module_keys: set[str]) -> str:
     return key
 
 
-def load_weights(model: torch.nn.Module, path: Path) -> None:
+def load_weights(model: torch.nn.Module, path: Path, key: str = "pi0.pi05") -> None:
     """Loads an openpi/RLinf checkpoint (directory or file) into `model` strictly, casting to the model's dtypes."""
     from dagger_cli.policies.weights import read_weights
 
     path = Path(path).expanduser()
-    load_state(model, read_weights(path), str(path))
+    load_state(model, read_weights(path), str(path), key)
 
 
-def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Loads tensors in any accepted spelling into `model`; every problem is a CheckpointError naming `source`."""
+def _kind_mismatch(state: dict, pi05: bool, source: str, key: str) -> None:
+    """A CheckpointError when `state` is plainly the other kind of model (π₀ vs π0.5); `key`: the switch to name."""
+    adaptive = next((k for k in state if ".gemma_expert." in k and "norm.dense." in k), None)
+    if pi05 and adaptive is None:
+        shows = next((k for k in state if k.endswith("state_proj.weight")), None)
+        if shows is not None:
+            raise CheckpointError(f"{source}: π₀ weights ({shows}; no adaptive RMSNorm in the action expert), "
+                                  f"but {key} is true; set {key}=false")
+    if not pi05 and adaptive is not None:
+        raise CheckpointError(f"{source}: π0.5 weights ({adaptive}: adaptive RMSNorm in the action expert), but {key} "
+                              f"is false; set {key}=true")
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, key: str = "pi0.pi05") -> None:
+    """Loads tensors in any accepted spelling into `model`; every problem is a CheckpointError naming `source`
+    (`key`: the config key of the π₀ / π0.5 switch, named when the weights are the other kind)."""
     expected = model.state_dict()
     keys = set(expected)
+    _kind_mismatch(state, model.size.pi05, source, key)
     state = {_rename(k, keys): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.startswith(("value_head.", "critic"))}
     if _LM_HEAD in keys and _LM_HEAD not in state and _EMBED in state:
@@ -68,7 +88,7 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: s
         state[_EMBED] = state[_LM_HEAD]
     if _EXPERT_HEAD in keys and _EXPERT_HEAD not in state:
         state[_EXPERT_HEAD] = expected[_EXPERT_HEAD]  # unused by π₀; openpi's converter fills it randomly
-    check_state_dict(expected, state, source, "π₀")
+    check_state_dict(expected, state, source, "π0.5" if model.size.pi05 else "π₀")
     with torch.no_grad():
         for name, param in list(model.named_parameters()) + list(model.named_buffers()):
             if name in state:
@@ -109,51 +129,83 @@ otherwise turn later, larger deviations into huge z-scores"""
 
 
 class NormStats:
-    """z-score statistics of state and actions (π₀ normalises with mean and std; Pi0.5 would use quantiles)."""
+    """Statistics of state and actions per dim: mean and std (π₀'s z-scores) and the 1st and 99th percentiles (π0.5's
+    quantile normalisation), each pair None where its source has none; `require` says whether a normalisation can
+    use them."""
 
     FIELDS = ("state_mean", "state_std", "actions_mean", "actions_std")
+    QUANTILE_FIELDS = ("state_q01", "state_q99", "actions_q01", "actions_q99")
 
-    def __init__(self, state_mean, state_std, actions_mean, actions_std, source: str = ""):
-        self.state_mean = np.asarray(state_mean, dtype=np.float64)
-        self.state_std = np.asarray(state_std, dtype=np.float64)
-        self.actions_mean = np.asarray(actions_mean, dtype=np.float64)
-        self.actions_std = np.asarray(actions_std, dtype=np.float64)
+    def __init__(self, state_mean=None, state_std=None, actions_mean=None, actions_std=None, source: str = "",
+                 state_q01=None, state_q99=None, actions_q01=None, actions_q99=None):
+        values = (state_mean, state_std, actions_mean, actions_std, state_q01, state_q99, actions_q01, actions_q99)
+        for name, value in zip((*self.FIELDS, *self.QUANTILE_FIELDS), values):
+            setattr(self, name, None if value is None else np.asarray(value, dtype=np.float64))
         self.source = source
+
+    @property
+    def has_quantiles(self) -> bool:
+        return all(getattr(self, name) is not None for name in self.QUANTILE_FIELDS)
+
+    def require(self, quantiles: bool, key: str) -> None:
+        """A CheckpointError naming the source unless the stats hold what the normalisation needs; `key`: the
+        normalisation key to point at."""
+        fields = self.QUANTILE_FIELDS if quantiles else self.FIELDS
+        missing = [name for name in fields if getattr(self, name) is None]
+        if missing:
+            how = ("quantiles (q01, q99); set {key}=mean_std to use mean and std" if quantiles
+                   else "mean and std; set {key}=quantiles to use q01 and q99")
+            raise CheckpointError(f"{self.source}: norm stats lack {missing[0]} (normalising by {how.format(key=key)})")
+
+    def dims(self, which: str) -> int:
+        """Dims the stats cover for `state` or `actions`."""
+        return min(len(v) for v in (getattr(self, f"{which}_{f}") for f in ("mean", "std", "q01", "q99"))
+                   if v is not None)
 
     @classmethod
     def identity(cls, dim: int) -> "NormStats":
-        """Mean 0, std 1 for up to `dim` state and action dims: what a student uses before it has stats."""
+        """Mean 0, std 1 and percentiles ±1 for up to `dim` state and action dims: what a student uses before it has
+        stats."""
         zeros, ones = np.zeros(dim), np.ones(dim)
-        return cls(zeros, ones, zeros, ones, source="identity (no norm stats yet)")
+        return cls(zeros, ones, zeros, ones, source="identity (no norm stats yet)", state_q01=-ones, state_q99=ones,
+                   actions_q01=-ones, actions_q99=ones)
 
     @classmethod
     def from_data(cls, state: np.ndarray, actions: np.ndarray, source: str) -> "NormStats":
-        """Stats of states (N, S) and model-space actions (N, ..., A), each std floored at MIN_STD."""
+        """Stats of states (N, S) and model-space actions (N, ..., A): each std floored at MIN_STD, each percentile
+        range widened about its middle to at least 2 × MIN_STD."""
         state = np.asarray(state, dtype=np.float64).reshape(len(state), -1)
         actions = np.asarray(actions, dtype=np.float64).reshape(-1, np.shape(actions)[-1])
+
+        def percentiles(x):
+            low, high = np.quantile(x, 0.01, axis=0), np.quantile(x, 0.99, axis=0)
+            middle, half = (low + high) / 2, np.maximum((high - low) / 2, MIN_STD)
+            return middle - half, middle + half
+
+        (state_q01, state_q99), (actions_q01, actions_q99) = percentiles(state), percentiles(actions)
         return cls(state.mean(0), np.maximum(state.std(0), MIN_STD), actions.mean(0),
-                   np.maximum(actions.std(0), MIN_STD), source=source)
+                   np.maximum(actions.std(0), MIN_STD), source=source, state_q01=state_q01, state_q99=state_q99,
+                   actions_q01=actions_q01, actions_q99=actions_q99)
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
-        return {NORM_KEY + name: torch.from_numpy(getattr(self, name).copy()) for name in self.FIELDS}
+        return {NORM_KEY + name: torch.from_numpy(getattr(self, name).copy())
+                for name in (*self.FIELDS, *self.QUANTILE_FIELDS) if getattr(self, name) is not None}
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], source: str) -> "NormStats":
         missing = [name for name in cls.FIELDS if NORM_KEY + name not in tensors]
         if missing:
             raise CheckpointError(f"{source}: norm stats lack {NORM_KEY + missing[0]}")
-        return cls(*(tensors[NORM_KEY + name].double().numpy() for name in cls.FIELDS), source=source)
+        return cls(**{name: tensors[NORM_KEY + name].double().numpy() for name in (*cls.FIELDS, *cls.QUANTILE_FIELDS)
+                      if NORM_KEY + name in tensors}, source=source)
 
     def to_json(self) -> dict[str, Any]:
-        def stats(mean, std):
-            return {"mean": mean.tolist(), "std": std.tolist()}
+        """openpi's norm_stats.json: per key mean, std and, where known, q01 and q99."""
+        def stats(which):
+            return {f: getattr(self, f"{which}_{f}").tolist() for f in ("mean", "std", "q01", "q99")
+                    if getattr(self, f"{which}_{f}") is not None}
 
-        return {
-            "norm_stats": {
-                "state": stats(self.state_mean, self.state_std),
-                "actions": stats(self.actions_mean, self.actions_std),
-            }
-        }
+        return {"norm_stats": {"state": stats("state"), "actions": stats("actions")}}
 
 
 def norm_stats_candidates(model_path: Path | None, asset_id: str, override: str | None) -> list[Path]:
@@ -285,10 +337,12 @@ def find_norm_stats(model_path: Path | None, asset_id: str, override: str | None
     try:
         data = json.loads(path.read_text())["norm_stats"]
         state, actions = data["state"], data["actions"]
-        return NormStats(state["mean"], state["std"], actions["mean"], actions["std"], source=str(path))
+        quantiles = {f"{which}_{q}": part.get(q) for which, part in (("state", state), ("actions", actions))
+                     for q in ("q01", "q99")}
+        return NormStats(state["mean"], state["std"], actions["mean"], actions["std"], source=str(path), **quantiles)
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: missing norm_stats.{{state,actions}}.{{mean,std}} ({e})") from None
 
 

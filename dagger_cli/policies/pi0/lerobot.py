@@ -1,4 +1,5 @@
-"""π₀ checkpoints in LeRobot's layout (`PI0Policy.save_pretrained`), read as student or expert, and written.
+"""π₀ and π0.5 checkpoints in LeRobot's layout (`PI0Policy` / `PI05Policy.save_pretrained`), read as student or
+expert, and written.
 
 A LeRobot π₀ directory holds `config.json` (`type: pi0`, `chunk_size`, `max_state_dim`, `max_action_dim`, the
 PaliGemma and expert variants), `model.safetensors` with every key under `model.` and the openpi names below it
@@ -8,6 +9,12 @@ exports spell the time MLP `time_mlp_*`), and the normalisers in separate files,
 ...) and the postprocessor's `unnormalizer` twin. The weight-file rule (`dagger_cli.policies.weights`) skips those
 processor files; the key renaming lives with the openpi spellings (`checkpoint._rename`); this module reads and
 checks `config.json` and the normaliser stats, and writes the layout.
+
+π0.5 (`type: pi05`): openpi's π0.5 names under `model.` (`model.time_mlp_in`, the expert's
+`input_layernorm.dense.*`), `chunk_size` its horizon, `tokenizer_max_length` 200, `normalization_mapping` STATE and
+ACTION `QUANTILES` by default (some checkpoints, e.g. `lerobot/pi05_libero_finetuned_v044`, use `MEAN_STD`), the
+normaliser files then holding `q01` / `q99` beside the other stats; the state always goes into the prompt (LeRobot
+0.4.x padded it to `max_state_dim` first; 0.5 and later write the state's own dims, as openpi does, and so do we).
 """
 
 from __future__ import annotations
@@ -38,21 +45,52 @@ def is_lerobot(path: Path) -> bool:
     return isinstance(data, dict) and "type" in data
 
 
-def check_config(path: Path, size, variant: str, key: str, action_dim: int | None = None) -> None:
-    """config.json against the preset's model: a field that contradicts it is a one-line error naming both."""
+def read_config(path: Path) -> dict:
     file = Path(path) / CONFIG_FILE
     try:
         config = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{file}: not valid JSON ({e})") from None
-    if config.get("type") != "pi0":
-        raise ConfigError(f"{key}.model_path: {file} is a LeRobot {config.get('type')!r} policy, not pi0")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{file}: not a JSON object")
+    return config
+
+
+def chunk_size(path: Path) -> int | None:
+    """The horizon a LeRobot checkpoint was trained with (config.json's chunk_size), if it says."""
+    size = read_config(path).get("chunk_size")
+    return int(size) if isinstance(size, int) else None
+
+
+def normalization(path: Path) -> str | None:
+    """`quantiles` or `mean_std`, as config.json's normalization_mapping says for STATE and ACTION; None if it says
+    nothing; a CheckpointError for anything else."""
+    file = Path(path) / CONFIG_FILE
+    mapping = read_config(path).get("normalization_mapping") or {}
+    modes = {mapping.get(kind) for kind in ("STATE", "ACTION")} - {None}
+    if not modes:
+        return None
+    names = {"QUANTILES": "quantiles", "MEAN_STD": "mean_std"}
+    if len(modes) > 1 or not modes <= set(names):
+        raise CheckpointError(f"{file}: normalization_mapping STATE {mapping.get('STATE')!r}, ACTION "
+                              f"{mapping.get('ACTION')!r}; dagger reads QUANTILES or MEAN_STD, the same for both")
+    return names[modes.pop()]
+
+
+def check_config(path: Path, size, variant: str, key: str, action_dim: int | None = None) -> None:
+    """config.json against the preset's model: a field that contradicts it is a one-line error naming both."""
+    file = Path(path) / CONFIG_FILE
+    config = read_config(path)
+    ours = "pi05" if size.pi05 else "pi0"
+    if config.get("type") != ours:
+        hint = {"pi05": f"; set {key}.pi0.pi05=true", "pi0": f"; set {key}.pi0.pi05=false"}.get(config.get("type"), "")
+        raise ConfigError(f"{key}.model_path: {file} is a LeRobot {config.get('type')!r} policy, not {ours}{hint}")
     pairs = [("chunk_size", size.action_horizon, "action horizon"),
              ("max_state_dim", size.action_dim, "state dims"), ("max_action_dim", size.action_dim, "action dims")]
-    for field, ours, what in pairs:
-        if field in config and int(config[field]) != ours:
+    for field, value, what in pairs:
+        if field in config and int(config[field]) != value:
             raise ConfigError(f"{key}.model_path: {file} has {field} {config[field]}, but {key}.pi0.variant "
-                              f"{variant} has {ours} {what}")
+                              f"{variant} has {value} {what}")
     action = (config.get("output_features") or {}).get("action") or {}
     if action_dim is not None and action.get("shape") and int(action["shape"][-1]) != action_dim:
         raise ConfigError(f"{key}.model_path: {file} acts in {action['shape'][-1]} dims (output_features.action), but "
@@ -64,8 +102,14 @@ def check_config(path: Path, size, variant: str, key: str, action_dim: int | Non
                                   f"{variant} is {ours}")
 
 
+STATS = {f"{ours}_{stat}": f"{theirs}.{stat}" for ours, theirs in (("state", "observation.state"), ("actions", "action"))
+         for stat in ("mean", "std", "q01", "q99")}
+"""NormStats field -> the normaliser file's key"""
+
+
 def norm_stats(path: Path):
-    """NormStats from the preprocessor's normaliser (state and action mean/std), or None when there is none."""
+    """NormStats from the preprocessor's normaliser (state and action mean, std, q01, q99: what it holds), or None
+    when there is none. The normalisation in use checks that what it needs is there (`NormStats.require`)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -78,16 +122,17 @@ def norm_stats(path: Path):
         tensors = load_file(str(files[0]))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{files[0]}: corrupt ({e})") from None
-    names = ("observation.state.mean", "observation.state.std", "action.mean", "action.std")
-    missing = [n for n in names if n not in tensors]
-    if missing:
-        raise CheckpointError(f"{files[0]}: no {missing[0]} (π₀ normalises state and action by mean and std)")
-    return NormStats(*(tensors[n].double().numpy() for n in names), source=str(files[0]))
+    if not any(name in tensors for name in STATS.values()):
+        raise CheckpointError(f"{files[0]}: no observation.state or action stats (mean, std, q01, q99)")
+    return NormStats(**{ours: tensors[theirs].double().numpy() for ours, theirs in STATS.items() if theirs in tensors},
+                     source=str(files[0]))
 
 
-def save(model: torch.nn.Module, norm, size, directory: Path, variant: str, action_dim: int) -> Path:
+def save(model: torch.nn.Module, norm, size, directory: Path, variant: str, action_dim: int,
+         quantiles: bool = False, token_len: int = 48) -> Path:
     """Writes `directory` in LeRobot's layout: config.json, model.safetensors under `model.` (the tied embedding
-    as `embed_tokens`, the time MLP as `action_time_mlp_*`) and the pre/postprocessor normaliser files."""
+    as `embed_tokens`, π₀'s time MLP as `action_time_mlp_*`, π0.5's as `time_mlp_*`) and the pre/postprocessor
+    normaliser files (every stat the norm stats hold; `quantiles`: the mapping says QUANTILES)."""
     from safetensors.torch import save_file
 
     from dagger_cli.core.checkpoint import write_json
@@ -99,16 +144,18 @@ def save(model: torch.nn.Module, norm, size, directory: Path, variant: str, acti
     if _EMBED not in state:
         state[_EMBED] = model.state_dict()[_LM_HEAD].detach().cpu().contiguous()
     _atomic_safetensors({f"model.{k}": v for k, v in state.items()}, directory / "model.safetensors", save_file)
-    stats = {"observation.state.mean": norm.state_mean, "observation.state.std": norm.state_std,
-             "action.mean": norm.actions_mean, "action.std": norm.actions_std}
-    tensors = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in stats.items()}
+    tensors = {theirs: torch.from_numpy(np.asarray(getattr(norm, ours), dtype=np.float32))
+               for ours, theirs in STATS.items() if getattr(norm, ours) is not None}
     _atomic_safetensors(tensors, directory / "policy_preprocessor_step_2_normalizer_processor.safetensors", save_file)
     _atomic_safetensors({k: v for k, v in tensors.items() if k.startswith("action.")},
                         directory / "policy_postprocessor_step_0_unnormalizer_processor.safetensors", save_file)
-    config = {"type": "pi0", "chunk_size": size.action_horizon, "n_action_steps": size.action_horizon,
-              "max_state_dim": size.action_dim, "max_action_dim": size.action_dim,
-              "input_features": {"observation.state": {"type": "STATE", "shape": [len(norm.state_mean)]}},
+    config = {"type": "pi05" if size.pi05 else "pi0", "chunk_size": size.action_horizon,
+              "n_action_steps": size.action_horizon, "max_state_dim": size.action_dim, "max_action_dim": size.action_dim,
+              "tokenizer_max_length": token_len,
+              "input_features": {"observation.state": {"type": "STATE", "shape": [norm.dims("state")]}},
               "output_features": {"action": {"type": "ACTION", "shape": [action_dim]}}}
+    mode = "QUANTILES" if quantiles else "MEAN_STD"
+    config["normalization_mapping"] = {"VISUAL": "IDENTITY", "STATE": mode, "ACTION": mode}
     if variant in VARIANTS:
         config["paligemma_variant"], config["action_expert_variant"] = VARIANTS[variant]
     write_json(directory / CONFIG_FILE, config)

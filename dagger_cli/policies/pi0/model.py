@@ -11,6 +11,12 @@ forwards rescale embeddings in ways openpi does not, and their caches grow with 
   then each stream's own output projection, MLP and norms;
 - sampling: the prefix runs once and its K/V are reused (never extended) for `num_steps` Euler steps from t=1 to 0;
 - training: t ~ Beta(1.5, 1)·0.999 + 0.001, x_t = t·ε + (1−t)·a, loss = (ε − a − v_θ(x_t, t))² per element.
+
+π0.5 (`Pi0Size.pi05`, openpi's `pi05=True`) differs in the suffix alone: no state token (the state, when the model
+sees it, is text in the prompt), the action tokens are `action_in_proj(x_t)` without the time, and the time enters
+through a time MLP (`time_mlp_in`, swish, `time_mlp_out`, swish) whose output conditions every RMSNorm of the action
+expert: each predicts scale, shift and gate from it (`dense`, zero-initialised), normalises as `x̂·(1 + scale) +
+shift`, and the gate scales that sub-layer's residual branch (the final norm's gate is unused).
 """
 
 from __future__ import annotations
@@ -97,6 +103,33 @@ class PaliGemmaWithExpert(nn.Module):
         return self.gemma_expert.model
 
 
+class AdaptiveRMSNorm(nn.Module):
+    """π0.5's RMSNorm of the action expert, conditioned on the flow time: `dense(cond)` gives scale, shift and gate
+    (no weight of its own). Returns (normalised x in x's dtype, gate in x's dtype); the arithmetic runs in fp32."""
+
+    def __init__(self, dim: int, cond_dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.dense = nn.Linear(cond_dim, 3 * dim)
+        nn.init.zeros_(self.dense.weight)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        variance = torch.square(x.float()).mean(dim=-1, keepdim=True)
+        normed = x * torch.rsqrt(variance + self.eps)
+        scale, shift, gate = self.dense(cond)[:, None, :].chunk(3, dim=-1)
+        normed = normed * (1 + scale.float()) + shift.float()
+        return normed.to(x.dtype), gate.to(x.dtype)
+
+
+def _norm(norm: nn.Module, x: torch.Tensor, cond: torch.Tensor | None):
+    """(normalised x, gate): a plain RMSNorm has no gate (None)."""
+    return (norm(x), None) if cond is None else norm(x, cond)
+
+
+def _residual(x: torch.Tensor, branch: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+    return x + branch if gate is None else x + branch * gate
+
+
 def sinusoidal_time_embedding(time: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0):
     """openpi's timestep embedding: [sin, cos] of time / period over log-spaced periods, computed in float64."""
     dtype = torch.float64 if time.device.type != "mps" else torch.float32
@@ -127,22 +160,34 @@ class Pi0Model(nn.Module):
         self.paligemma_with_expert = PaliGemmaWithExpert(size)
         self.action_in_proj = nn.Linear(size.action_dim, ew)
         self.action_out_proj = nn.Linear(ew, size.action_dim)
-        self.state_proj = nn.Linear(size.action_dim, ew)
-        self.action_time_mlp_in = nn.Linear(2 * ew, ew)
-        self.action_time_mlp_out = nn.Linear(ew, ew)
+        if size.pi05:
+            self.time_mlp_in = nn.Linear(ew, ew)
+            self.time_mlp_out = nn.Linear(ew, ew)
+            expert = self.paligemma_with_expert.expert_model
+            for layer in expert.layers:
+                layer.input_layernorm = AdaptiveRMSNorm(ew, ew)
+                layer.post_attention_layernorm = AdaptiveRMSNorm(ew, ew)
+            expert.norm = AdaptiveRMSNorm(ew, ew)
+        else:
+            self.state_proj = nn.Linear(size.action_dim, ew)
+            self.action_time_mlp_in = nn.Linear(2 * ew, ew)
+            self.action_time_mlp_out = nn.Linear(ew, ew)
         self.gradient_checkpointing = False
 
     # PRECISION
     def to_bfloat16_except_fp32_parts(self, vlm_only: bool = False) -> Pi0Model:
         """openpi's bf16 policy: the two transformers (their buffers too, so RoPE frequencies are bf16-rounded as in
-        openpi) in bf16 except patch/position embeddings and RMSNorm weights; the action/state/time projections
-        stay fp32. `vlm_only`: the PaliGemma half alone (a frozen VLM beside a trained action expert)."""
+        openpi) in bf16 except patch/position embeddings and RMSNorm weights (π0.5's adaptive ones: their dense
+        projections), which keep their fp32 values as loaded; the action/state/time projections stay fp32.
+        `vlm_only`: the PaliGemma half alone (a frozen VLM beside a trained action expert)."""
         pwe = self.paligemma_with_expert
         part = pwe.paligemma if vlm_only else pwe
+        kept = {name: param.data.float() for name, param in part.named_parameters()
+                if any(keep in name for keep in KEEP_FP32)}
         part.to(torch.bfloat16)
         for name, param in part.named_parameters():
-            if any(keep in name for keep in KEEP_FP32):
-                param.data = param.data.float()
+            if name in kept:
+                param.data = kept[name]
         return self
 
     @property
@@ -184,37 +229,47 @@ class Pi0Model(nn.Module):
         return embs, pads, blocks
 
     def embed_suffix(self, state: torch.Tensor, noisy_actions: torch.Tensor, time: torch.Tensor):
-        """State (B, 32), x_t (B, H, 32), t (B,) -> suffix embeddings (B, 1 + H, width), pad masks, block starts."""
-        dtype = self.state_proj.weight.dtype
-        state_emb = self.state_proj(state.to(dtype))[:, None]
+        """State (B, 32), x_t (B, H, 32), t (B,) -> suffix embeddings (B, 1 + H, width; π0.5: (B, H, width), no state
+        token), pad masks, block starts, and the adaRMS condition (B, width) of π0.5's expert norms (π₀: None)."""
+        dtype = self.action_in_proj.weight.dtype
         action_emb = self.action_in_proj(noisy_actions.to(dtype))
         time_emb = sinusoidal_time_embedding(time, self.action_in_proj.out_features).to(time.dtype)
+        batch, horizon = noisy_actions.shape[:2]
+        if self.size.pi05:
+            cond = F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(time_emb.to(dtype)))))
+            pads = torch.ones(batch, horizon, dtype=torch.bool, device=action_emb.device)
+            blocks = torch.zeros(batch, horizon, dtype=torch.long, device=action_emb.device)
+            blocks[:, 0] = 1  # the action tokens open a block
+            return action_emb, pads, blocks, cond
+        state_emb = self.state_proj(state.to(dtype))[:, None]
         time_emb = time_emb[:, None, :].expand_as(action_emb).to(dtype)
         x = self.action_time_mlp_in(torch.cat([action_emb, time_emb], dim=2))
         x = self.action_time_mlp_out(F.silu(x))
         embs = torch.cat([state_emb, x], dim=1)
-        batch, horizon = noisy_actions.shape[:2]
         pads = torch.ones(batch, 1 + horizon, dtype=torch.bool, device=embs.device)
         blocks = torch.zeros(batch, 1 + horizon, dtype=torch.long, device=embs.device)
         blocks[:, 0] = 1  # the state token opens a block
         blocks[:, 1] = 1  # the action tokens open another
-        return embs, pads, blocks
+        return embs, pads, blocks, None
 
     # JOINT TRANSFORMER
     def _layers(self):
         pwe = self.paligemma_with_expert
         return list(zip(pwe.language_model.layers, pwe.expert_model.layers))
 
-    def _attend(self, layer_pair, hiddens, mask4d, cos, sin, cache_kv):
-        """One joint layer over the streams present in `hiddens` (None = absent). Returns (outputs, (k, v))."""
+    def _attend(self, layer_pair, hiddens, mask4d, cos, sin, cache_kv, conds):
+        """One joint layer over the streams present in `hiddens` (None = absent); `conds`: each stream's adaRMS
+        condition (None: plain RMSNorm). Returns (outputs, (k, v))."""
         from transformers.models.gemma.modeling_gemma import apply_rotary_pos_emb
 
-        queries, keys, values, lengths = [], [], [], []
-        for layer, hidden in zip(layer_pair, hiddens):
+        queries, keys, values, lengths, gates = [], [], [], [], []
+        for layer, hidden, cond in zip(layer_pair, hiddens, conds):
             if hidden is None:
+                gates.append(None)
                 continue
             attn = layer.self_attn
-            x = layer.input_layernorm(hidden)
+            x, gate = _norm(layer.input_layernorm, hidden, cond)
+            gates.append(gate)
             shape = (*x.shape[:-1], -1, attn.head_dim)
             queries.append(attn.q_proj(x).view(shape).transpose(1, 2))
             keys.append(attn.k_proj(x).view(shape).transpose(1, 2))
@@ -238,23 +293,26 @@ class Pi0Model(nn.Module):
         out = out.reshape(*out.shape[:2], -1)
 
         outputs, start = [], 0
-        for layer, hidden in zip(layer_pair, hiddens):
+        for layer, hidden, cond, gate in zip(layer_pair, hiddens, conds, gates):
             if hidden is None:
                 outputs.append(None)
                 continue
             n = hidden.shape[1]
             part = out[:, start : start + n].to(layer.self_attn.o_proj.weight.dtype)
             start += n
-            h = hidden + layer.self_attn.o_proj(part)
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
+            h = _residual(hidden, layer.self_attn.o_proj(part), gate)
+            x, gate = _norm(layer.post_attention_layernorm, h, cond)
+            h = _residual(h, layer.mlp(x), gate)
             outputs.append(h)
         return outputs, new_kv
 
-    def run(self, prefix, suffix, mask2d, positions, cache=None, keep_cache=False):
+    def run(self, prefix, suffix, mask2d, positions, cache=None, keep_cache=False, cond=None):
         """Runs the joint transformer on prefix and/or suffix embeddings. `cache` = per-layer prefix (k, v) to attend
-        to; `keep_cache` returns this call's per-layer (k, v). Returns ((prefix_out, suffix_out), cache)."""
+        to; `keep_cache` returns this call's per-layer (k, v); `cond`: π0.5's adaRMS condition of the action expert.
+        Returns ((prefix_out, suffix_out), cache)."""
         pwe = self.paligemma_with_expert
         hiddens = [prefix, suffix]
+        conds = [None, cond]
         ref = prefix if prefix is not None else suffix
         mask4d = _additive(mask2d)
         cos, sin = pwe.language_model.rotary_emb(ref, positions)
@@ -263,15 +321,14 @@ class Pi0Model(nn.Module):
             layer_cache = cache[i] if cache is not None else None
             if self.gradient_checkpointing and self.training:
                 hiddens, kv = torch.utils.checkpoint.checkpoint(
-                    self._attend, pair, hiddens, mask4d, cos, sin, layer_cache, use_reentrant=False
+                    self._attend, pair, hiddens, mask4d, cos, sin, layer_cache, conds, use_reentrant=False
                 )
             else:
-                hiddens, kv = self._attend(pair, hiddens, mask4d, cos, sin, layer_cache)
+                hiddens, kv = self._attend(pair, hiddens, mask4d, cos, sin, layer_cache, conds)
             if keep_cache:
                 new_cache.append(kv)
-        outs = [
-            norm(h) if h is not None else None for norm, h in zip((pwe.language_model.norm, pwe.expert_model.norm), hiddens)
-        ]
+        norms = (pwe.language_model.norm, pwe.expert_model.norm)
+        outs = [_norm(norm, h, c)[0] if h is not None else None for norm, h, c in zip(norms, hiddens, conds)]
         return outs, (new_cache if keep_cache else None)
 
     # FLOW MATCHING
@@ -291,14 +348,14 @@ class Pi0Model(nn.Module):
         x_t = t * noise + (1 - t) * actions
         target = noise - actions
         prefix, prefix_pad, prefix_blocks = self.embed_prefix(images, image_masks, tokens, token_masks)
-        suffix, suffix_pad, suffix_blocks = self.embed_suffix(state, x_t, time)
+        suffix, suffix_pad, suffix_blocks, cond = self.embed_suffix(state, x_t, time)
         prefix_dtype, suffix_dtype = self.stream_dtypes
         prefix, suffix = prefix.to(prefix_dtype), suffix.to(suffix_dtype)
         pads = torch.cat([prefix_pad, suffix_pad], dim=1)
         blocks = torch.cat([prefix_blocks, suffix_blocks], dim=1)
         mask2d = make_attention_2d(pads, blocks)
         positions = torch.cumsum(pads.long(), dim=1) - 1
-        (_, suffix_out), _ = self.run(prefix, suffix, mask2d, positions)
+        (_, suffix_out), _ = self.run(prefix, suffix, mask2d, positions, cond=cond)
         return F.mse_loss(target, self._velocity(suffix_out), reduction="none")
 
     @torch.no_grad()
@@ -317,12 +374,12 @@ class Pi0Model(nn.Module):
         time = torch.tensor(1.0, dtype=torch.float32, device=noise.device)
         offsets = prefix_pad.long().sum(dim=1, keepdim=True)
         while time >= -dt / 2:
-            suffix, suffix_pad, suffix_blocks = self.embed_suffix(state, x_t, time.expand(batch))
+            suffix, suffix_pad, suffix_blocks, cond = self.embed_suffix(state, x_t, time.expand(batch))
             suffix = suffix.to(suffix_dtype)
             to_prefix = prefix_pad[:, None, :].expand(batch, suffix.shape[1], prefix_pad.shape[1])
             mask2d = torch.cat([to_prefix, make_attention_2d(suffix_pad, suffix_blocks)], dim=2)
             positions = offsets + torch.cumsum(suffix_pad.long(), dim=1) - 1
-            (_, suffix_out), _ = self.run(None, suffix, mask2d, positions, cache=cache)
+            (_, suffix_out), _ = self.run(None, suffix, mask2d, positions, cache=cache, cond=cond)
             x_t = x_t + dt * self._velocity(suffix_out)
             time = time + dt
         return x_t

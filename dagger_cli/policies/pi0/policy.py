@@ -1,4 +1,5 @@
-"""π₀ as a dagger policy: raw observations in, env-unit action chunks out, trained with the flow-matching loss."""
+"""π₀ and π0.5 as a dagger policy: raw observations in, env-unit action chunks out, trained with the flow-matching
+loss."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ CONVENTION_KEY = "action_convention/delta"
 """a state dict's record of its convention (1: delta, 0: absolute), so run checkpoints and Ray weights keep it"""
 
 
-def layout_convention(path: Path | None) -> str:
-    """The action convention a checkpoint directory's layout implies: `absolute` for LeRobot's, `delta` for openpi's
-    and RLinf's (and for no checkpoint: a new model trains in openpi's convention)."""
+def layout_convention(path: Path | None, openpi: str = "delta") -> str:
+    """The action convention a checkpoint directory's layout implies: `absolute` for LeRobot's, `openpi` (what
+    openpi's config for the model and data trains: π₀ delta, π0.5 on LIBERO absolute) for openpi's and RLinf's, and
+    for no checkpoint (a new model trains in openpi's convention)."""
     from dagger_cli.policies.pi0 import lerobot
 
-    return "absolute" if path is not None and path.is_dir() and lerobot.is_lerobot(path) else "delta"
+    return "absolute" if path is not None and path.is_dir() and lerobot.is_lerobot(path) else openpi
 
 
 def _require_transformers():
@@ -41,7 +43,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 class Pi0Policy:
-    """`TrainablePolicy` around `Pi0Model`: raw observations in, env-unit action chunks (full horizon) out.
+    """`TrainablePolicy` around `Pi0Model` (π₀, or π0.5 with `pi0.pi05`): raw observations in, env-unit action
+    chunks (full horizon) out.
 
     Observations: a dict with the cameras named by the data spec (uint8 (B, H, W, 3)), `state` (B, S) and
     `prompt` (B,) strings, or a bare state array (B, S) with `pi0.default_prompt` as every prompt. `act` returns
@@ -57,29 +60,47 @@ class Pi0Policy:
         _require_transformers()
         from dagger_cli.policies.pi0 import lerobot
         from dagger_cli.policies.pi0.checkpoint import NormStats, find_norm_stats, load_weights
+        from dagger_cli.policies.pi0.config import model_name, token_len
         from dagger_cli.policies.pi0.model import Pi0Model, apply_precision
-        from dagger_cli.policies.pi0.sizes import VARIANTS
+        from dagger_cli.policies.pi0.sizes import model_size
         from dagger_cli.policies.pi0.tokenizer import PromptTokenizer
         from dagger_cli.policies.pi0.transforms import DATA_SPECS
 
         p = cfg.pi0
         self.cfg = cfg
+        self.key = "actor.model" if trainable else "rollout.expert_model"
+        """the config section, for error messages"""
         self.device = torch.device(device)
-        size = VARIANTS[p.variant]
+        spec = DATA_SPECS[p.data]
+        name = model_name(p.pi05)
         model_path = Path(cfg.model_path).expanduser() if cfg.model_path else None
         if model_path is not None and not model_path.exists():
-            raise CheckpointError(f"{model_path}: no such π₀ checkpoint directory")
+            raise CheckpointError(f"{model_path}: no such {name} checkpoint directory")
+        from_lerobot = model_path is not None and model_path.is_dir() and lerobot.is_lerobot(model_path)
+        horizon = p.action_horizon
+        if horizon is None and p.pi05 and from_lerobot:
+            horizon = lerobot.chunk_size(model_path)  # π0.5's horizon varies by task; its weights do not depend on it
+        size = model_size(p.variant, p.pi05, horizon)
         # weights before the tokenizer and norm stats: the largest, likeliest problem is reported first; the model
         # is made where it runs (initialising 3.5 B parameters on a GPU takes seconds, on a CPU a minute)
-        if model_path is not None and model_path.is_dir() and lerobot.is_lerobot(model_path):
-            lerobot.check_config(model_path, size, p.variant, "actor.model" if trainable else "rollout.expert_model",
-                                 cfg.action_dim)
-        self.action_convention = p.action_convention if p.action_convention != "auto" else layout_convention(model_path)
+        if from_lerobot:
+            lerobot.check_config(model_path, size, p.variant, self.key, cfg.action_dim)
+        self.openpi_convention = "delta" if not p.pi05 or spec.pi05_delta else "absolute"
+        """the convention openpi's and RLinf's config for this model and data trains in (their layout implies it)"""
+        self.action_convention = (p.action_convention if p.action_convention != "auto"
+                                  else layout_convention(model_path, self.openpi_convention))
         """`delta` or `absolute` (see Pi0Config.action_convention): what the model's actions and stats mean"""
+        auto_norm = (lerobot.normalization(model_path) if from_lerobot else None) or (
+            "quantiles" if p.pi05 else "mean_std")
+        self.quantiles = (p.normalization if p.normalization != "auto" else auto_norm) == "quantiles"
+        """normalise state and actions by their q01..q99 range (π0.5's default), else by mean and std"""
+        self.state_tokens = p.pi05 and (p.state_tokens if p.state_tokens is not None
+                                        else from_lerobot or spec.pi05_state_tokens)
+        """π0.5 reads the normalised state from its prompt"""
         with self.device:
             self.model = Pi0Model(size)
         if model_path is not None:
-            load_weights(self.model, model_path)
+            load_weights(self.model, model_path, f"{self.key}.pi0.pi05")
         self.precision = resolve_precision(p.precision, self.device)
         self.autocast = apply_precision(self.model, self.precision, trainable, p.train_expert_only)
         self.model.to(self.device).eval()
@@ -98,28 +119,29 @@ class Pi0Policy:
         self.action_shape = (size.action_horizon, cfg.action_dim)
         if cfg.num_action_chunks > size.action_horizon:
             raise CheckpointError(
-                f"num_action_chunks {cfg.num_action_chunks} exceeds the {p.variant} π₀'s horizon of "
+                f"num_action_chunks {cfg.num_action_chunks} exceeds the {p.variant} {name}'s horizon of "
                 f"{size.action_horizon}"
             )
-        self.tokenizer = PromptTokenizer(p.tokenizer_path, p.max_token_len)
+        self.tokenizer = PromptTokenizer(p.tokenizer_path, token_len(p))
         if self.tokenizer.vocab_size > size.vocab_size:
             raise CheckpointError(
                 f"{self.tokenizer.path}: tokenizer has {self.tokenizer.vocab_size} pieces, "
-                f"the {p.variant} π₀ embeds {size.vocab_size}"
+                f"the {p.variant} {name} embeds {size.vocab_size}"
             )
-        key = f"{'actor.model' if trainable else 'rollout.expert_model'}.pi0.norm_stats_path"
+        key = f"{self.key}.pi0.norm_stats_path"
         norm = find_norm_stats(model_path, p.asset_id, p.norm_stats_path, required=not trainable, key=key)
         self.needs_norm_stats = norm is None
         """no stats yet: identity until `fit_norm_stats`"""
         self._set_norm_stats(norm or NormStats.identity(size.action_dim))
 
     def _set_norm_stats(self, norm) -> None:
-        from dagger_cli.policies.pi0.sizes import VARIANTS
         from dagger_cli.policies.pi0.transforms import DATA_SPECS, Pi0Transforms
 
-        size = VARIANTS[self.cfg.pi0.variant]
+        size = self.model.size
+        norm.require(self.quantiles, f"{self.key}.pi0.normalization")
         self.transforms = Pi0Transforms(DATA_SPECS[self.cfg.pi0.data], norm, self.cfg.action_dim, size.action_dim,
-                                        image_size=size.siglip.image_size, delta=self.action_convention == "delta")
+                                        image_size=size.siglip.image_size, delta=self.action_convention == "delta",
+                                        quantiles=self.quantiles)
 
     def _set_convention(self, convention: str) -> None:
         """A convention a checkpoint recorded or its layout implies; the config's key, when set, wins."""
@@ -153,7 +175,12 @@ class Pi0Policy:
     def inputs(self, obs) -> dict[str, torch.Tensor]:
         obs = self._as_dict(obs)
         images, image_masks = self.transforms.images(obs)
-        tokens, token_masks = self.tokenizer.encode_batch(obs["prompt"])
+        in_prompt = self.transforms.normalised_state(obs["state"]) if self.state_tokens else None
+        if in_prompt is not None and self.cfg.pi0.state_token_dims:
+            from dagger_cli.policies.pi0.transforms import pad_last
+
+            in_prompt = pad_last(in_prompt, self.cfg.pi0.state_token_dims)
+        tokens, token_masks = self.tokenizer.encode_batch(obs["prompt"], in_prompt)
         state = self.transforms.state(obs["state"])
         as_tensor = lambda x: torch.as_tensor(x, device=self.device)  # noqa: E731
         return {
@@ -232,8 +259,8 @@ class Pi0Policy:
 
     # NORM STATS
     def fit_norm_stats(self, obs, expert_actions: np.ndarray) -> None:
-        """Computes z-score stats from expert-labelled data: states as observed, labels as the model sees them
-        (delta dims relative to the state)."""
+        """Computes the stats (mean and std, q01 and q99) of expert-labelled data: states as observed, labels as the
+        model sees them (delta dims relative to the state)."""
         from dagger_cli.policies.pi0.checkpoint import NormStats
 
         state = np.asarray(self._as_dict(obs)["state"], dtype=np.float64)
@@ -260,7 +287,7 @@ class Pi0Policy:
 
         norm = {k: v for k, v in state.items() if k.startswith(NORM_KEY)}
         weights = {k: v for k, v in state.items() if not k.startswith(NORM_KEY) and k != CONVENTION_KEY}
-        load_state(self.model, weights, source)
+        load_state(self.model, weights, source, f"{self.key}.pi0.pi05")
         if CONVENTION_KEY in state:
             self._set_convention("delta" if int(state[CONVENTION_KEY].flatten()[0]) else "absolute")
         if norm:
@@ -276,7 +303,7 @@ class Pi0Policy:
         path = Path(path).expanduser()
         state = read_weights(path)
         if CONVENTION_KEY not in state and path.is_dir():
-            self._set_convention(layout_convention(path))
+            self._set_convention(layout_convention(path, self.openpi_convention))
         self.load_state_dict(state, str(path))
         if path.is_dir() and self.needs_norm_stats:
             norm = find_norm_stats(path, self.cfg.pi0.asset_id, None, required=False)
@@ -285,35 +312,51 @@ class Pi0Policy:
                 self.needs_norm_stats = False
 
     def save_lerobot(self, directory: Path) -> Path:
-        """`directory` in LeRobot's `PI0Policy.save_pretrained` layout (config.json, weights, normaliser files)."""
+        """`directory` in LeRobot's `PI0Policy` / `PI05Policy.save_pretrained` layout (config.json, weights,
+        normaliser files)."""
         from dagger_cli.policies.pi0 import lerobot
-        from dagger_cli.policies.pi0.sizes import VARIANTS
+        from dagger_cli.policies.pi0.config import model_name, token_len
         from dagger_cli.policies.pi0.transforms import dims_text
 
+        p = self.cfg.pi0
+        name = model_name(p.pi05)
         delta = self.transforms.delta_dims()
         if delta:
             raise UsageError(
-                f"--format lerobot-checkpoint: this π₀ predicts actions relative to the state on dims "
-                f"{dims_text(delta)} (openpi's convention for data {self.cfg.pi0.data}), and LeRobot's π₀ has no delta "
+                f"--format lerobot-checkpoint: this {name} predicts actions relative to the state on dims "
+                f"{dims_text(delta)} (openpi's convention for data {p.data}), and LeRobot's {name} has no delta "
                 "step, so it would execute them as absolute; export --format checkpoint (openpi's layout), or train "
                 "the student with actor.model.pi0.action_convention=absolute"
             )
-        p = self.cfg.pi0
-        return lerobot.save(self.model, self.transforms.norm, VARIANTS[p.variant], directory, p.variant,
-                            self.cfg.action_dim)
+        if p.pi05 and not self.state_tokens:
+            raise UsageError(
+                "--format lerobot-checkpoint: this π0.5 does not read the state from its prompt, and LeRobot's π0.5 "
+                "always writes it there; export --format checkpoint (openpi's layout), or train the student with "
+                "actor.model.pi0.state_tokens=true"
+            )
+        return lerobot.save(self.model, self.transforms.norm, self.model.size, directory, p.variant,
+                            self.cfg.action_dim, quantiles=self.quantiles, token_len=token_len(p))
 
     def save(self, directory: Path) -> Path:
         """`<directory>/model.safetensors` in openpi's layout plus this policy's norm stats (a loadable model_path)."""
         from dagger_cli.core.checkpoint import write_json
         from dagger_cli.policies.pi0.checkpoint import save_weights
+        from dagger_cli.policies.pi0.config import model_name
         from dagger_cli.policies.pi0.transforms import dims_text
 
         implied = self.transforms.spec_delta_dims()
-        if self.action_convention == "absolute" and implied:
+        if self.action_convention != self.openpi_convention and implied:
+            if self.action_convention == "absolute":
+                raise UsageError(
+                    f"--format checkpoint: this {model_name(self.cfg.pi0.pi05)} predicts absolute actions (LeRobot's "
+                    f"convention), and openpi's "
+                    f"layout for data {self.cfg.pi0.data} means actions relative to the state on dims "
+                    f"{dims_text(implied)}; export --format lerobot-checkpoint"
+                )
             raise UsageError(
-                f"--format checkpoint: this π₀ predicts absolute actions (LeRobot's convention), and openpi's layout "
-                f"for data {self.cfg.pi0.data} means actions relative to the state on dims {dims_text(implied)}; "
-                "export --format lerobot-checkpoint"
+                f"--format checkpoint: this π0.5 predicts actions relative to the state on dims {dims_text(implied)}, "
+                f"and openpi's π0.5 layout for data {self.cfg.pi0.data} means absolute actions; train the student "
+                "with actor.model.pi0.action_convention=absolute"
             )
         path = save_weights(self.model, directory)
         stats_dir = Path(directory) / self.cfg.pi0.asset_id

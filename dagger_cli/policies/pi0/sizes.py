@@ -1,7 +1,8 @@
-"""π₀ model sizes by variant name (pure data: the config checks read them without importing torch)."""
+"""π₀ and π0.5 model sizes by variant name (pure data: the config checks read them without importing torch)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 
@@ -33,6 +34,9 @@ class Pi0Size:
     vocab_size: int
     action_dim: int = 32
     action_horizon: int = 50
+    pi05: bool = False
+    """π0.5: the action expert's RMSNorms adapt to the flow time (adaRMS, fed by a time MLP) and there is no state
+    projection (the state, if any, is in the prompt); π₀ otherwise. No parameter depends on the horizon."""
 
 
 def _size(vlm: tuple, expert: tuple, heads: tuple, siglip: tuple, vocab: int, **more) -> Pi0Size:
@@ -55,3 +59,9 @@ VARIANTS = {
     # same code path and key names, 0.53 M parameters: tests and CPU smoke runs
     "tiny": _size((64, 2, 128), (32, 2, 64), (8, 1, 16), (32, 1, 64, 2, 56, 224), 1024),
 }
+
+
+def model_size(variant: str, pi05: bool = False, action_horizon: int | None = None) -> Pi0Size:
+    """The variant's size as π₀ or π0.5, with its own horizon unless one is given."""
+    size = VARIANTS[variant]
+    return dataclasses.replace(size, pi05=pi05, action_horizon=action_horizon or size.action_horizon)

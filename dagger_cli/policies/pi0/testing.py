@@ -1,4 +1,4 @@
-"""Tiny π₀ artefacts for tests, benchmarks and CPU smoke runs: a random checkpoint laid out as RLinf's and a
+"""Tiny π₀ and π0.5 artefacts for tests, benchmarks and CPU smoke runs: a random checkpoint laid out as RLinf's and a
 SentencePiece tokenizer trained on a few prompts (the real ones come from the Hub, which tests cannot reach)."""
 
 from __future__ import annotations
@@ -52,27 +52,32 @@ def train_instruction_tokenizer(folder: Path) -> Path:
 
 def write_norm_stats(folder: Path, asset: str = "physical-intelligence/libero", state_dim: int = 8,
                      action_dim: int = 7, scale: float = 1.0) -> Path:
-    """Random but fixed z-score stats at <folder>/<asset>/norm_stats.json."""
+    """Random but fixed stats at <folder>/<asset>/norm_stats.json: mean and std, and q01 / q99 two stds about the
+    mean (openpi's file holds all four)."""
     path = Path(folder) / asset / "norm_stats.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    stats = {
-        "state": {"mean": rng.normal(size=state_dim).tolist(), "std": (scale * rng.uniform(0.5, 2, state_dim)).tolist()},
-        "actions": {"mean": rng.normal(size=action_dim).tolist(), "std": (scale * rng.uniform(0.5, 2, action_dim)).tolist()},
-    }
-    path.write_text(json.dumps({"norm_stats": stats}))
+
+    def stats(dim):
+        mean, std = rng.normal(size=dim), scale * rng.uniform(0.5, 2, dim)
+        return {"mean": mean.tolist(), "std": std.tolist(), "q01": (mean - 2 * std).tolist(),
+                "q99": (mean + 2 * std).tolist()}
+
+    path.write_text(json.dumps({"norm_stats": {"state": stats(state_dim), "actions": stats(action_dim)}}))
     return path
 
 
-def make_tiny_checkpoint(folder: Path, seed: int = 0, **stats) -> Path:
-    """A random tiny π₀ (non-trivial norm weights) as model.safetensors + norm stats."""
+def make_tiny_checkpoint(folder: Path, seed: int = 0, pi05: bool = False, **stats) -> Path:
+    """A random tiny π₀ or π0.5 (non-trivial norm weights; π0.5's adaptive ones too) as model.safetensors + norm
+    stats."""
     import torch
 
     from dagger_cli.policies.pi0.checkpoint import save_weights
-    from dagger_cli.policies.pi0.model import VARIANTS, Pi0Model
+    from dagger_cli.policies.pi0.model import Pi0Model
+    from dagger_cli.policies.pi0.sizes import model_size
 
     torch.manual_seed(seed)
-    model = Pi0Model(VARIANTS["tiny"])
+    model = Pi0Model(model_size("tiny", pi05))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name:

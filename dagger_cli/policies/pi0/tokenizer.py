@@ -1,4 +1,6 @@
-"""The PaliGemma SentencePiece tokenizer as π₀ uses it: BOS + prompt + "\\n", padded or cut to a fixed length."""
+"""The PaliGemma SentencePiece tokenizer as π₀ and π0.5 use it, padded or cut to a fixed length: BOS + prompt +
+"\\n" (π₀, and π0.5 without the state), or BOS + `Task: <prompt>, State: <bins>;\\nAction: ` (π0.5 with the state:
+each normalised state value as its bin among 256 over [-1, 1])."""
 
 from __future__ import annotations
 
@@ -43,6 +45,19 @@ def clean_prompt(text: str) -> str:
     return text.strip().replace("_", " ").replace("\n", " ")
 
 
+STATE_BINS = 256
+
+
+def state_bins(state: np.ndarray) -> np.ndarray:
+    """A normalised state's bins among STATE_BINS equal ones over [-1, 1] (below -1: -1; from 1 - 2/256 up: 255)."""
+    return np.digitize(state, np.linspace(-1.0, 1.0, STATE_BINS + 1)[:-1]) - 1
+
+
+def state_prompt(prompt: str, state: np.ndarray) -> str:
+    """π0.5's prompt with the state in it (openpi's and LeRobot's format)."""
+    return f"Task: {clean_prompt(prompt)}, State: {' '.join(map(str, state_bins(state)))};\nAction: "
+
+
 class PromptTokenizer:
     """Tokenises task prompts to `max_len` ids with a validity mask."""
 
@@ -67,18 +82,23 @@ class PromptTokenizer:
     def vocab_size(self) -> int:
         return self._sp.get_piece_size()
 
-    def encode(self, prompt: str) -> tuple[np.ndarray, np.ndarray]:
-        """(ids int64 (max_len,), mask bool (max_len,)); longer prompts are cut to max_len."""
+    def encode(self, prompt: str, state: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids int64 (max_len,), mask bool (max_len,)); longer prompts are cut to max_len. `state`: π0.5's
+        normalised state, written into the prompt."""
+        if state is not None:
+            return self._padded(self._sp.encode(state_prompt(prompt, state), add_bos=True))
         if prompt not in self._cache:
-            ids = self._sp.encode(clean_prompt(prompt), add_bos=True) + self._sp.encode("\n")
-            ids = ids[: self.max_len]
-            tokens = np.zeros(self.max_len, dtype=np.int64)
-            mask = np.zeros(self.max_len, dtype=bool)
-            tokens[: len(ids)] = ids
-            mask[: len(ids)] = True
-            self._cache[prompt] = (tokens, mask)
+            self._cache[prompt] = self._padded(self._sp.encode(clean_prompt(prompt), add_bos=True) + self._sp.encode("\n"))
         return self._cache[prompt]
 
-    def encode_batch(self, prompts) -> tuple[np.ndarray, np.ndarray]:
-        pairs = [self.encode(str(p)) for p in prompts]
+    def _padded(self, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        ids = ids[: self.max_len]
+        tokens = np.zeros(self.max_len, dtype=np.int64)
+        mask = np.zeros(self.max_len, dtype=bool)
+        tokens[: len(ids)] = ids
+        mask[: len(ids)] = True
+        return tokens, mask
+
+    def encode_batch(self, prompts, states: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [self.encode(str(p), None if states is None else states[i]) for i, p in enumerate(prompts)]
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])

@@ -2,11 +2,12 @@
 
 In: cameras → the image slots (`base_0_rgb`, `left_wrist_0_rgb`, `right_wrist_0_rgb`; a slot the dataset has no
 camera for is left out, which equals openpi's masked zero image; a camera missing from an observation is a zero
-image with its mask off), resize-with-pad to 224, [-1, 1]; state z-scored and zero-padded to 32; the prompt
-tokenised to 48. Actions (training labels): delta on the masked dims (relative to the current state) for a checkpoint
-of openpi's convention, as the env takes them for LeRobot's; z-scored, padded to 32. Out: unnormalised, absolute
-again, cut to the env's action size. Labels and outputs stay in env units
-over the full horizon, so student and expert may carry different norm stats.
+image with its mask off), resize-with-pad to 224, [-1, 1]; state normalised and zero-padded to 32; the prompt
+tokenised to 48 (π0.5: 200, the normalised state maybe in it). Actions (training labels): delta on the masked dims
+(relative to the current state) for a checkpoint of openpi's convention, as the env takes them for LeRobot's;
+normalised, padded to 32. Normalised = z-scored (π₀), or the q01..q99 range mapped to [-1, 1] (π0.5). Out:
+unnormalised, absolute again, cut to the env's action size. Labels and outputs stay in env units over the full
+horizon, so student and expert may carry different norm stats.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ class DataSpec:
     """action dims trained as deltas to the state (openpi's extra_delta_transform)"""
     augment: bool = False
     """train-time image augmentation by default (openpi's, as RLinf's π₀ update runs it)"""
+    pi05_delta: bool = True
+    """openpi's and RLinf's π0.5 config for the data trains the delta mask's dims as deltas too (pi05_libero does
+    not: LIBERO's actions are already end-effector deltas)"""
+    pi05_state_tokens: bool = True
+    """openpi's and RLinf's π0.5 config for the data writes the state into the prompt (pi05_libero does not)"""
 
     def wrist_slots(self) -> list[bool]:
         """For each camera slot the model gets (in order): whether it is a wrist camera (all but the base slot)."""
@@ -36,9 +42,12 @@ class DataSpec:
 
 
 DATA_SPECS = {
-    # LiberoInputs: agentview + wrist camera, 8-D state, 7-D actions (6 delta + absolute gripper)
-    "libero": DataSpec(("image", "wrist_image", None), (True,) * 6 + (False,), augment=True),
-    # AlohaInputs(adapt_to_pi=False): head + two wrists, 14-D [left arm 6, gripper, right arm 6, gripper]
+    # LiberoInputs: agentview + wrist camera, 8-D state, 7-D actions (6 delta + absolute gripper); openpi's
+    # pi05_libero: no delta step, no state
+    "libero": DataSpec(("image", "wrist_image", None), (True,) * 6 + (False,), augment=True, pi05_delta=False,
+                       pi05_state_tokens=False),
+    # AlohaInputs(adapt_to_pi=False): head + two wrists, 14-D [left arm 6, gripper, right arm 6, gripper]; RLinf's
+    # pi05_aloha_robotwin: delta joints, state in the prompt
     "robotwin": DataSpec(("image", "left_wrist_image", "right_wrist_image"), ((True,) * 6 + (False,)) * 2,
                          augment=True),
     # state observations alone (e.g. ManiSkill obs_mode=state): no camera, actions as the env takes them
@@ -59,16 +68,26 @@ def pad_last(x: np.ndarray, size: int) -> np.ndarray:
 
 class Pi0Transforms:
     def __init__(self, spec: DataSpec, norm: NormStats, action_dim: int, model_dim: int = 32, image_size: int = 224,
-                 delta: bool = True):
+                 delta: bool = True, quantiles: bool = False):
         self.spec = spec
         self.norm = norm
         self.delta = delta
         """actions relative to the state on the spec's delta dims (openpi's convention); else absolute (LeRobot's)"""
+        self.quantiles = quantiles
+        """normalise by the q01..q99 range (π0.5's default) instead of mean and std"""
         self.action_dim = action_dim
         self.model_dim = model_dim
         self.image_size = image_size
-        if len(norm.actions_mean) < action_dim:
-            raise ValueError(f"{norm.source}: actions stats have {len(norm.actions_mean)} dims, the env needs {action_dim}")
+        if norm.dims("actions") < action_dim:
+            raise ValueError(f"{norm.source}: actions stats have {norm.dims('actions')} dims, the env needs {action_dim}")
+
+    def _normalise(self, x: np.ndarray, which: str) -> np.ndarray:
+        """x (..., d) -> z-scores, or the q01..q99 range onto [-1, 1] (openpi's formulas, its 1e-6 included)."""
+        d, n = x.shape[-1], self.norm
+        if self.quantiles:
+            low, high = getattr(n, f"{which}_q01")[:d], getattr(n, f"{which}_q99")[:d]
+            return (x - low) / (high - low + EPS) * 2.0 - 1.0
+        return (x - getattr(n, f"{which}_mean")[:d]) / (getattr(n, f"{which}_std")[:d] + EPS)
 
     def images(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """-> images (B, K, 3, 224, 224) float32 in [-1, 1] (slot, channel-first), masks (B, K) bool, for the K
@@ -90,13 +109,16 @@ class Pi0Transforms:
         return out, masks
 
     def state(self, state: np.ndarray) -> np.ndarray:
-        """Raw state (B, S) -> z-scored, padded (B, 32) float32."""
+        """Raw state (B, S) -> normalised, padded (B, 32) float32."""
+        return pad_last(self.normalised_state(state), self.model_dim).astype(np.float32)
+
+    def normalised_state(self, state: np.ndarray) -> np.ndarray:
+        """Raw state (B, S) -> normalised (B, S) float64 (what π0.5 writes into its prompt)."""
         state = np.asarray(state, dtype=np.float64)
         d = state.shape[-1]
-        if len(self.norm.state_mean) < d:
-            raise ValueError(f"{self.norm.source}: state stats have {len(self.norm.state_mean)} dims, the env gives {d}")
-        z = (state - self.norm.state_mean[:d]) / (self.norm.state_std[:d] + EPS)
-        return pad_last(z, self.model_dim).astype(np.float32)
+        if self.norm.dims("state") < d:
+            raise ValueError(f"{self.norm.source}: state stats have {self.norm.dims('state')} dims, the env gives {d}")
+        return self._normalise(state, "state")
 
     def spec_delta_dims(self) -> list[int]:
         """The action dims the data spec trains relative to the state under openpi's convention."""
@@ -115,14 +137,16 @@ class Pi0Transforms:
         return base
 
     def actions_to_model(self, actions: np.ndarray, state: np.ndarray) -> np.ndarray:
-        """Env-unit chunks (B, H, A) -> delta, z-scored, padded (B, H, 32) float32."""
+        """Env-unit chunks (B, H, A) -> delta, normalised, padded (B, H, 32) float32."""
         a = np.asarray(actions, dtype=np.float64) - self.delta_base(state)[:, None, :]
-        d = self.action_dim
-        z = (a - self.norm.actions_mean[:d]) / (self.norm.actions_std[:d] + EPS)
-        return pad_last(z, self.model_dim).astype(np.float32)
+        return pad_last(self._normalise(a, "actions"), self.model_dim).astype(np.float32)
 
     def actions_from_model(self, x: np.ndarray, state: np.ndarray) -> np.ndarray:
         """Model output (B, H, 32) -> env-unit chunks (B, H, A)."""
-        d = self.action_dim
-        a = np.asarray(x, dtype=np.float64)[..., :d] * (self.norm.actions_std[:d] + EPS) + self.norm.actions_mean[:d]
+        d, n = self.action_dim, self.norm
+        x = np.asarray(x, dtype=np.float64)[..., :d]
+        if self.quantiles:
+            a = (x + 1.0) / 2.0 * (n.actions_q99[:d] - n.actions_q01[:d] + EPS) + n.actions_q01[:d]
+        else:
+            a = x * (n.actions_std[:d] + EPS) + n.actions_mean[:d]
         return (a + self.delta_base(state)[:, None, :]).astype(np.float32)

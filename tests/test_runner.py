@@ -121,7 +121,7 @@ sys.path.insert(0, {tests!r})
 from pathlib import Path
 import torch
 from conftest import PointEnv, PointExpert, point_config
-from dagger_cli import runs
+from dagger_cli.core.run_dir import create_run_dir
 from dagger_cli.core.run_state import RunnerHooks
 from dagger_cli.core.runner import SyncRunner
 from dagger_cli.policies.mlp import MLPPolicy
@@ -137,7 +137,7 @@ class KilledWhileTrainingIteration3(RunnerHooks):
             os.kill(os.getpid(), signal.SIGKILL)  # as `kill -9` or the OOM killer would
 
 cfg = point_config(**{{"algorithm.replay_buffer.storage": {storage!r}}})
-run_dir = runs.create_run_dir(Path({run_dir!r}), cfg, ["test"])
+run_dir = create_run_dir(Path({run_dir!r}), cfg, ["test"])
 torch.manual_seed(cfg.seed)
 SyncRunner(cfg, run_dir, PointEnv(3), MLPPolicy(cfg.actor.model), PointExpert(), KilledWhileTrainingIteration3(),
            tensorboard=False).run()
@@ -152,7 +152,7 @@ def test_resume_after_sigkill_continues_exactly_at_the_checkpoint(tmp_path, stor
     import sys
     from pathlib import Path
 
-    from dagger_cli import runs
+    from dagger_cli import assembly
 
     # GIVEN a run (its buffer in RAM or on disk) killed with SIGKILL in iteration 3, after its second checkpoint and
     # after iteration 3's rows were added (a disk buffer has written them)
@@ -169,7 +169,7 @@ def test_resume_after_sigkill_continues_exactly_at_the_checkpoint(tmp_path, stor
         assert {p.name for p in (tmp_path / "b" / "replay_buffer").glob("seg-*")} - named  # rows after the checkpoint
     # WHEN it is resumed as `dagger train --resume` resumes it (its newest intact checkpoint, into a new runner)
     warned = []
-    loaded = runs.resume_checkpoint(tmp_path / "b", warn=warned.append)
+    loaded = assembly.resume_checkpoint(tmp_path / "b", warn=warned.append)
     assert loaded.state["iteration"] == 2 and not warned
     resumed = make_runner(tmp_path / "b", cfg)
     resumed.state.restore(loaded)

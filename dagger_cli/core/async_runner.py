@@ -38,7 +38,7 @@ from dagger_cli.core.metrics import MetricsLogger
 from dagger_cli.core.protocols import TrainablePolicy
 from dagger_cli.core.ray_cluster import KEPT_VERSIONS, connect, release
 from dagger_cli.core.rollout import EpisodeStats, EvalResult, Rollout, sample_shapes
-from dagger_cli.core.run_state import RunnerHooks, RunState, eval_row, evaluate_policy, torch_threads
+from dagger_cli.core.run_state import RunnerHooks, RunState, SeedSamples, eval_row, evaluate_policy, torch_threads
 
 
 class RolloutWorker:
@@ -279,8 +279,8 @@ class AsyncRunner:
     so evaluations run in the time the learner trains instead of holding up the data it waits for."""
 
     def __init__(self, cfg: Config, run_dir: Path, student: TrainablePolicy, workers: RolloutWorkerGroup,
-                 hooks: RunnerHooks | None = None, tensorboard: bool = True):
-        self.state = RunState(cfg, run_dir, student, hooks)
+                 hooks: RunnerHooks | None = None, tensorboard: bool = True, seed: SeedSamples | None = None):
+        self.state = RunState(cfg, run_dir, student, hooks, seed)
         self.workers = workers
         self.state.sample_shapes = lambda: ray_get(workers.actors[0].sample_shapes.remote(), "starting", 0)
         self.tensorboard = tensorboard

@@ -28,6 +28,9 @@ from dagger_cli.core.errors import CheckpointError, ConfigError, DaggerError
 from dagger_cli.core.replay_buffer import METADATA_FIELDS, ReplayBuffer, unflatten_obs
 from dagger_cli.core.replay_storage import DiskStorage, MemoryStorage, ReadOnlyStorage, SegmentLog
 from dagger_cli.core.rollout import evaluate
+from dagger_cli.core.run_dir import (
+    CHECKPOINTS_DIR, LEARNER, LEGACY_BUFFER_ROWS, REPLAY_BUFFER_DIR, STUDENT, VIDEOS_DIR, write_summary,
+)
 
 NORM_STATS_ROW_BYTES = 64 * 1024
 """`fit_norm_stats` gets the fields with rows up to this size: states and labels, not camera images"""
@@ -93,7 +96,7 @@ def checkpoint_buffer(ckpt: Path):
     meta = buffer_meta(checkpoint.read_state(ckpt), Path(ckpt).parent.parent)
     if "storage" not in meta:
         buffer = ReplayBuffer(meta["capacity"])
-        buffer.load_state_dict(meta, checkpoint.read_tensors(ckpt, "replay_buffer", "np"))
+        buffer.load_state_dict(meta, checkpoint.read_tensors(ckpt, LEGACY_BUFFER_ROWS, "np"))
     else:
         buffer = ReplayBuffer(meta["capacity"], ReadOnlyStorage(meta["capacity"]))
         try:
@@ -159,6 +162,17 @@ class RunResults:
 
 
 @dataclass
+class SeedSamples:
+    """A seed dataset as read for a new run (`assembly.seed_samples`), before it enters the buffer."""
+
+    source: Path
+    samples: dict[str, np.ndarray]
+    """fields as the buffer stores them, one row a sample, episode after episode"""
+    episodes: list[tuple[int, int]]
+    """each episode's (first row, row after its last)"""
+
+
+@dataclass
 class Loaded:
     """A checkpoint read whole, before any of it is applied (a broken file leaves the run untouched)."""
 
@@ -171,7 +185,8 @@ class Loaded:
 
 
 class RunState:
-    def __init__(self, cfg: Config, run_dir: Path, student: TrainablePolicy, hooks: RunnerHooks | None = None):
+    def __init__(self, cfg: Config, run_dir: Path, student: TrainablePolicy, hooks: RunnerHooks | None = None,
+                 seed: SeedSamples | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.student = student
@@ -198,6 +213,8 @@ class RunState:
         self.saved_evals = 0
         self.wall_start = time.perf_counter()
         self._said_no_video = False
+        self.seed = seed
+        """a new run's seed dataset, added to the buffer when the run starts"""
         self.seeded_from: Path | None = None
         """the seed dataset the buffer started from (its samples fixed the fields)"""
         self.sample_shapes: Callable[[], dict[str, tuple[int, ...]]] | None = None
@@ -209,15 +226,15 @@ class RunState:
         files under `RUN_DIR/replay_buffer/` or `path/<run>-<hash>/`."""
         rb = self.cfg.algorithm.replay_buffer
         if rb.storage == "memory":
-            return MemoryStorage(rb.sample_window_size, self.checkpoint_root / "replay_buffer")
+            return MemoryStorage(rb.sample_window_size, self.checkpoint_root / REPLAY_BUFFER_DIR)
         if rb.path:
             tag = hashlib.sha1(str(self.run_dir.resolve()).encode()).hexdigest()[:8]
             return DiskStorage(rb.sample_window_size, Path(rb.path).expanduser() / f"{self.run_dir.name}-{tag}")
-        return DiskStorage(rb.sample_window_size, self.run_dir / "replay_buffer")
+        return DiskStorage(rb.sample_window_size, self.run_dir / REPLAY_BUFFER_DIR)
 
     @property
     def checkpoint_root(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return self.run_dir / CHECKPOINTS_DIR
 
     @property
     def finished(self) -> bool:
@@ -258,21 +275,16 @@ class RunState:
             self.student.fit_norm_stats(unflatten_obs(stored), stored["expert_action"])
             self.hooks.phase("student norm stats computed from the expert's labels")
 
-    def load_seed_dataset(self) -> None:
-        """algorithm.replay_buffer.seed_dataset into the buffer (iteration and policy version -1), then
-        algorithm.dagger.bc_warmup_updates behaviour-cloning steps on it."""
-        from dagger_cli.interop import lerobot_dataset
-
-        rb = self.cfg.algorithm.replay_buffer
-        key = "algorithm.replay_buffer.seed_dataset"
-        path = lerobot_dataset.locate(rb.seed_dataset, key, self.hooks.phase)
-        samples = lerobot_dataset.read(path, key, rb.seed_features, tuple(self.student.action_shape),
-                                       self.cfg.actor.model.num_action_chunks)
+    def load_seed_dataset(self, seed: SeedSamples) -> None:
+        """The seed dataset's samples into the buffer (iteration and policy version -1), then
+        algorithm.dagger.bc_warmup_updates behaviour-cloning steps on them."""
+        path, samples = seed.source, dict(seed.samples)
         samples["iteration"] = np.full(len(samples["expert_action"]), -1, np.int32)
         samples["policy_version"] = np.full(len(samples["expert_action"]), -1, np.int32)
         if self.sample_shapes is not None:  # before the warm-up spends its steps on data the run cannot add to
-            fits_run(samples, self.sample_shapes(), f"{key}: the samples of {path} and of this run differ")
-        self.add([{k: v[a:b] for k, v in samples.items()} for a, b in lerobot_dataset.episodes_of(samples)])
+            fits_run(samples, self.sample_shapes(),
+                     f"algorithm.replay_buffer.seed_dataset: the samples of {path} and of this run differ")
+        self.add([{k: v[a:b] for k, v in samples.items()} for a, b in seed.episodes])
         self.seeded_from = path
         line = f"seed dataset: {self.buffer.size} samples from {path}"
         updates = self.cfg.algorithm.dagger.bc_warmup_updates
@@ -308,7 +320,7 @@ class RunState:
         if result.no_video and not self._said_no_video:
             self.hooks.note("runner.eval_video_episodes: this env renders no frames; no video is recorded")
             self._said_no_video = True
-        save_videos(result, self.run_dir / "videos" / label)
+        save_videos(result, self.run_dir / VIDEOS_DIR / label)
 
     def record_eval(self, iteration: int, result: dict[str, Any]) -> dict[str, float]:
         """The student's evaluation after `iteration`; returns its metrics."""
@@ -323,8 +335,8 @@ class RunState:
         reserve = getattr(self.learner, "reserve", None)
         if reserve is not None:  # data-parallel ranks on GPUs: enough free ones, before any step
             reserve()
-        if self.resumed_from is None and self.cfg.algorithm.replay_buffer.seed_dataset:
-            self.load_seed_dataset()
+        if self.resumed_from is None and self.seed is not None:
+            self.load_seed_dataset(self.seed)
         metrics = MetricsLogger(self.run_dir, resume_step=self.resumed_from, tensorboard=tensorboard)
         if self.resumed_from is None:
             metrics.add_text("config", "```\n" + self.cfg.to_yaml() + "\n```")
@@ -350,7 +362,7 @@ class RunState:
         path = checkpoint.save_checkpoint(
             self.checkpoint_root,
             self.iteration,
-            torch_tensors={"student": self.student.state_dict(), "learner": learner_tensors},
+            torch_tensors={STUDENT: self.student.state_dict(), LEARNER: learner_tensors},
             numpy_arrays={},
             state=state,
             keep=self.cfg.runner.keep_checkpoints,
@@ -386,7 +398,7 @@ class RunState:
         state = checkpoint.read_state(ckpt)
         legacy, buffer = None, buffer_meta(state, Path(ckpt).parent.parent)
         if "storage" not in buffer:  # before segment logs: the rows in the checkpoint
-            legacy = checkpoint.read_tensors(ckpt, "replay_buffer", "np")
+            legacy = checkpoint.read_tensors(ckpt, LEGACY_BUFFER_ROWS, "np")
         elif buffer["storage"]:
             log = SegmentLog(Path(buffer["storage"]["log"]), ReplayBuffer.specs_of(buffer))
             try:
@@ -396,8 +408,8 @@ class RunState:
         return Loaded(
             Path(ckpt),
             state,
-            checkpoint.read_tensors(ckpt, "student"),
-            checkpoint.read_tensors(ckpt, "learner"),
+            checkpoint.read_tensors(ckpt, STUDENT),
+            checkpoint.read_tensors(ckpt, LEARNER),
             legacy,
         )
 
@@ -455,9 +467,9 @@ class RunState:
         }
 
     def write_summary(self, status: str | None = None) -> dict[str, Any]:
-        """`summary.json`: `running` with each checkpoint of a run under way (or killed: `runs.read_summary` says
+        """`summary.json`: `running` with each checkpoint of a run under way (or killed: `run_dir.read_summary` says
         `died` when the writer's process is gone), `stopped` after a clean stop, `finished` after the last
         iteration."""
         summary = self.summary(status)
-        checkpoint.write_json(self.run_dir / checkpoint.SUMMARY_FILE, summary)
+        write_summary(self.run_dir, summary)
         return summary

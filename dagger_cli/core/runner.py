@@ -10,7 +10,7 @@ from dagger_cli.core.config import Config
 from dagger_cli.core.metrics import MetricsLogger
 from dagger_cli.core.protocols import Policy, TrainablePolicy, VecEnv
 from dagger_cli.core.rollout import Rollout, sample_shapes
-from dagger_cli.core.run_state import RunnerHooks, RunState, eval_row, evaluate_policy, torch_threads
+from dagger_cli.core.run_state import RunnerHooks, RunState, SeedSamples, eval_row, evaluate_policy, torch_threads
 
 
 class SyncRunner:
@@ -25,8 +25,9 @@ class SyncRunner:
         expert: Policy,
         hooks: RunnerHooks | None = None,
         tensorboard: bool = True,
+        seed: SeedSamples | None = None,
     ):
-        self.state = RunState(cfg, run_dir, student, hooks)
+        self.state = RunState(cfg, run_dir, student, hooks, seed)
         self.env = env
         self.expert = expert
         self.state.sample_shapes = lambda: sample_shapes(env, expert)

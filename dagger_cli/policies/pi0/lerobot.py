@@ -13,7 +13,6 @@ checks `config.json` and the normaliser stats, and writes the layout.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -66,18 +65,13 @@ def check_config(path: Path, size, variant: str, key: str, action_dim: int | Non
 
 def norm_stats(path: Path):
     """NormStats from the preprocessor's normaliser (state and action mean/std), or None when there is none."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+    from dagger_cli.core.files import read_tensors
     from dagger_cli.policies.pi0.checkpoint import NormStats
 
     files = sorted(Path(path).glob("policy_preprocessor*normalizer_processor.safetensors"))
     if not files:
         return None
-    try:
-        tensors = load_file(str(files[0]))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{files[0]}: corrupt ({e})") from None
+    tensors = read_tensors(files[0])
     names = ("observation.state.mean", "observation.state.std", "action.mean", "action.std")
     missing = [n for n in names if n not in tensors]
     if missing:
@@ -88,9 +82,7 @@ def norm_stats(path: Path):
 def save(model: torch.nn.Module, norm, size, directory: Path, variant: str, action_dim: int) -> Path:
     """Writes `directory` in LeRobot's layout: config.json, model.safetensors under `model.` (the tied embedding
     as `embed_tokens`, the time MLP as `action_time_mlp_*`) and the pre/postprocessor normaliser files."""
-    from safetensors.torch import save_file
-
-    from dagger_cli.core.checkpoint import write_json
+    from dagger_cli.core.files import write_json, write_tensors
     from dagger_cli.policies.pi0.checkpoint import _EMBED, _LM_HEAD
 
     directory = Path(directory)
@@ -98,13 +90,13 @@ def save(model: torch.nn.Module, norm, size, directory: Path, variant: str, acti
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != _LM_HEAD}
     if _EMBED not in state:
         state[_EMBED] = model.state_dict()[_LM_HEAD].detach().cpu().contiguous()
-    _atomic_safetensors({f"model.{k}": v for k, v in state.items()}, directory / "model.safetensors", save_file)
+    write_tensors(directory / "model.safetensors", {f"model.{k}": v for k, v in state.items()})
     stats = {"observation.state.mean": norm.state_mean, "observation.state.std": norm.state_std,
              "action.mean": norm.actions_mean, "action.std": norm.actions_std}
     tensors = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in stats.items()}
-    _atomic_safetensors(tensors, directory / "policy_preprocessor_step_2_normalizer_processor.safetensors", save_file)
-    _atomic_safetensors({k: v for k, v in tensors.items() if k.startswith("action.")},
-                        directory / "policy_postprocessor_step_0_unnormalizer_processor.safetensors", save_file)
+    write_tensors(directory / "policy_preprocessor_step_2_normalizer_processor.safetensors", tensors)
+    write_tensors(directory / "policy_postprocessor_step_0_unnormalizer_processor.safetensors",
+                  {k: v for k, v in tensors.items() if k.startswith("action.")})
     config = {"type": "pi0", "chunk_size": size.action_horizon, "n_action_steps": size.action_horizon,
               "max_state_dim": size.action_dim, "max_action_dim": size.action_dim,
               "input_features": {"observation.state": {"type": "STATE", "shape": [len(norm.state_mean)]}},
@@ -113,9 +105,3 @@ def save(model: torch.nn.Module, norm, size, directory: Path, variant: str, acti
         config["paligemma_variant"], config["action_expert_variant"] = VARIANTS[variant]
     write_json(directory / CONFIG_FILE, config)
     return directory
-
-
-def _atomic_safetensors(tensors: dict, path: Path, save_file) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, path)

@@ -25,8 +25,9 @@ from dagger_cli.core.run_dir import (
 )
 
 if TYPE_CHECKING:
-    from dagger_cli.core.protocols import Policy, TrainablePolicy, VecEnv
-    from dagger_cli.core.run_state import Loaded, RunnerHooks, SeedSamples
+    from dagger_cli.core.protocols import Policy, RunnerHooks, TrainablePolicy, VecEnv
+    from dagger_cli.core.run_checkpoint import Loaded
+    from dagger_cli.core.run_state import SeedSamples
 
 
 # MODELS
@@ -167,7 +168,7 @@ def student_source(path: Path, preset: str | None, overrides: list[str]) -> Stud
 def resume_checkpoint(run_dir: Path, warn: Callable[[str], None]) -> Loaded:
     """The newest kept checkpoint that reads whole; each broken newer one is one `warn` line naming the bad file.
     None intact is one UsageError line."""
-    from dagger_cli.core.run_state import RunState
+    from dagger_cli.core.run_checkpoint import RunCheckpoint
 
     found = checkpoints_of(run_dir)
     if not found:
@@ -175,7 +176,7 @@ def resume_checkpoint(run_dir: Path, warn: Callable[[str], None]) -> Loaded:
     problems = []
     for ckpt in reversed(found):
         try:
-            return RunState.read(ckpt)
+            return RunCheckpoint.read(ckpt)
         except CheckpointError as e:
             problems.append(str(e))
             warn(f"{e}; trying the checkpoint before it")

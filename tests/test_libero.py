@@ -370,7 +370,7 @@ def test_one_iteration_of_libero_spatial_small_trains_on_the_scripted_experts_la
     from test_cli import dagger
 
     from dagger_cli.core import checkpoint
-    from dagger_cli.core.run_state import checkpoint_samples
+    from dagger_cli.core.run_checkpoint import checkpoint_samples
 
     run = tmp_path / "run"
     short = ["--set", "env.max_episode_steps=20", "--set", "env.max_steps_per_rollout_epoch=20",

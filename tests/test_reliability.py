@@ -18,7 +18,8 @@ from dagger_cli import assembly
 from dagger_cli.core.run_dir import create_run_dir, default_run_dir, record_resume, resume_config, run_config
 from dagger_cli.core import checkpoint, replay_storage
 from dagger_cli.core.errors import CheckpointError, UsageError
-from dagger_cli.core.run_state import RunState, buffer_meta
+from dagger_cli.core.run_checkpoint import buffer_meta
+from dagger_cli.core.run_state import RunState
 from dagger_cli.core.rollout import Rollout
 from dagger_cli.core.runner import SyncRunner
 from dagger_cli.policies.mlp import MLPPolicy
@@ -136,7 +137,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_and_ends_the_run_in_o
     assert "\n" not in message
     kept = checkpoint.list_checkpoints(tmp_path / "checkpoints")
     assert [p.name for p in kept] == ["iter_000001"]
-    assert runner.state.read(kept[0]).state["iteration"] == 1
+    assert runner.state.checkpoint.read(kept[0]).state["iteration"] == 1
     assert not list((tmp_path / "checkpoints").glob(".iter_*"))  # no half-written directory left
 
 
@@ -248,7 +249,7 @@ def test_a_resave_killed_at_any_rename_leaves_a_complete_checkpoint_of_its_itera
         assert loaded.state["iteration"] == 2
         resumed = runner_in(run_dir, run_config(run_dir))
         resumed.state.restore(loaded)
-        assert resumed.state.iteration == 2 and resumed.state.buffer.size == runner.state.buffer.size
+        assert resumed.state.progress.iteration == 2 and resumed.state.buffer.size == runner.state.buffer.size
         # AND the next save leaves the one checkpoint in its place, nothing aside
         resumed.state.save()
         assert [p.name for p in root.iterdir() if p.name.startswith((".iter", "iter"))] == ["iter_000002"]

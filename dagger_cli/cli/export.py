@@ -155,7 +155,7 @@ def _export_dataset(output: Output, run_dir: Path, out: Path | None, only_expert
                     lossless: bool) -> dict:
     from dagger_cli import assembly
     from dagger_cli.core.errors import UsageError
-    from dagger_cli.core.run_state import checkpoint_buffer
+    from dagger_cli.core.run_checkpoint import checkpoint_buffer
     from dagger_cli.interop import lerobot_dataset
 
     if fps is not None and fps <= 0:

@@ -101,28 +101,28 @@ def _train(out, preset, config, overrides, seed, run_dir, resume, started, async
     out.log(f"[dim]loading {cfg.name}: {cfg.env.task}, {cfg.env.num_envs} envs, {model} student[/]")
     hooks = _Hooks(out)
     with assembly.runner(plan, hooks, sys.argv) as runner:
-        state = runner.state
+        progress = runner.state.progress
         if plan.loaded is not None:
-            out.log(f"resuming {target} at iteration {state.iteration} from {plan.loaded.path.name} "
-                    f"(beta {state.beta(state.iteration):.3f})")
+            out.log(f"resuming {target} at iteration {progress.iteration} from {plan.loaded.path.name} "
+                    f"(beta {runner.state.beta(progress.iteration):.3f})")
         else:
             out.log(f"run dir {target}" + (" (async, Ray)" if plan.async_mode else ""))
-        previous = signal.signal(signal.SIGINT, _stop_handler(state, out))
+        previous = signal.signal(signal.SIGINT, _stop_handler(progress, out))
         try:
             with hooks:
                 summary = runner.run(started_at=started)
         finally:
             signal.signal(signal.SIGINT, previous)
-    if state.stop_requested and not state.finished:
-        out.log(f"stopped at iteration {state.iteration}; continue with: dagger train --resume {target}")
+    if progress.stop_requested and not progress.finished:
+        out.log(f"stopped at iteration {progress.iteration}; continue with: dagger train --resume {target}")
     return summary
 
 
-def _stop_handler(state, out):
+def _stop_handler(progress, out):
     def handler(signum, frame):
-        if state.stop_requested:
+        if progress.stop_requested:
             raise KeyboardInterrupt
-        state.stop_requested = True
+        progress.request_stop()
         out.log("[yellow]stopping after this iteration (Ctrl-C again to abort without saving)[/]")
 
     return handler

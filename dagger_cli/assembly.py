@@ -52,16 +52,6 @@ def student(cfg: Config, on: str, weights: str | Path | None = None) -> Trainabl
     return adapter.student(cfg, on, weights if weights is not None else cfg.runner.ckpt_path)
 
 
-def trained_student(cfg: Config, on: str, weights: Path) -> TrainablePolicy:
-    """A trained student to evaluate or export, in eval mode: a π₀ saved before it had norm stats is refused."""
-    policy = student(cfg, on, weights)
-    if getattr(policy, "needs_norm_stats", False):
-        raise CheckpointError(f"{weights}: the student has no norm stats (a checkpoint saved before its first "
-                              "iteration?); set actor.model.pi0.norm_stats_path")
-    policy.module.eval()
-    return policy
-
-
 def expert(cfg: Config, on: str) -> Policy:
     """The task's scripted expert, or the expert model `rollout.expert_model` names."""
     model_type = cfg.rollout.expert_model.model_type
@@ -163,6 +153,17 @@ def student_source(path: Path, preset: str | None, overrides: list[str]) -> Stud
     else:
         raise UsageError(f"--ckpt {path}: not inside a dagger run dir; say which preset it belongs to with --preset")
     return StudentSource(cfg, located.weights, located.checkpoint)
+
+
+def trained_student(source: StudentSource, on: str | None = None) -> TrainablePolicy:
+    """The student of a checkpoint path, to evaluate or export, in eval mode, on `on` (default runner.device): a π₀
+    saved before it had norm stats is refused."""
+    policy = student(source.config, on or device(source.config), source.weights)
+    if getattr(policy, "needs_norm_stats", False):
+        raise CheckpointError(f"{source.weights}: the student has no norm stats (a checkpoint saved before its first "
+                              "iteration?); set actor.model.pi0.norm_stats_path")
+    policy.module.eval()
+    return policy
 
 
 def resume_checkpoint(run_dir: Path, warn: Callable[[str], None]) -> Loaded:

@@ -67,7 +67,7 @@ def test_a_corrupt_student_file_is_the_same_line_for_eval_warm_start_and_resume(
     for path in (copy, student.parent, student):
         source = assembly.student_source(path, "pick-cube" if path == student else None, [])
         with pytest.raises(CheckpointError) as e:
-            assembly.trained_student(source.config, "cpu", source.weights)
+            assembly.trained_student(source, "cpu")
         assert one_line(e.value).startswith(line)
     warm = point_config(**{"runner.ckpt_path": str(copy)})
     with pytest.raises(CheckpointError) as e:

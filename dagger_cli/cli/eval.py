@@ -74,7 +74,7 @@ def _evaluate(out, ckpt, preset, episodes, seed, overrides, video: Path | None, 
 
     from dagger_cli.core.run_evaluation import evaluate_policy, save_videos
 
-    policy = assembly.trained_student(cfg, assembly.device(cfg), source.weights)
+    policy = assembly.trained_student(source)
     out.log(f"[dim]evaluating {source.weights} on {cfg.env.task}: {cfg.env.eval.num_episodes} episodes[/]")
     e = cfg.env
     with contextlib.closing(assembly.env(cfg)) as env:

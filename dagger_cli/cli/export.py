@@ -100,7 +100,7 @@ def _export(output: Output, run_dir: Path, fmt: str, out: Path | None) -> dict:
     if fmt not in adapter.export_formats:
         known = ", ".join(adapter.export_formats) or "none"
         raise UsageError(f"--format {fmt}: a {adapter.name} student exports as {known}")
-    student = assembly.trained_student(cfg, "cpu", source.weights)
+    student = assembly.trained_student(source, "cpu")
     record = {"format": fmt, "from": str(source.weights)}
     target, done = _target(out, run_dir, record)
     if done is not None:

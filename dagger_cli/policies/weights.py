@@ -40,6 +40,8 @@ def weight_files(path: str | Path) -> list[Path]:
     from dagger_cli.core.run_dir import locate
 
     given = Path(path).expanduser()
+    if given.is_file():
+        return [given]
     path = locate(given).weights
     if path is None:
         raise CheckpointError(f"{given}: the run has no checkpoint yet")
@@ -58,8 +60,12 @@ def weight_files(path: str | Path) -> list[Path]:
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """Every tensor of the weight files `path` names, merged."""
+    return _merged(weight_files(path))
+
+
+def _merged(files: list[Path]) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
-    for file in weight_files(path):
+    for file in files:
         state.update(read_state_dict(file))
     return state
 
@@ -114,7 +120,7 @@ def load_into(module: "torch.nn.Module", path: str | Path, what: str) -> None:
     files = weight_files(path)
     source = files[0] if len(files) == 1 else Path(path)
     state = {}
-    for key, value in read_weights(path).items():
+    for key, value in _merged(files).items():
         for prefix in _WRAPPER_PREFIXES:
             if key.startswith(prefix):
                 key = key[len(prefix) :]

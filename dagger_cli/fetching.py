@@ -51,7 +51,7 @@ def dagger_home() -> Path:
 
 def default_local_dir(name_or_repo: str, repo_type: str = "model") -> Path:
     """Where `dagger fetch NAME` puts a repo: $DAGGER_HOME/checkpoints/<repo_id> ($DAGGER_HOME/datasets/<repo_id> for
-    a dataset), or where its alias's kind goes (the π₀ tokenizer: openpi's cache)."""
+    a dataset), or where its alias's kind puts it."""
     repo_id, alias = resolve(name_or_repo, repo_type)
     if repo_type == DATASET:
         return dagger_home() / "datasets" / repo_id

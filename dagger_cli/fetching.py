@@ -1,5 +1,6 @@
 """Pretrained checkpoints and LeRobot datasets from the Hugging Face Hub: aliases, where they go, the download and a
-check of what came.
+check of what came. The adapters say what their downloads are (`registry.DownloadKind`: where each goes, what it
+must hold, the key that reads it); this module names none of them.
 
 The download is `huggingface_hub.snapshot_download`, so HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE apply as in any
 Hub client, and a re-run skips the files already complete.
@@ -12,17 +13,12 @@ import errno
 import logging
 import os
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from dagger_cli.core.errors import DaggerError, UsageError
-from dagger_cli.core.registry import Alias, fetch_aliases
-from dagger_cli.policies.pi0 import MODEL_KEY, TOKENIZER_KEY
-from dagger_cli.policies.pi0.tokenizer import (
-    DEFAULT_TOKENIZER_PATH, TOKENIZER_FILE, openpi_home, resolve_tokenizer_path,
-)
-from dagger_cli.policies.weights import RLINF_WEIGHT_FILES, weight_files_among
+from dagger_cli.core.registry import Alias, DownloadKind, Layout, download_kinds, fetch_aliases
 
 
 # NAMES AND PLACES
@@ -55,19 +51,19 @@ def dagger_home() -> Path:
 
 def default_local_dir(name_or_repo: str, repo_type: str = "model") -> Path:
     """Where `dagger fetch NAME` puts a repo: $DAGGER_HOME/checkpoints/<repo_id> ($DAGGER_HOME/datasets/<repo_id> for
-    a dataset), the tokenizer in openpi's cache."""
+    a dataset), or where its alias's kind puts it."""
     repo_id, alias = resolve(name_or_repo, repo_type)
     if repo_type == DATASET:
         return dagger_home() / "datasets" / repo_id
-    if alias is not None and alias.kind == "tokenizer":
-        return openpi_home()
+    if alias is not None and alias.kind is not None and alias.kind.home is not None:
+        return alias.kind.home()
     return dagger_home() / "checkpoints" / repo_id
 
 
 def is_downloaded(alias: Alias) -> bool:
     local = default_local_dir(alias.name)
-    if alias.kind == "tokenizer":
-        return (local / TOKENIZER_FILE).is_file()
+    if alias.kind is not None and alias.kind.downloaded is not None:
+        return alias.kind.downloaded(local)
     return local.is_dir() and any(local.iterdir())
 
 
@@ -86,44 +82,18 @@ def list_aliases() -> list[dict[str, Any]]:
 
 
 # LAYOUT
-@dataclass
-class Layout:
-    """What a downloaded repo holds, in the terms a preset needs."""
-
-    kind: str  # "model", "tokenizer", "generic" or "dataset"
-    weights: list[str] = field(default_factory=list)
-    norm_stats: dict[str, str] = field(default_factory=dict)  # asset id -> file
-    tokenizer: str | None = None
-    missing: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def inspect_layout(files: list[str], kind: str) -> Layout:
-    """Finds weights, norm stats and a tokenizer among repo-relative paths (`/`-separated)."""
-    layout = Layout(kind)
-    if kind == DATASET:  # a LeRobot dataset: its info.json says what it is
-        if "meta/info.json" not in files:
-            layout.missing.append("meta/info.json")
-        return layout
-    layout.weights = weight_files_among(files)
-    for f in sorted(files):
-        if f.endswith("/norm_stats.json"):
-            asset_id = f[: -len("/norm_stats.json")]
-            layout.norm_stats.setdefault(asset_id.removeprefix("assets/"), f)
-        elif f.startswith("policy_preprocessor") and f.endswith("normalizer_processor.safetensors"):
-            layout.norm_stats.setdefault("LeRobot's normaliser", f)  # LeRobot's π₀ / π0.5 layout
-    models = sorted(f for f in files if f.endswith(".model"))
-    layout.tokenizer = TOKENIZER_FILE if TOKENIZER_FILE in models else (models[0] if models else None)
-    looks_like_pi0 = kind == "model" or (kind == "generic" and bool(layout.weights))
-    if looks_like_pi0 and not layout.weights:
-        layout.missing.append("weights")
-    if looks_like_pi0 and not layout.norm_stats:
-        layout.missing.append("norm_stats.json")
-    if kind == "tokenizer" and layout.tokenizer is None:
-        layout.missing.append("tokenizer")
-    return layout
+def inspect_layout(files: list[str], local_dir: Path, alias: Alias | None, repo_type: str
+                   ) -> tuple[Layout, DownloadKind | None]:
+    """What a download holds (`files`: its `/`-separated relative paths), read by its alias's kind, else by the first
+    adapter's kind that claims the files; a dataset's is its meta/info.json."""
+    if repo_type == DATASET:  # a LeRobot dataset: its info.json says what it is
+        missing = {} if "meta/info.json" in files else {
+            "meta/info.json": f"no meta/info.json in {local_dir}: not a LeRobot v3 dataset"}
+        return Layout(DATASET, missing=missing), None
+    kind = alias.kind if alias is not None else next((k for k in download_kinds() if k.claims(files)), None)
+    if kind is None:
+        return Layout("generic", summary=["nothing that an installed adapter reads recognised"]), None
+    return kind.inspect(files, local_dir), kind
 
 
 # FETCH
@@ -215,13 +185,13 @@ def fetch(
 
     # Layout
     files = _present_files(repo_id, revision, target, repo_type)
-    kind = DATASET if repo_type == DATASET else alias.kind if alias is not None else "generic"
-    layout = inspect_layout(files, kind)
-    config_key, hint = _config_hint(alias, layout, target)
+    layout, kind = inspect_layout(files, target, alias, repo_type)
+    config_key, setting, already = _config_hint(alias, kind, layout, target)
+    hint = f"--set {config_key}={setting}" if setting is not None else None
     warnings = [_hub_warning(w, target) for w in dict.fromkeys(hub_warnings) if not w.startswith("No files matched")]
     if include and not any(_matches(f, include) for f in files):
         warnings.append(f"no file of {repo_id} matches --include {' '.join(include)}")
-    warnings += [_missing_warning(m, target) for m in layout.missing]
+    warnings += list(layout.missing.values())
     return FetchResult(
         repo_id=repo_id,
         alias=alias.name if alias is not None else None,
@@ -232,7 +202,7 @@ def fetch(
         layout=layout,
         config_key=config_key,
         hint=hint,
-        summary=_summary(layout, hint, config_key, target),
+        summary=_summary(layout, hint, config_key if already else None, target),
         warnings=warnings,
     )
 
@@ -270,25 +240,24 @@ def _commit(repo_id: str, revision: str | None, repo_type: str) -> str | None:
     return ref.read_text().strip() if ref.is_file() else None
 
 
-def _config_hint(alias: Alias | None, layout: Layout, local_dir: Path) -> tuple[str | None, str | None]:
-    """The preset key that should point at the download, and the `--set` that does it (None: already does)."""
+def _config_hint(alias: Alias | None, kind: DownloadKind | None, layout: Layout, local_dir: Path
+                 ) -> tuple[str | None, Path | str | None, bool]:
+    """(the key that should point at the download, the value to `--set` it to (None: nothing to set), whether the
+    key's default already points at it)."""
     if layout.kind == DATASET:
-        return SEED_DATASET_KEY, f"--set {SEED_DATASET_KEY}={local_dir}"
-    if (alias is not None and alias.kind == "tokenizer") or (alias is None and layout.tokenizer and not layout.weights):
-        if layout.tokenizer is None:
-            return TOKENIZER_KEY, None
-        path = (local_dir / layout.tokenizer).resolve()
-        if path == resolve_tokenizer_path(DEFAULT_TOKENIZER_PATH).resolve():
-            return TOKENIZER_KEY, None
-        return TOKENIZER_KEY, f"--set {TOKENIZER_KEY}={path}"
-    if alias is not None:
-        return alias.config_key, f"--set {alias.config_key}={local_dir}"
-    if layout.weights:
-        return MODEL_KEY, f"--set {MODEL_KEY}={local_dir}"
-    return None, None
+        return SEED_DATASET_KEY, local_dir, False
+    key = alias.config_key if alias is not None else kind.config_key if kind is not None else None
+    if alias is not None and kind is None:
+        return key, local_dir, False
+    if kind is None:
+        return None, None, False
+    setting = kind.setting(layout, local_dir)
+    if setting is not None and kind.default_setting is not None and setting == kind.default_setting():
+        return key, None, True
+    return key, setting, False
 
 
-def _summary(layout: Layout, hint: str | None, config_key: str | None, local_dir: Path) -> str:
+def _summary(layout: Layout, hint: str | None, already_key: str | None, local_dir: Path) -> str:
     parts = []
     if layout.kind == DATASET and not layout.missing:
         import json
@@ -296,37 +265,12 @@ def _summary(layout: Layout, hint: str | None, config_key: str | None, local_dir
         info = json.loads((local_dir / "meta/info.json").read_text())
         parts.append(f"LeRobot {info.get('codebase_version')} dataset: {info.get('total_episodes')} episodes, "
                      f"{info.get('total_frames')} frames at {info.get('fps')} fps")
-    if layout.weights:
-        more = " …" if len(layout.weights) > 1 else ""
-        n = len(layout.weights)
-        parts.append(f"weights: {layout.weights[0]}{more} ({n} file{'s' if n > 1 else ''})")
-    if layout.norm_stats:
-        parts.append(f"norm stats: {', '.join(layout.norm_stats)}")
-    if layout.tokenizer and (layout.kind == "tokenizer" or not layout.weights):
-        parts.append(f"tokenizer: {layout.tokenizer}")
-    if not parts and layout.kind != DATASET:
-        parts.append("no π₀ weights, norm stats or tokenizer recognised")
+    parts += layout.summary
     if hint:
         parts.append(f"set {hint.removeprefix('--set ')}")
-    elif config_key and layout.tokenizer:
-        parts.append(f"{config_key} already points at it")
+    elif already_key:
+        parts.append(f"{already_key} already points at it")
     return "; ".join(parts)
-
-
-def _missing_warning(what: str, local_dir: Path) -> str:
-    if what == "meta/info.json":
-        return f"no meta/info.json in {local_dir}: not a LeRobot v3 dataset"
-    if what == "weights":
-        return (
-            f"no π₀ weights in {local_dir} (expected *.safetensors at the top level or "
-            f"{' or '.join(RLINF_WEIGHT_FILES)})"
-        )
-    if what == "norm_stats.json":
-        return (
-            f"no norm_stats.json in {local_dir} (expected <asset_id>/norm_stats.json or "
-            "assets/<asset_id>/norm_stats.json); set actor.model.pi0.norm_stats_path"
-        )
-    return f"no tokenizer (*.model) in {local_dir}"
 
 
 def _hub_warning(message: str, local_dir: Path) -> str:

@@ -17,7 +17,7 @@ import pytest
 
 from dagger_cli.core.config import Config
 from dagger_cli.core.config_loader import load_config
-from dagger_cli.core.run_state import RunnerHooks
+from dagger_cli.core.protocols import RunnerHooks
 
 HAVE_MANISKILL = importlib.util.find_spec("mani_skill") is not None
 requires_maniskill = pytest.mark.skipif(not HAVE_MANISKILL, reason="mani-skill is not installed")
@@ -179,7 +179,7 @@ class StopAfter(RunnerHooks):
 
     def iteration_done(self, iteration, total, metrics):
         if iteration == self.n:
-            self.runner.state.stop_requested = True
+            self.runner.state.progress.request_stop()
 
 
 def straight_and_resumed(make_runner, run_dir, stop_after: int):

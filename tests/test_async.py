@@ -13,7 +13,7 @@ from conftest import StopAfter  # noqa: E402
 from dagger_cli.core import checkpoint  # noqa: E402
 from dagger_cli.core.async_runner import AsyncRunner, RolloutWorkerGroup  # noqa: E402
 from dagger_cli.core.errors import DaggerError  # noqa: E402
-from dagger_cli.core.run_state import RunState  # noqa: E402
+from dagger_cli.core.run_checkpoint import RunCheckpoint  # noqa: E402
 from dagger_cli.policies.mlp import MLPPolicy  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("shared_ray")  # conftest.py's local Ray, shared with test_distributed_learner.py
@@ -82,7 +82,7 @@ def test_a_crashed_worker_is_named_and_the_checkpoint_kept(tmp_path, make_runner
     # and is the one the message names
     saved = checkpoint.list_checkpoints(tmp_path / "checkpoints")
     assert saved, "the crash came after the first learner iteration, whose checkpoint must exist"
-    loaded = RunState.read(saved[-1])
+    loaded = RunCheckpoint.read(saved[-1])
     assert loaded.state["iteration"] >= 1 and f"last checkpoint: iteration {loaded.state['iteration']}" in message
 
 
@@ -93,19 +93,19 @@ def test_async_runs_resume(tmp_path, make_runner):
     first = make_runner(tmp_path, cfg, hooks=hooks)
     hooks.runner = first
     first.run()
-    stopped = first.state.iteration
+    stopped = first.state.progress.iteration
     assert 2 <= stopped < 8 and json.loads((tmp_path / "summary.json").read_text())["status"] == "stopped"
     # WHEN it is resumed from its last checkpoint
     resumed = make_runner(tmp_path, cfg)
     resumed.state.restore(checkpoint.list_checkpoints(tmp_path / "checkpoints")[-1])
-    assert resumed.state.iteration == stopped and resumed.state.beta(resumed.state.iteration) == 0.5**stopped
+    assert resumed.state.progress.iteration == stopped and resumed.state.beta(stopped) == 0.5**stopped
     summary = resumed.run()
     # THEN it continues there, with every row once and the evaluations of before the stop kept
     assert summary["iterations"] == 8
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(9))
     assert all("eval/success_once" in r for r in rows)
-    assert [e["iteration"] for e in resumed.state.results.evals] == list(range(1, 9))
+    assert [e["iteration"] for e in resumed.state.evaluation.evals] == list(range(1, 9))
     assert resumed.state.buffer.total_samples > first.state.buffer.total_samples
 
 

@@ -30,10 +30,10 @@ def test_an_mlp_student_exports_as_safetensors_and_config(run, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config == {"model_type": "mlp", "obs_dim": 2, "action_dim": 1, "num_action_chunks": 1, "hidden_dim": 32}
     # AND the export is a weights dir that a student (runner.ckpt_path, --ckpt with --preset) loads
-    from dagger_cli import runs
-    from dagger_cli.policies import build_student
+    from dagger_cli import assembly
+    from dagger_cli.core.run_dir import run_config
 
-    student = build_student(runs.run_config(run), "cpu", out)
+    student = assembly.student(run_config(run), "cpu", out)
     assert all(torch.equal(v, trained[k]) for k, v in student.module.state_dict().items())
 
 

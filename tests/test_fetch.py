@@ -422,6 +422,7 @@ def test_completion_offers_the_aliases():
     env = {"_DAGGER_COMPLETE": "complete_bash", "COMP_WORDS": "dagger fetch pi0", "COMP_CWORD": "2"}
     # WHEN the completion callback runs
     result = dagger(env=env)
-    # THEN the four π₀ aliases are offered
+    # THEN the π₀ and π0.5 aliases are offered
     assert result.returncode == 0
-    assert result.stdout.split() == ["pi0-libero", "pi0-libero-long", "pi0-robotwin", "pi0-robotwin-expert"]
+    assert result.stdout.split() == ["pi0-libero", "pi0-libero-long", "pi0-robotwin", "pi0-robotwin-expert",
+                                     "pi05-libero-expert", "pi05-libero-rlinf"]

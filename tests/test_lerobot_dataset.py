@@ -19,7 +19,7 @@ from test_cli import dagger  # noqa: E402
 from test_report import train  # noqa: E402
 
 from dagger_cli.core import checkpoint  # noqa: E402
-from dagger_cli.core.run_state import checkpoint_samples  # noqa: E402
+from dagger_cli.core.run_checkpoint import checkpoint_samples  # noqa: E402
 from dagger_cli.core.video import read_frames  # noqa: E402
 from dagger_cli.interop import lerobot_dataset  # noqa: E402
 

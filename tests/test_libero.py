@@ -328,10 +328,10 @@ def test_scripted_expert_acts_from_its_privileged_labels_and_solves_a_task(small
     """The expert's label chunk is computed in the env worker from the simulator and read from the privileged
     observation: acting on it alone solves an episode (task 3, init state 1: 80 steps). ~10 s."""
     from dagger_cli.core.rollout import evaluate
-    from dagger_cli.policies import build_expert
+    from dagger_cli import assembly
 
     cfg, env = small_env
-    expert = build_expert(cfg, "cpu")
+    expert = assembly.expert(cfg, "cpu")
     assert env.privileged_keys == ("expert_chunk",) and expert.action_shape == (5, 7)
     result = evaluate(env, expert, [13], 120)
     assert result.summary()["success_once"] == 1.0
@@ -355,11 +355,11 @@ def test_scripted_expert_acts_from_its_privileged_labels_and_solves_a_task(small
 def test_scripted_expert_needs_its_env_key():
     from dagger_cli.core.config_loader import load_config
     from dagger_cli.core.errors import ConfigError
-    from dagger_cli.policies import build_expert
+    from dagger_cli import assembly
 
     cfg = load_config("libero-spatial-small", overrides=["env.scripted_expert=false"])
     with pytest.raises(ConfigError, match="set env.scripted_expert: true"):
-        build_expert(cfg, "cpu")
+        assembly.expert(cfg, "cpu")
     with pytest.raises(ConfigError, match="env.scripted_expert"):
         load_config("libero-spatial-small", overrides=["env.task=libero_object"])
 
@@ -370,7 +370,7 @@ def test_one_iteration_of_libero_spatial_small_trains_on_the_scripted_experts_la
     from test_cli import dagger
 
     from dagger_cli.core import checkpoint
-    from dagger_cli.core.run_state import checkpoint_samples
+    from dagger_cli.core.run_checkpoint import checkpoint_samples
 
     run = tmp_path / "run"
     short = ["--set", "env.max_episode_steps=20", "--set", "env.max_steps_per_rollout_epoch=20",
@@ -423,7 +423,7 @@ def test_collected_samples_hold_the_rendered_views_the_experts_labels_and_the_ta
     from dagger_cli.envs.libero import LiberoTaskEnv
     from dagger_cli.envs.libero.env import EXPERT_KEY
     from dagger_cli.envs.libero.expert import LiberoSpatialExpert, expert_chunk
-    from dagger_cli.policies import build_expert
+    from dagger_cli import assembly
 
     cfg, env = small_env  # 1 env, episodes of 20 steps
     e = cfg.env
@@ -444,7 +444,7 @@ def test_collected_samples_hold_the_rendered_views_the_experts_labels_and_the_ta
             raise AssertionError("the student acted at beta 1")
 
     try:
-        result = Rollout(env, Idle(), build_expert(cfg, "cpu"), e.max_episode_steps).collect(
+        result = Rollout(env, Idle(), assembly.expert(cfg, "cpu"), e.max_episode_steps).collect(
             40, beta=1.0, iteration=0, seed=3)
     finally:
         del env.reset  # the shared env's own reset again

@@ -127,13 +127,13 @@ def test_expert_from_a_checkpoint_acts_with_its_weights(policy, tmp_path):
     # GIVEN student-format weights saved by an earlier run, configured as the expert
     from safetensors.torch import save_file
 
-    from dagger_cli.policies import build_expert
+    from dagger_cli import assembly
 
     save_file(policy.module.state_dict(), str(tmp_path / "expert.safetensors"))
     cfg = load_config("pick-cube", overrides=["rollout.expert_model.model_type=mlp",
                                               f"runner.expert_ckpt_path={tmp_path / 'expert.safetensors'}"])
     # WHEN the expert is built
-    expert = build_expert(cfg, "cpu")
+    expert = assembly.expert(cfg, "cpu")
     # THEN it labels states exactly as the saved policy does
     obs = np.random.default_rng(3).normal(size=(4, 42)).astype(np.float32)
     assert np.array_equal(expert.act(obs), policy.act(obs))

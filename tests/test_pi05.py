@@ -5,6 +5,7 @@ one-line errors, and one `dagger train` iteration of libero-spatial-pi05 on the 
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -454,11 +455,12 @@ def test_one_libero_iteration_with_a_tiny_pi05_student_and_expert(pi05_dir, toke
 
 
 def test_fetch_recognises_lerobots_layout_as_weights_and_norm_stats():
-    from dagger_cli.fetching import inspect_layout
+    from dagger_cli.policies.pi0.downloads import CHECKPOINT
 
     files = ["config.json", "model.safetensors", "policy_preprocessor.json",
              "policy_preprocessor_step_2_normalizer_processor.safetensors",
              "policy_postprocessor_step_0_unnormalizer_processor.safetensors", "train_config.json"]
-    layout = inspect_layout(files, "model")
-    assert layout.weights == ["model.safetensors"] and not layout.missing
-    assert layout.norm_stats == {"LeRobot's normaliser": "policy_preprocessor_step_2_normalizer_processor.safetensors"}
+    layout = CHECKPOINT.inspect(files, Path("pi05_libero_finetuned"))
+    assert layout.found["weights"] == ["model.safetensors"] and not layout.missing
+    assert layout.found["norm_stats"] == {
+        "LeRobot's normaliser": "policy_preprocessor_step_2_normalizer_processor.safetensors"}

@@ -50,7 +50,7 @@ def section(text: str, title: str) -> list[str]:
 def test_the_presets_table_names_every_preset_with_its_extras_and_checkpoints():
     from dagger_cli.core.registry import fetch_aliases
     from dagger_cli.core.config_loader import preset_path
-    from dagger_cli.fetching import TOKENIZER_FILE
+    from dagger_cli.policies.pi0.tokenizer import TOKENIZER_FILE
 
     declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
     aliases = fetch_aliases()
@@ -72,7 +72,7 @@ def test_the_presets_table_names_every_preset_with_its_extras_and_checkpoints():
         named = set(re.findall(r"`([a-z0-9-]+)`", fetch_cell))
         assert named <= set(aliases), f"{name}: unknown dagger fetch aliases {named - set(aliases)}"
         needed = {a.name for a in aliases.values()
-                  if (a.repo_id in yaml_text if a.kind != "tokenizer" else TOKENIZER_FILE in yaml_text)}
+                  if (a.repo_id in yaml_text if a.kind.name != "tokenizer" else TOKENIZER_FILE in yaml_text)}
         assert named == needed, f"{name}: fetch {sorted(needed)}, the table says {sorted(named)}"
 
 

@@ -14,10 +14,12 @@ import pytest
 import torch
 
 from conftest import ConstantPolicy, PointEnv, PointExpert, StopAfter, point_config
-from dagger_cli import runs
+from dagger_cli import assembly
+from dagger_cli.core.run_dir import create_run_dir, default_run_dir, record_resume, resume_config, run_config
 from dagger_cli.core import checkpoint, replay_storage
 from dagger_cli.core.errors import CheckpointError, UsageError
-from dagger_cli.core.run_state import RunState, buffer_meta
+from dagger_cli.core.run_checkpoint import buffer_meta
+from dagger_cli.core.run_state import RunState
 from dagger_cli.core.rollout import Rollout
 from dagger_cli.core.runner import SyncRunner
 from dagger_cli.policies.mlp import MLPPolicy
@@ -33,7 +35,7 @@ def runner_in(run_dir, cfg, hooks=None):
 def started_run(tmp_path, stop_after=None, **overrides):
     """A point-env run dir (config.yaml, meta.json), run until `stop_after` iterations (or the end)."""
     cfg = point_config(**overrides)
-    run_dir = runs.create_run_dir(tmp_path / "run", cfg, ["test"])
+    run_dir = create_run_dir(tmp_path / "run", cfg, ["test"])
     hooks = StopAfter(stop_after) if stop_after else None
     runner = runner_in(run_dir, cfg, hooks)
     if hooks:
@@ -47,16 +49,16 @@ def test_a_resume_override_of_an_allowed_key_is_kept_for_the_next_resume_and_the
     # GIVEN a run of 2 iterations stopped after 1
     run_dir, _ = started_run(tmp_path, stop_after=1, **{"runner.max_epochs": 2})
     # WHEN it is resumed with runner.max_epochs=3 and runs to its end
-    cfg, changed = runs.resume_config(run_dir, ["runner.max_epochs=3"])
+    cfg, changed = resume_config(run_dir, ["runner.max_epochs=3"])
     assert changed == {"runner.max_epochs": 3}
-    loaded = runs.resume_checkpoint(run_dir, warn=pytest.fail)
-    runs.record_resume(run_dir, cfg, changed)
+    loaded = assembly.resume_checkpoint(run_dir, warn=pytest.fail)
+    record_resume(run_dir, cfg, changed)
     resumed = runner_in(run_dir, cfg)
     resumed.state.restore(loaded)
     summary = resumed.run()
     # THEN the run went to 3, the saved config says 3, and a later resume and the report see 3
     assert summary["iterations"] == 3 and summary["status"] == "finished"
-    assert runs.run_config(run_dir).runner.max_epochs == 3
+    assert run_config(run_dir).runner.max_epochs == 3
     assert json.loads((run_dir / "meta.json").read_text())["resumes"][0]["set"] == {"runner.max_epochs": 3}
     report = dagger("report", str(run_dir), "--json")
     (row,) = json.loads(report.stdout)["runs"]
@@ -69,7 +71,7 @@ def test_a_resume_override_of_state_shaping_key_is_refused_in_one_line(tmp_path)
     before = (run_dir / "config.yaml").read_text()
     # WHEN --resume tries to change the replay buffer's size
     with pytest.raises(UsageError) as e:
-        runs.resume_config(run_dir, ["algorithm.replay_buffer.sample_window_size=100"])
+        resume_config(run_dir, ["algorithm.replay_buffer.sample_window_size=100"])
     # THEN it is refused, naming the key, its value in the checkpoint and what may change; nothing is written
     message = str(e.value)
     assert "algorithm.replay_buffer.sample_window_size" in message and "500" in message and "runner.max_epochs" in message
@@ -80,9 +82,9 @@ def test_a_resume_override_of_state_shaping_key_is_refused_in_one_line(tmp_path)
 
 # RUN DIRS
 def test_two_runs_started_in_the_same_second_get_their_own_run_dirs(tmp_path, monkeypatch):
-    monkeypatch.setattr(runs.time, "strftime", lambda fmt, *a: "20261202-101500")
+    monkeypatch.setattr("dagger_cli.core.run_dir.time.strftime", lambda fmt, *a: "20261202-101500")
     cfg = point_config()
-    first, second = runs.default_run_dir(cfg, tmp_path), runs.default_run_dir(cfg, tmp_path)
+    first, second = default_run_dir(cfg, tmp_path), default_run_dir(cfg, tmp_path)
     assert first != second and first.is_dir() and second.is_dir()
     assert second.name == "20261202-101500-2"
 
@@ -98,7 +100,7 @@ def test_resume_falls_back_past_a_broken_latest_checkpoint_with_a_warning(tmp_pa
     broken.write_bytes(broken.read_bytes()[:10])
     # WHEN the run is resumed
     warnings_said = []
-    loaded = runs.resume_checkpoint(run_dir, warn=warnings_said.append)
+    loaded = assembly.resume_checkpoint(run_dir, warn=warnings_said.append)
     # THEN it continues from iteration 2, saying in one line which file was bad
     assert loaded.state["iteration"] == 2
     (line,) = warnings_said
@@ -107,7 +109,7 @@ def test_resume_falls_back_past_a_broken_latest_checkpoint_with_a_warning(tmp_pa
     older = checkpoint.checkpoint_dir(run_dir / "checkpoints", 2)
     (older / "state.json").write_text("{not json")
     with pytest.raises(UsageError) as e:
-        runs.resume_checkpoint(run_dir, warn=lambda line: None)
+        assembly.resume_checkpoint(run_dir, warn=lambda line: None)
     assert "no intact checkpoint" in str(e.value) and "\n" not in str(e.value)
 
 
@@ -135,7 +137,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_and_ends_the_run_in_o
     assert "\n" not in message
     kept = checkpoint.list_checkpoints(tmp_path / "checkpoints")
     assert [p.name for p in kept] == ["iter_000001"]
-    assert runner.state.read(kept[0]).state["iteration"] == 1
+    assert runner.state.checkpoint.read(kept[0]).state["iteration"] == 1
     assert not list((tmp_path / "checkpoints").glob(".iter_*"))  # no half-written directory left
 
 
@@ -243,11 +245,11 @@ def test_a_resave_killed_at_any_rename_leaves_a_complete_checkpoint_of_its_itera
         # THEN a complete checkpoint of iteration 2 is listed, reads whole and restores
         found = checkpoint.list_checkpoints(root)
         assert [checkpoint.read_state(p)["iteration"] for p in found] == [2], (kill_at, os.listdir(root))
-        loaded = runs.resume_checkpoint(run_dir, warn=pytest.fail)
+        loaded = assembly.resume_checkpoint(run_dir, warn=pytest.fail)
         assert loaded.state["iteration"] == 2
-        resumed = runner_in(run_dir, runs.run_config(run_dir))
+        resumed = runner_in(run_dir, run_config(run_dir))
         resumed.state.restore(loaded)
-        assert resumed.state.iteration == 2 and resumed.state.buffer.size == runner.state.buffer.size
+        assert resumed.state.progress.iteration == 2 and resumed.state.buffer.size == runner.state.buffer.size
         # AND the next save leaves the one checkpoint in its place, nothing aside
         resumed.state.save()
         assert [p.name for p in root.iterdir() if p.name.startswith((".iter", "iter"))] == ["iter_000002"]
@@ -260,10 +262,10 @@ def test_a_resume_without_room_for_a_new_window_beside_the_kept_checkpoints_fail
     real_usage = replay_storage.shutil.disk_usage
     monkeypatch.setattr(replay_storage.shutil, "disk_usage",
                         lambda path: real_usage(path)._replace(free=window // 2))
-    loaded = runs.resume_checkpoint(run_dir, warn=pytest.fail)
+    loaded = assembly.resume_checkpoint(run_dir, warn=pytest.fail)
     # WHEN the run is resumed (the kept checkpoints' rows stay on the disk until later saves replace them)
     with pytest.raises(replay_storage.StorageError) as e:
-        runner_in(run_dir, runs.run_config(run_dir)).state.restore(loaded)
+        runner_in(run_dir, run_config(run_dir)).state.restore(loaded)
     # THEN it is refused in one line naming the directory and what the kept checkpoints hold there
     message = str(e.value)
     assert str(run_dir / "replay_buffer") in message and "the kept checkpoints hold there" in message

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import FilmedPointEnv, PointEnv, PointExpert, point_config
+from dagger_cli.assembly import seed_samples
 from dagger_cli.core.runner import SyncRunner
 from dagger_cli.policies.mlp import MLPPolicy
 from test_cli import dagger
@@ -26,8 +27,9 @@ def train(run_dir, env=None, **sets):
     torch.manual_seed(cfg.seed)
     run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
-    runner = SyncRunner(cfg, run_dir, env or FilmedPointEnv(3), MLPPolicy(cfg.actor.model), PointExpert(),
-                        tensorboard=False)
+    student = MLPPolicy(cfg.actor.model)
+    runner = SyncRunner(cfg, run_dir, env or FilmedPointEnv(3), student, PointExpert(), tensorboard=False,
+                        seed=seed_samples(cfg, student.action_shape))
     return runner.run()
 
 

@@ -13,7 +13,7 @@ import torch
 
 from conftest import PointEnv, PointExpert, point_config
 from dagger_cli.core import process
-from dagger_cli.core.run_state import RunnerHooks
+from dagger_cli.core.protocols import RunnerHooks
 from dagger_cli.core.runner import SyncRunner
 from dagger_cli.policies.mlp import MLPPolicy
 from test_cli import dagger
@@ -27,7 +27,7 @@ import os, signal, sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
 from conftest import PointEnv, PointExpert, point_config
-from dagger_cli.core.run_state import RunnerHooks
+from dagger_cli.core.protocols import RunnerHooks
 from dagger_cli.core.runner import SyncRunner
 from dagger_cli.policies.mlp import MLPPolicy
 

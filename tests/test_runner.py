@@ -8,7 +8,7 @@ from conftest import (INSTRUCTIONS, PointEnv, PointExpert, PromptPointEnv, State
                       straight_and_resumed)
 from dagger_cli.core import checkpoint
 from dagger_cli.core.errors import CheckpointError
-from dagger_cli.core.run_state import checkpoint_samples
+from dagger_cli.core.run_checkpoint import checkpoint_samples
 from dagger_cli.core.runner import SyncRunner
 from dagger_cli.policies.mlp import MLPPolicy
 
@@ -94,14 +94,14 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path, 
     first = make_runner(tmp_path / "b", cfg, hooks=hooks)
     hooks.runner = first
     first.run()
-    assert first.state.iteration == 2
+    assert first.state.progress.iteration == 2
     stopped = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert stopped["status"] == "stopped" and stopped["iterations"] == 2
     saved = checkpoint_samples(checkpoint.list_checkpoints(tmp_path / "b" / "checkpoints")[-1])
     assert all(np.array_equal(v, saved[k]) for k, v in first.state.buffer.stored().items())  # read in place
     resumed = make_runner(tmp_path / "b", cfg)
     resumed.state.restore(checkpoint.list_checkpoints(tmp_path / "b" / "checkpoints")[-1])
-    assert resumed.state.iteration == 2 and resumed.state.beta(resumed.state.iteration) == 0.25
+    assert resumed.state.progress.iteration == 2 and resumed.state.beta(resumed.state.progress.iteration) == 0.25
     resumed.run()
     # THEN the final weights, buffer and metrics equal the uninterrupted run's
     a, b = weights(straight), weights(resumed)
@@ -121,8 +121,8 @@ sys.path.insert(0, {tests!r})
 from pathlib import Path
 import torch
 from conftest import PointEnv, PointExpert, point_config
-from dagger_cli import runs
-from dagger_cli.core.run_state import RunnerHooks
+from dagger_cli.core.run_dir import create_run_dir
+from dagger_cli.core.protocols import RunnerHooks
 from dagger_cli.core.runner import SyncRunner
 from dagger_cli.policies.mlp import MLPPolicy
 
@@ -137,7 +137,7 @@ class KilledWhileTrainingIteration3(RunnerHooks):
             os.kill(os.getpid(), signal.SIGKILL)  # as `kill -9` or the OOM killer would
 
 cfg = point_config(**{{"algorithm.replay_buffer.storage": {storage!r}}})
-run_dir = runs.create_run_dir(Path({run_dir!r}), cfg, ["test"])
+run_dir = create_run_dir(Path({run_dir!r}), cfg, ["test"])
 torch.manual_seed(cfg.seed)
 SyncRunner(cfg, run_dir, PointEnv(3), MLPPolicy(cfg.actor.model), PointExpert(), KilledWhileTrainingIteration3(),
            tensorboard=False).run()
@@ -152,7 +152,7 @@ def test_resume_after_sigkill_continues_exactly_at_the_checkpoint(tmp_path, stor
     import sys
     from pathlib import Path
 
-    from dagger_cli import runs
+    from dagger_cli import assembly
 
     # GIVEN a run (its buffer in RAM or on disk) killed with SIGKILL in iteration 3, after its second checkpoint and
     # after iteration 3's rows were added (a disk buffer has written them)
@@ -169,11 +169,11 @@ def test_resume_after_sigkill_continues_exactly_at_the_checkpoint(tmp_path, stor
         assert {p.name for p in (tmp_path / "b" / "replay_buffer").glob("seg-*")} - named  # rows after the checkpoint
     # WHEN it is resumed as `dagger train --resume` resumes it (its newest intact checkpoint, into a new runner)
     warned = []
-    loaded = runs.resume_checkpoint(tmp_path / "b", warn=warned.append)
+    loaded = assembly.resume_checkpoint(tmp_path / "b", warn=warned.append)
     assert loaded.state["iteration"] == 2 and not warned
     resumed = make_runner(tmp_path / "b", cfg)
     resumed.state.restore(loaded)
-    assert resumed.state.iteration == 2 and resumed.state.beta(resumed.state.iteration) == 0.25
+    assert resumed.state.progress.iteration == 2 and resumed.state.beta(resumed.state.progress.iteration) == 0.25
     resumed.run()
     # THEN it finishes like an uninterrupted run: the same weights, buffer and metrics
     straight = make_runner(tmp_path / "a", cfg)
@@ -231,7 +231,7 @@ def test_interrupted_writes_are_ignored_and_cleaned(tmp_path):
     stale.mkdir()
     (stale / "student.safetensors").write_bytes(b"half")
     assert [p.name for p in checkpoint.list_checkpoints(root)] == ["iter_000001"]
-    runner.state.iteration = 2
+    runner.state.progress.advance()  # to iteration 2
     runner.state.save()
     assert not stale.exists()
 
@@ -262,7 +262,7 @@ class NoisyPolicy:
 
 
 def test_evaluation_of_a_sampling_policy_repeats_and_leaves_trainings_random_stream_alone():
-    from dagger_cli.core.run_state import evaluate_policy
+    from dagger_cli.core.run_evaluation import evaluate_policy
 
     # GIVEN a policy whose actions come from torch's global generator, evaluated from two generator states
     torch.manual_seed(1)

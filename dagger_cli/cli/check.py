@@ -142,32 +142,24 @@ def _flush(stream) -> None:
 def _torch(cfg, state) -> str:
     import torch
 
-    from dagger_cli.policies import resolve_device
+    from dagger_cli import assembly
 
-    device = resolve_device(cfg.runner.device)
+    device = assembly.device(cfg)
     state["device"] = device
     cuda = f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s)" if torch.cuda.is_available() else "no CUDA"
     return f"torch {torch.__version__} ({cuda}); student on {device}"
 
 
 def _env(cfg, state) -> str:
-    import dataclasses
-
     import numpy as np
 
-    from dagger_cli.envs import make_vec_env
-    from dagger_cli.runs import validate_env
+    from dagger_cli import assembly
 
-    one = dataclasses.replace(cfg.env, num_envs=1)
     start = time.perf_counter()
-    env = make_vec_env(one, cfg.actor.model.num_action_chunks)
-    try:
-        validate_env(cfg, env)
+    with contextlib.closing(assembly.env(cfg, num_envs=1)) as env:
         obs = env.reset([cfg.env.eval.reset_seed_base])
         env.step(np.zeros((1, cfg.actor.model.num_action_chunks, env.action_dim), np.float32))
         state["obs"] = obs
-    finally:
-        env.close()
     seconds = time.perf_counter() - start
     shape = {k: v.shape[1:] for k, v in obs.items()} if isinstance(obs, dict) else obs.shape[1:]
     backend = getattr(env, "backend", None)
@@ -179,12 +171,12 @@ def _model(cfg, state, student: bool) -> str:
     check's observation."""
     import numpy as np
 
+    from dagger_cli import assembly
     from dagger_cli.core.registry import SCRIPTED, CheckWarning, policy_adapter
-    from dagger_cli.policies import build_expert, build_student
 
     device = state.get("device", "cpu")
     model, key = (cfg.actor.model, "actor.model") if student else (cfg.rollout.expert_model, "rollout.expert_model")
-    build = (lambda: build_student(cfg, device)) if student else (lambda: build_expert(cfg, device))
+    build = (lambda: assembly.student(cfg, device)) if student else (lambda: assembly.expert(cfg, device))
     policy = _with_fetch_hint(build, model.model_path, f"{key}.model_path")
     warn = False
     if model.model_type == SCRIPTED:
@@ -220,7 +212,7 @@ def _with_fetch_hint(build: Callable, model_path: str | None, key: str):
         from dagger_cli.fetching import default_local_dir
 
         alias = next((a.name for a in fetch_aliases().values()
-                      if a.kind == "model" and a.repo_id in str(model_path)), None)
+                      if a.config_key == key and a.repo_id in str(model_path)), None)
         if alias is None:
             raise CheckpointError(f"{e}; set {key} to a checkpoint (see `dagger fetch --list`)") from None
         local = Path(str(model_path)).expanduser()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -54,7 +55,7 @@ def evaluate(
 
 
 def _evaluate(out, ckpt, preset, episodes, seed, overrides, video: Path | None, video_episodes: int) -> dict:
-    from dagger_cli import runs
+    from dagger_cli import assembly
     from dagger_cli.core.errors import UsageError
 
     if video is not None and video_episodes <= 0:
@@ -68,31 +69,16 @@ def _evaluate(out, ckpt, preset, episodes, seed, overrides, video: Path | None, 
         if seed < 0:
             raise UsageError(f"--seed must not be negative, got {seed}")
         overrides.append(f"env.eval.reset_seed_base={seed}")
-    source = runs.resolve_student(ckpt, preset, overrides)
+    source = assembly.student_source(ckpt, preset, overrides)
     cfg = source.config
 
-    import torch
+    from dagger_cli.core.run_evaluation import evaluate_policy, save_videos
 
-    from dagger_cli.core.run_state import evaluate_policy, save_videos
-    from dagger_cli.envs import make_vec_env
-    from dagger_cli.policies import build_student, resolve_device
-
-    policy = build_student(cfg, resolve_device(cfg.runner.device), source.weights)
-    if getattr(policy, "needs_norm_stats", False):
-        from dagger_cli.core.errors import CheckpointError
-
-        raise CheckpointError(f"{source.weights}: the student has no norm stats (a checkpoint saved before its first "
-                              "iteration?); set actor.model.pi0.norm_stats_path")
-    policy.module.eval()
-    torch.set_grad_enabled(False)
+    policy = assembly.trained_student(source)
     out.log(f"[dim]evaluating {source.weights} on {cfg.env.task}: {cfg.env.eval.num_episodes} episodes[/]")
-    env = make_vec_env(cfg.env, cfg.actor.model.num_action_chunks)
-    try:
-        runs.validate_env(cfg, env)
-        e = cfg.env
+    e = cfg.env
+    with contextlib.closing(assembly.env(cfg)) as env:
         evaluation = evaluate_policy(env, policy, e.eval.seeds, e.max_episode_steps, video_episodes if video else 0)
-    finally:
-        env.close()
     result = evaluation.summary()
     if video is not None:
         if evaluation.no_video:

@@ -90,23 +90,17 @@ def export(
 
 
 def _export(output: Output, run_dir: Path, fmt: str, out: Path | None) -> dict:
-    from dagger_cli import runs
+    from dagger_cli import assembly
     from dagger_cli.core.errors import UsageError
     from dagger_cli.core.registry import policy_adapter
 
-    source = runs.resolve_student(run_dir, None, [])
+    source = assembly.student_source(run_dir, None, [])
     cfg = source.config
     adapter = policy_adapter(cfg.actor.model.model_type)
     if fmt not in adapter.export_formats:
         known = ", ".join(adapter.export_formats) or "none"
         raise UsageError(f"--format {fmt}: a {adapter.name} student exports as {known}")
-    from dagger_cli.policies import build_student
-
-    student = build_student(cfg, "cpu", source.weights)
-    if getattr(student, "needs_norm_stats", False):
-        from dagger_cli.core.errors import CheckpointError
-
-        raise CheckpointError(f"{source.weights}: the student has no norm stats yet (saved before its first iteration)")
+    student = assembly.trained_student(source, "cpu")
     record = {"format": fmt, "from": str(source.weights)}
     target, done = _target(out, run_dir, record)
     if done is not None:
@@ -122,7 +116,9 @@ def _target(out: Path | None, run_dir: Path, record: dict) -> tuple[Path, dict |
     holding anything else is an error."""
     from dagger_cli.core.errors import UsageError
 
-    target = out or Path(run_dir) / "export" / record["format"]
+    from dagger_cli.core.run_dir import EXPORT_DIR
+
+    target = out or Path(run_dir) / EXPORT_DIR / record["format"]
     if target.exists() and any(target.iterdir()):
         try:
             done = json.loads((target / MARKER).read_text())
@@ -136,7 +132,7 @@ def _target(out: Path | None, run_dir: Path, record: dict) -> tuple[Path, dict |
 
 def _done(target: Path, result: dict) -> dict:
     """Records what `target` now holds (written last: an export cut short is not taken for done)."""
-    from dagger_cli.core.checkpoint import write_json
+    from dagger_cli.core.files import write_json
 
     write_json(target / MARKER, result)
     return result
@@ -157,14 +153,14 @@ def default_fps(cfg) -> float:
 
 def _export_dataset(output: Output, run_dir: Path, out: Path | None, only_expert: bool, fps: float | None,
                     lossless: bool) -> dict:
-    from dagger_cli import runs
+    from dagger_cli import assembly
     from dagger_cli.core.errors import UsageError
-    from dagger_cli.core.run_state import checkpoint_buffer
+    from dagger_cli.core.run_checkpoint import checkpoint_buffer
     from dagger_cli.interop import lerobot_dataset
 
     if fps is not None and fps <= 0:
         raise UsageError(f"--fps must be positive, got {fps}")
-    source = runs.resolve_student(run_dir, None, [])
+    source = assembly.student_source(run_dir, None, [])
     if source.checkpoint_dir is None:
         raise UsageError(f"{run_dir}: not a run dir or checkpoint dir")
     if fps is None:

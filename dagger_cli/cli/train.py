@@ -82,8 +82,7 @@ def _final(summary: dict) -> str:
 
 
 def _train(out, preset, config, overrides, seed, run_dir, resume, started, async_mode) -> dict:
-    from dagger_cli import runs
-    from dagger_cli.core.config_loader import load_config
+    from dagger_cli import assembly
     from dagger_cli.core.errors import UsageError
 
     if seed is not None:
@@ -91,91 +90,39 @@ def _train(out, preset, config, overrides, seed, run_dir, resume, started, async
     if resume is not None:
         if config is not None or run_dir is not None:
             raise UsageError("--resume continues a run with its saved config; drop --config and --run-dir")
-        cfg, changed = runs.resume_config(resume, overrides)
-        if preset is not None and preset != cfg.name:
-            raise UsageError(f"--resume {resume} is a {cfg.name!r} run, not {preset!r}")
-        loaded = runs.resume_checkpoint(resume, warn=lambda line: out.log(f"[yellow]warning:[/] {line}"))
-        runs.record_resume(resume, cfg, changed)
-        target = Path(resume)
-        async_mode = async_mode or runs.run_mode(resume) == "async"
+        plan = assembly.resumed_run(resume, preset, overrides, async_mode,
+                                    warn=lambda line: out.log(f"[yellow]warning:[/] {line}"))
+    elif preset is None:
+        raise UsageError("missing PRESET (see `dagger presets`), or --resume RUN_DIR")
     else:
-        if preset is None:
-            raise UsageError("missing PRESET (see `dagger presets`), or --resume RUN_DIR")
-        cfg = load_config(preset, config, overrides)
-        loaded = None
-        if run_dir is not None:
-            target = Path(run_dir)
-            runs.ensure_new_run_dir(target)
+        plan = assembly.new_run(preset, config, overrides, run_dir, async_mode)
+    cfg, target = plan.config, plan.run_dir
+    model = cfg.actor.model.model_type
+    out.log(f"[dim]loading {cfg.name}: {cfg.env.task}, {cfg.env.num_envs} envs, {model} student[/]")
+    hooks = _Hooks(out)
+    with assembly.runner(plan, hooks, sys.argv) as runner:
+        progress = runner.state.progress
+        if plan.loaded is not None:
+            out.log(f"resuming {target} at iteration {progress.iteration} from {plan.loaded.path.name} "
+                    f"(beta {runner.state.beta(progress.iteration):.3f})")
         else:
-            target = runs.default_run_dir(cfg)
-    try:
-        return _run(out, cfg, target, loaded, started, async_mode)
-    finally:
-        if loaded is None and target.is_dir() and not any(target.iterdir()):
-            target.rmdir()  # a run that failed before it began leaves no empty dir behind
-
-
-def _run(out, cfg, target: Path, loaded, started: float, async_mode: bool) -> dict:
-    from dagger_cli import runs
-
-    # BUILD: async workers start first (they build their envs and models meanwhile), then weights (fast failures),
-    # then the simulator
-    out.log(f"[dim]loading {cfg.name}: {cfg.env.task}, {cfg.env.num_envs} envs, {cfg.actor.model.model_type} student[/]")
-    env = workers = None
-    if async_mode:
-        from dagger_cli.core.async_runner import RolloutWorkerGroup
-
-        workers = RolloutWorkerGroup(cfg, runs.build_rollout_components).start()
-    try:
-        import torch
-
-        from dagger_cli.core.runner import SyncRunner
-        from dagger_cli.envs import make_vec_env
-        from dagger_cli.policies import build_expert, build_student, resolve_device
-
-        torch.manual_seed(cfg.seed)
-        device = resolve_device(cfg.runner.device)
-        student = build_student(cfg, device)
-        hooks = _Hooks(out)
-        if workers is not None:
-            from dagger_cli.core.async_runner import AsyncRunner
-
-            workers.wait_ready()  # a worker's bad expert checkpoint or missing simulator fails here
-            runner = AsyncRunner(cfg, target, student, workers, hooks=hooks)
-        else:
-            expert = build_expert(cfg, device)
-            env = make_vec_env(cfg.env, cfg.actor.model.num_action_chunks)
-            runs.validate_env(cfg, env)
-            runner = SyncRunner(cfg, target, env, student, expert, hooks=hooks)
-        state = runner.state
-        if loaded is not None:
-            state.restore(loaded)
-            out.log(f"resuming {target} at iteration {state.iteration} from {loaded.path.name} "
-                    f"(beta {state.beta(state.iteration):.3f})")
-        else:
-            runs.create_run_dir(target, cfg, sys.argv, mode="async" if async_mode else "sync")
-            out.log(f"run dir {target}" + (" (async, Ray)" if async_mode else ""))
-        previous = signal.signal(signal.SIGINT, _stop_handler(state, out))
+            out.log(f"run dir {target}" + (" (async, Ray)" if plan.async_mode else ""))
+        previous = signal.signal(signal.SIGINT, _stop_handler(progress, out))
         try:
             with hooks:
                 summary = runner.run(started_at=started)
         finally:
             signal.signal(signal.SIGINT, previous)
-    finally:
-        if env is not None:
-            env.close()
-        if workers is not None:
-            workers.shutdown()
-    if state.stop_requested and not state.finished:
-        out.log(f"stopped at iteration {state.iteration}; continue with: dagger train --resume {target}")
+    if progress.stop_requested and not progress.finished:
+        out.log(f"stopped at iteration {progress.iteration}; continue with: dagger train --resume {target}")
     return summary
 
 
-def _stop_handler(state, out):
+def _stop_handler(progress, out):
     def handler(signum, frame):
-        if state.stop_requested:
+        if progress.stop_requested:
             raise KeyboardInterrupt
-        state.stop_requested = True
+        progress.request_stop()
         out.log("[yellow]stopping after this iteration (Ctrl-C again to abort without saving)[/]")
 
     return handler

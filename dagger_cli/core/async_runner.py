@@ -35,10 +35,11 @@ import torch
 from dagger_cli.core.config import Config
 from dagger_cli.core.errors import ConfigError, DaggerError
 from dagger_cli.core.metrics import MetricsLogger
-from dagger_cli.core.protocols import TrainablePolicy
+from dagger_cli.core.protocols import RunnerHooks, TrainablePolicy
 from dagger_cli.core.ray_cluster import KEPT_VERSIONS, connect, release
-from dagger_cli.core.rollout import EpisodeStats, EvalResult, Rollout, sample_shapes
-from dagger_cli.core.run_state import RunnerHooks, RunState, eval_row, evaluate_policy, torch_threads
+from dagger_cli.core.rollout import EpisodeStats, EvalResult, Rollout, sample_shapes, torch_threads
+from dagger_cli.core.run_evaluation import evaluate_policy
+from dagger_cli.core.run_state import RunState, SeedSamples
 
 
 class RolloutWorker:
@@ -279,10 +280,12 @@ class AsyncRunner:
     so evaluations run in the time the learner trains instead of holding up the data it waits for."""
 
     def __init__(self, cfg: Config, run_dir: Path, student: TrainablePolicy, workers: RolloutWorkerGroup,
-                 hooks: RunnerHooks | None = None, tensorboard: bool = True):
-        self.state = RunState(cfg, run_dir, student, hooks)
+                 hooks: RunnerHooks | None = None, tensorboard: bool = True, seed: SeedSamples | None = None):
+        def shapes():
+            return ray_get(workers.actors[0].sample_shapes.remote(), "starting", 0)
+
+        self.state = RunState(cfg, run_dir, student, hooks, seed, sample_shapes=shapes)
         self.workers = workers
-        self.state.sample_shapes = lambda: ray_get(workers.actors[0].sample_shapes.remote(), "starting", 0)
         self.tensorboard = tensorboard
         self._version_refs: dict[int, Any] = {}  # weights in the object store, of the versions tasks may still need
         self._sent: list[list[int]] = [[] for _ in range(cfg.cluster.num_rollout_workers)]  # versions each worker holds
@@ -300,21 +303,21 @@ class AsyncRunner:
         self._stats = _WindowStats()
 
     def _get(self, refs, what: str, worker: int | None = None):
-        saved = f"; last checkpoint: iteration {self.state.last_saved}" if self.state.last_saved else ""
+        last = self.state.checkpoint.last_saved
+        saved = f"; last checkpoint: iteration {last}" if last else ""
         return ray_get(refs, what, worker, saved)
 
     # MAIN LOOP
     def run(self, started_at: float | None = None) -> dict[str, Any]:
         """Runs until runner.max_epochs or a stop request and the last evaluation; returns the summary it writes."""
         s = self.state
-        s.wall_start = started_at if started_at is not None else time.perf_counter()
-        metrics = s.start(self.tensorboard)
+        metrics = s.start(self.tensorboard, started_at)
         try:
             self.workers.wait_ready()
             self._publish()
             self._loop(metrics)
             self._finish_evaluations(metrics)
-            if s.iteration > 0 and (s.last_saved, s.saved_evals) != (s.iteration, len(s.results.evals)):
+            if s.progress.iteration > 0 and not s.checkpoint.holds_everything:
                 s.save()  # again if evaluations came in after this iteration's checkpoint
         finally:
             metrics.close()
@@ -326,22 +329,22 @@ class AsyncRunner:
         collections that arrive meanwhile enter the buffer once the iteration is done."""
         import ray
 
-        cfg = self.state.cfg
+        cfg, progress = self.state.cfg, self.state.progress
         n = len(self.workers.actors)
-        self._collects = [self.state.iteration] * n
-        self._delivered = [self.state.iteration - 1] * n  # a resumed buffer holds the previous weights' data
+        self._collects = [progress.iteration] * n
+        self._delivered = [progress.iteration - 1] * n  # a resumed buffer holds the previous weights' data
         if self.state.needs_norm_stats:  # fitted, as in sync mode, on iteration 0: every worker's first collection
-            first = self.state.results.collections
+            first = progress.collections
             self._first_round_range = range(first, first + n)
             self._first_round = set(self._first_round_range)
         self._dispatch()  # collections first
-        if self.state.resumed_from is None:
+        if progress.resumed_from is None:
             self._queue_initial_evaluations()
             self._dispatch()
         start = time.perf_counter()  # of the current learner iteration, waiting included
         training = None
         with ThreadPoolExecutor(1, thread_name_prefix="learner") as learner:
-            while training is not None or (self.state.iteration < cfg.runner.max_epochs and not self.state.stop_requested):
+            while training is not None or progress.going_on:
                 # RECEIVE: whatever the workers have finished; free workers get their next task
                 if self._inflight:
                     self._receive(ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=0)[0])
@@ -383,27 +386,26 @@ class AsyncRunner:
 
     def _iteration_done(self, row: dict[str, float], start: float, metrics: MetricsLogger) -> None:
         """Publishes the new weights, queues their evaluation, and checkpoints."""
-        cfg = self.state.cfg
-        self.state.iteration += 1
+        cfg, progress = self.state.cfg, self.state.progress
+        iteration = progress.advance()
         self._publish()
         # EVAL: student only, these weights, in the workers' spare time
-        due = self.state.eval_due()
-        evals = [self._evaluation("student", self.state.iteration, final=self.state.finished)] if due else []
-        self._rows.append(_Row(self.state.iteration, row, evals))
+        due = self.state.evaluation.due(iteration, progress.finished)
+        evals = [self._evaluation("student", iteration, final=progress.finished)] if due else []
+        self._rows.append(_Row(iteration, row, evals))
         self._dispatch()
         elapsed = time.perf_counter() - start
-        self.state.results.train_time_s += elapsed
+        progress.count_train_time(elapsed)
         row.update(self._stats.row())
         row.update({
-            "train/dagger/beta": self.state.beta(self.state.iteration - 1),
+            "train/dagger/beta": self.state.beta(iteration - 1),
             **self.state.buffer_metrics(),
             "train/async/blocked_workers": sum(not self._may_collect(w) for w in range(len(self._collects))),
             "time/iteration_s": elapsed,
-            "time/env_steps": self.state.results.env_steps,
+            "time/env_steps": progress.env_steps,
         })
         self._stats = _WindowStats()
-        last = self.state.iteration >= cfg.runner.max_epochs or self.state.stop_requested
-        if not last and cfg.runner.save_interval > 0 and self.state.iteration % cfg.runner.save_interval == 0:
+        if progress.going_on and cfg.runner.save_interval > 0 and iteration % cfg.runner.save_interval == 0:
             self.state.save()  # the last one waits for the last evaluation, so that its results hold it
 
     def _finish_evaluations(self, metrics: MetricsLogger) -> None:
@@ -420,35 +422,35 @@ class AsyncRunner:
     # SCHEDULING
     def _may_collect(self, w: int) -> bool:
         """Worker w may start another collection: the run goes on and it stays within max_policy_lag."""
-        if self.state.iteration >= self.state.cfg.runner.max_epochs or self.state.stop_requested:
+        progress = self.state.progress
+        if not progress.going_on:
             return False
-        return self._collects[w] <= self.state.iteration + self.state.cfg.algorithm.dagger.max_policy_lag
+        return self._collects[w] <= progress.iteration + self.state.cfg.algorithm.dagger.max_policy_lag
 
     def _may_train(self) -> bool:
         """Enough data, every worker has delivered data of weights >= iteration - lag, and nothing older than
         iteration + 1 - lag is still being collected (it would arrive more than lag versions old)."""
-        lag = self.state.cfg.algorithm.dagger.max_policy_lag
-        if self.state.buffer.size < self.state.cfg.algorithm.replay_buffer.min_buffer_size or self._first_round:
+        lag, iteration = self.state.cfg.algorithm.dagger.max_policy_lag, self.state.progress.iteration
+        if not self.state.ready_to_train() or self._first_round:
             return False
-        if min(self._delivered) < self.state.iteration - lag:
+        if min(self._delivered) < iteration - lag:
             return False
-        return all(task[2] >= self.state.iteration + 1 - lag for task in self._inflight.values() if task[1] == "collect")
+        return all(task[2] >= iteration + 1 - lag for task in self._inflight.values() if task[1] == "collect")
 
     def _dispatch(self) -> None:
         """Gives every free worker its next task: a collection if allowed, else the oldest evaluation's next chunk.
         An evaluation of weights the learner has already replaced goes first: evaluations use the time the learner
         trains, and fall at most one iteration behind."""
-        actors = self.workers.actors
+        actors, progress = self.workers.actors, self.state.progress
         for w in sorted(self._idle):
             pending = [ev for row in self._rows for ev in row.evals if ev.chunks]
-            late = pending and (pending[0].version or 0) < self.state.iteration
+            late = pending and (pending[0].version or 0) < progress.iteration
             if not late and self._may_collect(w):
-                index = self.state.results.collections  # unique per collection: seeds its episodes and coins
-                self.state.results.collections += 1
+                index, version = progress.next_collection(), progress.iteration
                 self._collects[w] += 1
-                self._send(w, self.state.iteration)
-                ref = actors[w].collect.remote(self.state.iteration, self.state.beta(self.state.iteration), index)
-                self._inflight[ref] = (w, "collect", self.state.iteration)
+                self._send(w, version)
+                ref = actors[w].collect.remote(version, self.state.beta(version), index)
+                self._inflight[ref] = (w, "collect", version)
             else:
                 if not pending:
                     continue
@@ -486,9 +488,9 @@ class AsyncRunner:
             self._first_round.discard(result["index"])
             if waiting and not self._first_round:
                 self.state.fit_norm_stats(self._first_round_range)
-            self.state.results.env_steps += result["env_steps"]
+            self.state.progress.count_env_steps(result["env_steps"])
             self._delivered[w] = max(self._delivered[w], version)
-            self._stats.add(result, self.state.iteration)
+            self._stats.add(result, self.state.progress.iteration)
         self._arrived = []
 
     def _publish(self) -> None:
@@ -497,7 +499,7 @@ class AsyncRunner:
 
         pending = {ev.version for row in self._rows for ev in row.evals if ev.chunks}
         self._version_refs = {v: ref for v, ref in self._version_refs.items() if v in pending}
-        self._version_refs[self.state.iteration] = ray.put(pack_weights(self.state.student.state_dict()))
+        self._version_refs[self.state.progress.iteration] = ray.put(pack_weights(self.state.student.state_dict()))
 
     def _send(self, w: int, version: int) -> None:
         """Worker w receives `version` unless it holds it (it keeps the newest KEPT_VERSIONS, as this mirrors)."""
@@ -517,11 +519,9 @@ class AsyncRunner:
 
     def _queue_initial_evaluations(self) -> None:
         """The initial student and the expert, as row 0."""
-        r, evals = self.state.cfg.runner, []
-        if r.eval_student_init and self.state.results.student_init is None:
-            evals.append(self._evaluation("initial student", self.state.iteration))
-        if r.eval_expert and self.state.results.expert is None:
-            evals.append(self._evaluation("expert", None))
+        version = self.state.progress.iteration
+        evals = [self._evaluation(what, None if what == "expert" else version)
+                 for what in self.state.evaluation.initial_pending()]
         if evals:
             self._rows.append(_Row(0, {}, evals))
 
@@ -529,20 +529,17 @@ class AsyncRunner:
         """Logs the rows whose evaluations are all in, in iteration order."""
         while self._rows and all(ev.done for ev in self._rows[0].evals):
             row = self._rows.popleft()
+            evaluation = self.state.evaluation
             for ev in row.evals:
                 merged = EvalResult.merge(ev.parts, seconds=ev.finished - ev.started)
-                self.state.keep_videos(merged, "expert" if ev.what == "expert" else str(row.iteration))
-                result = merged.summary()
                 if ev.what == "student":
-                    row.metrics.update(self.state.record_eval(row.iteration, result))
-                    continue
-                setattr(self.state.results, "expert" if ev.what == "expert" else "student_init", result)
-                self.state.hooks.evaluated(ev.what, result)
-                row.metrics.update(eval_row("eval_expert" if ev.what == "expert" else "eval", result))
+                    row.metrics.update(evaluation.record(row.iteration, merged))
+                else:
+                    row.metrics.update(evaluation.record_initial(ev.what, merged))
             if row.iteration == 0:
                 metrics.log(0, row.metrics)
                 continue
-            row.metrics["time/elapsed_s"] = time.perf_counter() - self.state.wall_start
+            row.metrics["time/elapsed_s"] = self.state.progress.elapsed()
             metrics.log(row.iteration, row.metrics)
             self.state.hooks.iteration_done(row.iteration, self.state.cfg.runner.max_epochs, row.metrics)
 

@@ -1,9 +1,8 @@
 """Run checkpoints: tensors in safetensors, state in JSON, each checkpoint a directory renamed into place atomically.
 
-Layout: `<run>/checkpoints/iter_000007/` (7 = completed iterations) holding `student.safetensors`,
-`learner.safetensors` (optimizer, torch RNG) and `state.json`. The replay buffer's rows are not copied into it: its
-state names the segments of the buffer's append-only log that hold them (`replay_storage`). A crash mid-write leaves
-only a hidden `.iter_000007.tmp-*` directory, which is ignored and cleaned up by the next save.
+What a checkpoint holds is in the run directory's layout (`run_dir`): `iter_000007/` (7 = completed iterations) with
+one `<name>.safetensors` per tensor group and `state.json`, whose presence makes the checkpoint complete. A crash
+mid-write leaves only a hidden `.iter_000007.tmp-*` directory, which is ignored and cleaned up by the next save.
 
 Saving an iteration again (async's end-of-run save) swaps the directories in two renames, each after the new copy is
 complete and on the disk: `iter_000007` -> `.iter_000007.old-<pid>`, then the temp dir -> `iter_000007`. A crash
@@ -22,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from dagger_cli.core.errors import CheckpointError
+from dagger_cli.core.files import read_tensors as read_tensor_file
+from dagger_cli.core.files import write_json
 
 STATE_FILE = "state.json"
-SUMMARY_FILE = "summary.json"
-"""in the run dir: what the run holds after its latest checkpoint, written by the runners, read by `dagger report`"""
 FORMAT_VERSION = 1
 
 
@@ -57,17 +56,6 @@ def list_checkpoints(root: Path) -> list[Path]:
     found = {p.name: p for p in root.glob("iter_*") if _complete(p)}
     found.update(_set_aside(root))
     return [found[name] for name in sorted(found)]
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Writes JSON atomically (temp file in the same directory, fsync, os.replace)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _fsync_dir(path: Path, strict: bool = False) -> None:
@@ -111,9 +99,9 @@ def save_checkpoint(
             _fsync_dir(root.parent, strict=True)
         tmp.mkdir()
         for name, tensors in torch_tensors.items():
-            save_torch({k: v.contiguous() for k, v in tensors.items()}, str(tmp / f"{name}.safetensors"))
+            save_torch({k: v.contiguous() for k, v in tensors.items()}, str(tensors_file(tmp, name)))
         for name, arrays in numpy_arrays.items():
-            save_numpy({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / f"{name}.safetensors"))
+            save_numpy({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tensors_file(tmp, name)))
         write_json(tmp / STATE_FILE, {"format": FORMAT_VERSION, "iteration": iteration, **state})
         for file in tmp.iterdir():
             with open(file, "rb") as f:
@@ -149,15 +137,13 @@ def read_state(ckpt: Path) -> dict[str, Any]:
     return state
 
 
+def tensors_file(ckpt: Path, name: str) -> Path:
+    return Path(ckpt) / f"{name}.safetensors"
+
+
 def read_tensors(ckpt: Path, name: str, framework: str = "pt") -> dict[str, Any]:
     """Tensors of `<ckpt>/<name>.safetensors` as torch tensors ("pt") or numpy arrays ("np")."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(ckpt) / f"{name}.safetensors"
+    path = tensors_file(ckpt, name)
     if not path.is_file():
         raise CheckpointError(f"{path}: missing from the checkpoint")
-    try:
-        with safe_open(str(path), framework=framework) as f:
-            return {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: corrupt ({e})") from None
+    return read_tensor_file(path, framework)

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
+
+from dagger_cli.core.files import write_text
+from dagger_cli.core.run_dir import METRICS_FILE, TENSORBOARD_DIR
 
 
 class MetricsLogger:
     def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True):
         Path(run_dir).mkdir(parents=True, exist_ok=True)
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = Path(run_dir) / METRICS_FILE
         if resume_step is not None and self.path.exists():
             self._truncate(resume_step)
         self._file = open(self.path, "a")
@@ -25,7 +27,7 @@ class MetricsLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             purge = resume_step + 1 if resume_step is not None else None
-            self._writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"), purge_step=purge)
+            self._writer = SummaryWriter(log_dir=str(Path(run_dir) / TENSORBOARD_DIR), purge_step=purge)
 
     def _truncate(self, resume_step: int) -> None:
         kept = []
@@ -35,9 +37,7 @@ class MetricsLogger:
                     kept.append(line)
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue  # a line cut short by a kill
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        write_text(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
@@ -59,7 +59,7 @@ class MetricsLogger:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
+    path = Path(run_dir) / METRICS_FILE
     rows = []
     if path.exists():
         for line in path.read_text().splitlines():

@@ -1,4 +1,4 @@
-"""The two small interfaces the engine drives: a batched environment and a policy.
+"""The small interfaces the engine drives: a batched environment, a policy, and the hooks a front end listens with.
 
 Observations are a numpy array with a leading batch dimension, or a dict of such arrays (image + state policies).
 Actions are float arrays shaped (batch, horizon, action_dim) in env units; an env executes the first
@@ -86,3 +86,19 @@ class TrainablePolicy(Policy, Protocol):
         ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class RunnerHooks:
+    """What a front end wants to hear about a run; the default hears nothing."""
+
+    def phase(self, text: str) -> None:
+        """A new phase started (collect, train, eval, save)."""
+
+    def evaluated(self, label: str, result: dict[str, Any]) -> None:
+        """An evaluation before training finished (`label`: "initial student" or "expert")."""
+
+    def note(self, text: str) -> None:
+        """Something the user should know once (e.g. no video: the env renders no frames)."""
+
+    def iteration_done(self, iteration: int, total: int, metrics: dict[str, float]) -> None:
+        """Iteration `iteration` (1-based) of `total` finished with `metrics`."""

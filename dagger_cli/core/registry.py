@@ -2,7 +2,8 @@
 
 An adapter is one record, `EnvAdapter` (selected by `env.type`) or `PolicyAdapter` (by `actor.model.model_type` /
 `rollout.expert_model.model_type`), holding its config dataclass, its factories, its `dagger check` probes, the
-environment variables its Ray workers need and its `dagger fetch` aliases. A package adds one with an entry point:
+environment variables its Ray workers need and what `dagger fetch` brings for it (aliases, and how it checks each
+kind of download). A package adds one with an entry point:
 
     [project.entry-points."dagger.envs"]
     point-mass = "dagger_pointmass:ENV"          # an EnvAdapter
@@ -29,6 +30,46 @@ SCRIPTED = "scripted"
 """the expert model_type that asks the env adapter for its task's built-in expert"""
 
 
+@dataclass
+class Layout:
+    """What a download holds, in the terms of the adapter that reads it (`dagger fetch` prints and checks it)."""
+
+    kind: str
+    """the `DownloadKind` that read it, or `dataset` / `generic` (nothing an adapter recognised)"""
+    found: dict[str, Any] = field(default_factory=dict)
+    """what was recognised, by name (a π₀ checkpoint: weights, norm_stats, tokenizer)"""
+    missing: dict[str, str] = field(default_factory=dict)
+    """what should be there and is not -> the warning that says so"""
+    summary: list[str] = field(default_factory=list)
+    """what `dagger fetch` says it found, a part a line"""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.found, "missing": list(self.missing)}
+
+
+@dataclass(frozen=True)
+class DownloadKind:
+    """A kind of download an adapter reads: the key that points at it, how `dagger fetch` checks what came, and
+    where it goes. An `Alias` names its kind; a repository fetched by id is read by the first kind that `claims` its
+    files."""
+
+    name: str
+    config_key: str
+    """the key that reads it, for a download fetched by repo id (an alias names its own)"""
+    inspect: Callable[[list[str], Path], Layout]
+    """(the download's `/`-separated relative paths, its folder) -> its layout"""
+    claims: Callable[[list[str]], bool]
+    """(relative paths) -> whether a repository fetched by id is of this kind"""
+    setting: Callable[[Layout, Path], Path | None]
+    """(layout, folder) -> the path the key should name (None: there is nothing to name)"""
+    default_setting: Callable[[], Path] | None = None
+    """-> the path the key names by default (a download there needs no `--set`)"""
+    home: Callable[[], Path] | None = None
+    """-> its folder when `--local-dir` is not given (None: $DAGGER_HOME/checkpoints/<repo id>)"""
+    downloaded: Callable[[Path], bool] | None = None
+    """(its folder) -> whether it is there (None: the folder holds anything)"""
+
+
 @dataclass(frozen=True)
 class Alias:
     """A `dagger fetch` name for a Hub repository, and the config key its local folder goes to."""
@@ -37,8 +78,8 @@ class Alias:
     repo_id: str
     description: str
     config_key: str
-    kind: str = "model"
-    """"model" (a checkpoint directory) or "tokenizer" (placed where the tokenizer default looks)"""
+    kind: DownloadKind | None = None
+    """how its download is placed and checked (None: a folder nothing checks)"""
 
 
 class CheckWarning(str):
@@ -73,6 +114,8 @@ class EnvAdapter:
     worker_env: tuple[str, ...] = ()
     """environment variables its simulator reads, passed to the Ray workers of a joined cluster"""
     fetch_aliases: tuple[Alias, ...] = ()
+    download_kinds: tuple[DownloadKind, ...] = ()
+    """what `dagger fetch` may bring for it, by repo id too (its aliases' kinds among them)"""
     presets: Callable[[], Path] | None = None
     """-> a folder of preset YAMLs it ships (`dagger presets`, `dagger train NAME`)"""
     control_hz: float | None = None
@@ -103,6 +146,7 @@ class PolicyAdapter:
     """(model config) -> bytes of its state dict (sizes Ray's object store for async weight versions)"""
     worker_env: tuple[str, ...] = ()
     fetch_aliases: tuple[Alias, ...] = ()
+    download_kinds: tuple[DownloadKind, ...] = ()
     presets: Callable[[], Path] | None = None
 
 
@@ -167,6 +211,11 @@ def policy_adapter(name: str, key: str = "actor.model.model_type") -> PolicyAdap
 def fetch_aliases() -> dict[str, Alias]:
     """Every adapter's `dagger fetch` aliases by name."""
     return {a.name: a for adapter in [*ENVS.all(), *POLICIES.all()] for a in adapter.fetch_aliases}
+
+
+def download_kinds() -> list[DownloadKind]:
+    """Every adapter's kinds of download, in the adapters' order."""
+    return [kind for adapter in [*ENVS.all(), *POLICIES.all()] for kind in adapter.download_kinds]
 
 
 def preset_folders() -> list[Path]:

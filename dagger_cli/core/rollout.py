@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,20 @@ from dagger_cli.core.protocols import Obs, Policy, VecEnv
 from dagger_cli.core.replay_buffer import flatten_obs
 
 _COIN_STREAM, _SEED_STREAM = 2, 3
+
+
+@contextmanager
+def torch_threads(n: int = 1):
+    """`n` torch threads inside the block. One while env workers run: batch-of-a-few inference gains nothing from
+    more, and idle OpenMP threads spinning on the other cores slow the simulator down."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def visible(obs: Obs, env: VecEnv, policy=None) -> Obs:
@@ -370,7 +385,6 @@ def evaluate(env: VecEnv, policy: Policy, seeds: Sequence[int], max_episode_step
     (`video_frames`); with `record` = 0 no frame is asked for."""
     check_action_shape(env, policy, "policy")
     start = time.perf_counter()
-    n, chunks = env.num_envs, env.num_action_chunks
     result = EvalResult(EpisodeStats(), 0.0)
     compute_privileged = getattr(env, "compute_privileged", None)
     if compute_privileged is not None:  # no simulated expert labels while a policy that cannot read them acts

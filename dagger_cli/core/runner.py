@@ -8,9 +8,10 @@ from typing import Any
 
 from dagger_cli.core.config import Config
 from dagger_cli.core.metrics import MetricsLogger
-from dagger_cli.core.protocols import Policy, TrainablePolicy, VecEnv
-from dagger_cli.core.rollout import Rollout, sample_shapes
-from dagger_cli.core.run_state import RunnerHooks, RunState, eval_row, evaluate_policy, torch_threads
+from dagger_cli.core.protocols import Policy, RunnerHooks, TrainablePolicy, VecEnv
+from dagger_cli.core.rollout import Rollout, sample_shapes, torch_threads
+from dagger_cli.core.run_evaluation import evaluate_policy
+from dagger_cli.core.run_state import RunState, SeedSamples
 
 
 class SyncRunner:
@@ -25,11 +26,11 @@ class SyncRunner:
         expert: Policy,
         hooks: RunnerHooks | None = None,
         tensorboard: bool = True,
+        seed: SeedSamples | None = None,
     ):
-        self.state = RunState(cfg, run_dir, student, hooks)
+        self.state = RunState(cfg, run_dir, student, hooks, seed, sample_shapes=lambda: sample_shapes(env, expert))
         self.env = env
         self.expert = expert
-        self.state.sample_shapes = lambda: sample_shapes(env, expert)
         self.tensorboard = tensorboard
         d = cfg.algorithm.dagger
         self.rollout = Rollout(
@@ -42,29 +43,25 @@ class SyncRunner:
             only_save_expert=d.only_save_expert,
         )
 
-    def evaluate(self, policy: Policy, label: str, final: bool = False) -> dict[str, Any]:
-        """Policy alone on the evaluation seeds (all of them when `final`, else env.eval.interim_episodes); its
-        first runner.eval_video_episodes episodes filmed into `videos/<label>/`."""
-        s = self.state
-        e = s.cfg.env
-        seeds = e.eval.seeds_for(final)
-        result = evaluate_policy(self.env, policy, seeds, e.max_episode_steps, s.cfg.runner.eval_video_episodes)
-        s.keep_videos(result, label)
-        return result.summary()
+    def evaluate(self, policy: Policy, final: bool = False):
+        """Policy alone on the evaluation seeds (all of them when `final`, else env.eval.interim_episodes), its
+        first runner.eval_video_episodes episodes filmed."""
+        cfg = self.state.cfg
+        seeds = cfg.env.eval.seeds_for(final)
+        return evaluate_policy(self.env, policy, seeds, cfg.env.max_episode_steps, cfg.runner.eval_video_episodes)
 
     # MAIN LOOP
     def run(self, started_at: float | None = None) -> dict[str, Any]:
         """Runs until runner.max_epochs or a stop request; `started_at` (perf_counter) dates the wall time. Returns
         the summary it writes."""
         s = self.state
-        s.wall_start = started_at if started_at is not None else time.perf_counter()
-        metrics = s.start(self.tensorboard)
+        metrics = s.start(self.tensorboard, started_at)
         try:
-            if s.resumed_from is None:
+            if s.progress.resumed_from is None:
                 self._initial_evaluations(metrics)
-            while not s.finished and not s.stop_requested:
+            while s.progress.going_on:
                 self._iteration(metrics)
-            if s.iteration > 0 and s.last_saved != s.iteration:
+            if s.progress.iteration > 0 and s.checkpoint.last_saved != s.progress.iteration:
                 s.save()
         finally:
             metrics.close()
@@ -72,24 +69,17 @@ class SyncRunner:
         return s.write_summary()
 
     def _initial_evaluations(self, metrics: MetricsLogger) -> None:
-        s, r = self.state, self.state.cfg.runner
+        s = self.state
         row: dict[str, float] = {}
-        if r.eval_student_init and s.results.student_init is None:
-            s.hooks.phase("evaluating the initial student")
-            s.results.student_init = self.evaluate(s.student, str(s.iteration))
-            s.hooks.evaluated("initial student", s.results.student_init)
-            row.update(eval_row("eval", s.results.student_init))
-        if r.eval_expert and s.results.expert is None:
-            s.hooks.phase("evaluating the expert")
-            s.results.expert = self.evaluate(self.expert, "expert")
-            s.hooks.evaluated("expert", s.results.expert)
-            row.update(eval_row("eval_expert", s.results.expert))
+        for what in s.evaluation.initial_pending():
+            s.hooks.phase(f"evaluating the {what}")
+            row.update(s.evaluation.record_initial(what, self.evaluate(self.expert if what == "expert" else s.student)))
         if row:
             metrics.log(0, row)
 
     def _iteration(self, metrics: MetricsLogger) -> None:
         s = self.state
-        cfg, k = s.cfg, s.iteration
+        cfg, progress, k = s.cfg, s.progress, s.progress.iteration
         start = time.perf_counter()
         beta = s.beta(k)
 
@@ -100,7 +90,7 @@ class SyncRunner:
                 cfg.env.max_steps_per_rollout_epoch, beta, iteration=k, seed=cfg.seed, policy_version=k
             )
         s.add(result.trajectories)
-        s.results.env_steps += result.env_steps
+        progress.count_env_steps(result.env_steps)
         collected = time.perf_counter()
 
         # LEARNER: update_epoch steps once the buffer holds min_buffer_size samples
@@ -109,14 +99,14 @@ class SyncRunner:
             s.hooks.phase("training")
             row.update(s.train())
         trained = time.perf_counter()
-        s.iteration = k + 1
+        iteration = progress.advance()
 
         # EVAL: student only
-        if s.eval_due():
+        if s.evaluation.due(iteration, progress.finished):
             s.hooks.phase("evaluating the student")
-            row.update(s.record_eval(s.iteration, self.evaluate(s.student, str(s.iteration), final=s.finished)))
+            row.update(s.evaluation.record(iteration, self.evaluate(s.student, final=progress.finished)))
         evaluated = time.perf_counter()
-        s.results.train_time_s += evaluated - start
+        progress.count_train_time(evaluated - start)
 
         row.update(
             {
@@ -128,13 +118,13 @@ class SyncRunner:
                 **{f"time/rollout_{part}_s": seconds for part, seconds in result.timings.items()},
                 "time/train_s": trained - collected,
                 "time/iteration_s": evaluated - start,
-                "time/elapsed_s": evaluated - s.wall_start,
-                "time/env_steps": s.results.env_steps,
+                "time/elapsed_s": progress.elapsed(evaluated),
+                "time/env_steps": progress.env_steps,
                 "time/env_steps_per_s": result.env_steps / max(collected - start, 1e-9),
             }
         )
-        metrics.log(s.iteration, row)
+        metrics.log(iteration, row)
         save = cfg.runner.save_interval
-        if save > 0 and s.iteration % save == 0:
+        if save > 0 and iteration % save == 0:
             s.save()
-        s.hooks.iteration_done(s.iteration, cfg.runner.max_epochs, row)
+        s.hooks.iteration_done(iteration, cfg.runner.max_epochs, row)

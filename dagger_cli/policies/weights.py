@@ -1,11 +1,10 @@
 """Weight files users point at, for every policy adapter and `dagger fetch`: which files a path names, and reading
 them (safetensors, or torch state dicts such as RLinf's `full_weights.pt`, read weights-only, never unpickled).
 
-The one rule for a path: a file is itself; a dagger run checkpoint (`iter_*/` with `state.json`) means its
-`student.safetensors`; any other directory means its top-level `*.safetensors` (sorted and merged: sharded
-checkpoints, as openpi and RLinf read them; LeRobot's `policy_{pre,post}processor*` normaliser files are not weights),
-else RLinf's `model_state_dict/full_weights.pt` or
-`actor/model_state_dict/full_weights.pt`.
+A path means what `run_dir.locate` says (a run dir: its newest checkpoint's student; a checkpoint: its student);
+then a file is itself, and a directory means its top-level `*.safetensors` (sorted and merged: sharded checkpoints,
+as openpi and RLinf read them; LeRobot's `policy_{pre,post}processor*` normaliser files are not weights), else
+RLinf's `model_state_dict/full_weights.pt` or `actor/model_state_dict/full_weights.pt`.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
 
 RLINF_WEIGHT_FILES = ("full_weights.pt", "model_state_dict/full_weights.pt", "actor/model_state_dict/full_weights.pt")
 """RLinf's FSDP checkpoint, named by its `model_state_dict/`, `actor/` or `global_step_N/` directory"""
-RUN_CHECKPOINT_STUDENT = "student.safetensors"
 _IGNORED_PREFIXES = ("value_head.",)
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "_fsdp_wrapped_module.")
 
@@ -39,15 +37,18 @@ def weight_files_among(names: list[str]) -> list[str]:
 
 def weight_files(path: str | Path) -> list[Path]:
     """The weight files `path` names, by the module's rule; none is a CheckpointError naming the path."""
-    from dagger_cli.core.checkpoint import STATE_FILE
+    from dagger_cli.core.run_dir import locate
 
-    path = Path(path).expanduser()
+    given = Path(path).expanduser()
+    if given.is_file():
+        return [given]
+    path = locate(given).weights
+    if path is None:
+        raise CheckpointError(f"{given}: the run has no checkpoint yet")
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such checkpoint file or directory")
-    if (path / STATE_FILE).is_file() and (path / RUN_CHECKPOINT_STUDENT).is_file():
-        return [path / RUN_CHECKPOINT_STUDENT]
     names = [p.name for p in path.glob("*.safetensors")] + [f for f in RLINF_WEIGHT_FILES if (path / f).is_file()]
     found = weight_files_among(names)
     if not found:
@@ -59,8 +60,12 @@ def weight_files(path: str | Path) -> list[Path]:
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """Every tensor of the weight files `path` names, merged."""
+    return _merged(weight_files(path))
+
+
+def _merged(files: list[Path]) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
-    for file in weight_files(path):
+    for file in files:
         state.update(read_state_dict(file))
     return state
 
@@ -71,13 +76,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from dagger_cli.core.files import read_tensors
 
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+        return read_tensors(path)
     try:
         with warnings.catch_warnings():  # torch's own advice on unsafe files is not ours to repeat
             warnings.simplefilter("ignore")
@@ -119,7 +120,7 @@ def load_into(module: "torch.nn.Module", path: str | Path, what: str) -> None:
     files = weight_files(path)
     source = files[0] if len(files) == 1 else Path(path)
     state = {}
-    for key, value in read_weights(path).items():
+    for key, value in _merged(files).items():
         for prefix in _WRAPPER_PREFIXES:
             if key.startswith(prefix):
                 key = key[len(prefix) :]

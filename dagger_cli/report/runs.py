@@ -125,10 +125,10 @@ class Group:
 
 
 def load_run(run_dir: Path) -> Run:
-    from dagger_cli import runs
+    from dagger_cli.core.run_dir import read_summary, run_config
 
-    cfg = runs.run_config(run_dir)  # a run dir, readable (one line otherwise)
-    summary = runs.read_summary(run_dir)
+    cfg = run_config(run_dir)  # a run dir, readable (one line otherwise)
+    summary = read_summary(run_dir)
     if summary is None:
         row = {"preset": cfg.name, "seed": cfg.seed, "status": "not started", "iterations": 0,
                "student_init_sr": None, "expert_sr": None, "student_final_sr": None, "train_time_s": None}

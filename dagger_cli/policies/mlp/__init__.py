@@ -74,18 +74,13 @@ def weight_bytes(model: MLPModelConfig) -> int:
 def export(policy, model: MLPModelConfig, directory, fmt: str):
     """`model.safetensors` (RLinf's MLP names) and `config.json` with the sizes: loadable by `--ckpt` with `--preset`,
     or `runner.ckpt_path`."""
-    import os
     from pathlib import Path
 
-    from safetensors.torch import save_file
-
-    from dagger_cli.core.checkpoint import write_json
+    from dagger_cli.core.files import write_json, write_tensors
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".model.safetensors.tmp-{os.getpid()}"
-    save_file({k: v.detach().cpu().contiguous() for k, v in policy.module.state_dict().items()}, str(tmp))
-    os.replace(tmp, directory / "model.safetensors")
+    write_tensors(directory / "model.safetensors", policy.module.state_dict())
     m = model
     write_json(directory / "config.json", {"model_type": "mlp", "obs_dim": m.obs_dim, "action_dim": m.action_dim,
                                            "num_action_chunks": m.num_action_chunks, "hidden_dim": m.hidden_dim})

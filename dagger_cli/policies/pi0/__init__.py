@@ -6,23 +6,24 @@ from __future__ import annotations
 
 from dagger_cli.core.registry import Alias, PolicyAdapter
 from dagger_cli.policies.pi0.config import Pi0Config, Pi0ModelConfig  # noqa: F401
+from dagger_cli.policies.pi0.downloads import CHECKPOINT, EXPERT_KEY, MODEL_KEY, TOKENIZER, TOKENIZER_KEY
 
-MODEL_KEY, EXPERT_KEY = "actor.model.model_path", "rollout.expert_model.model_path"
-TOKENIZER_KEY = "actor.model.pi0.tokenizer_path"
 FETCH_ALIASES = (
     Alias("pi0-libero", "RLinf/RLinf-Pi0-LIBERO-Spatial-Object-Goal-SFT",
-          "π₀ student for libero-spatial, libero-object and libero-goal", MODEL_KEY),
-    Alias("pi0-libero-long", "RLinf/RLinf-Pi0-LIBERO-Long-SFT", "π₀ student for libero-10", MODEL_KEY),
+          "π₀ student for libero-spatial, libero-object and libero-goal", MODEL_KEY, CHECKPOINT),
+    Alias("pi0-libero-long", "RLinf/RLinf-Pi0-LIBERO-Long-SFT", "π₀ student for libero-10", MODEL_KEY, CHECKPOINT),
     Alias("pi0-robotwin", "RLinf/RLinf-Pi0-RoboTwin-SFT-adjust_bottle", "π₀ student for robotwin-adjust-bottle",
-          MODEL_KEY),
+          MODEL_KEY, CHECKPOINT),
     Alias("pi0-robotwin-expert", "RLinf/RLinf-Pi0-RoboTwin-PPO-adjust_bottle", "π₀ expert for robotwin-adjust-bottle",
-          EXPERT_KEY),
+          EXPERT_KEY, CHECKPOINT),
     Alias("pi05-libero-expert", "lerobot/pi05_libero_finetuned",
-          "π0.5 expert for libero-spatial-pi05 (LeRobot's layout; LIBERO-Spatial 97% in LeRobot's docs)", EXPERT_KEY),
+          "π0.5 expert for libero-spatial-pi05 (LeRobot's layout; LIBERO-Spatial 97% in LeRobot's docs)", EXPERT_KEY,
+          CHECKPOINT),
     Alias("pi05-libero-rlinf", "RLinf/RLinf-Pi05-LIBERO-SFT",
-          "RLinf's few-shot π0.5 LIBERO SFT (openpi's layout; pi0.pi05=true, action_horizon=10)", MODEL_KEY),
+          "RLinf's few-shot π0.5 LIBERO SFT (openpi's layout; pi0.pi05=true, action_horizon=10)", MODEL_KEY,
+          CHECKPOINT),
     Alias("openpi-tokenizer", "RLinf/openpi_tokenizer", "PaliGemma SentencePiece tokenizer", TOKENIZER_KEY,
-          "tokenizer"),
+          TOKENIZER),
 )
 
 
@@ -200,4 +201,5 @@ def export(policy, model: Pi0ModelConfig, directory, fmt: str):
 
 ADAPTER = PolicyAdapter("pi0", Pi0ModelConfig, student, expert, describe=describe, weight_bytes=weight_bytes,
                         export=export, export_formats=("checkpoint", "lerobot-checkpoint"),
-                        worker_env=("OPENPI_DATA_HOME",), fetch_aliases=FETCH_ALIASES)
+                        worker_env=("OPENPI_DATA_HOME",), fetch_aliases=FETCH_ALIASES,
+                        download_kinds=(CHECKPOINT, TOKENIZER))

@@ -109,14 +109,12 @@ def openpi_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_weights(model: torch.nn.Module, directory: Path) -> Path:
     """Writes `<directory>/model.safetensors` atomically in openpi's layout."""
-    from safetensors.torch import save_file
+    from dagger_cli.core.files import write_tensors
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / "model.safetensors"
-    tmp = directory / f".model.safetensors.tmp-{os.getpid()}"
-    save_file(openpi_state_dict(model), str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, final)
+    write_tensors(final, openpi_state_dict(model))
     return final
 
 

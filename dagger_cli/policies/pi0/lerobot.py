@@ -20,7 +20,6 @@ normaliser files then holding `q01` / `q99` beside the other stats; the state al
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -110,18 +109,13 @@ STATS = {f"{ours}_{stat}": f"{theirs}.{stat}" for ours, theirs in (("state", "ob
 def norm_stats(path: Path):
     """NormStats from the preprocessor's normaliser (state and action mean, std, q01, q99: what it holds), or None
     when there is none. The normalisation in use checks that what it needs is there (`NormStats.require`)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+    from dagger_cli.core.files import read_tensors
     from dagger_cli.policies.pi0.checkpoint import NormStats
 
     files = sorted(Path(path).glob("policy_preprocessor*normalizer_processor.safetensors"))
     if not files:
         return None
-    try:
-        tensors = load_file(str(files[0]))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{files[0]}: corrupt ({e})") from None
+    tensors = read_tensors(files[0])
     if not any(name in tensors for name in STATS.values()):
         raise CheckpointError(f"{files[0]}: no observation.state or action stats (mean, std, q01, q99)")
     return NormStats(**{ours: tensors[theirs].double().numpy() for ours, theirs in STATS.items() if theirs in tensors},
@@ -133,9 +127,7 @@ def save(model: torch.nn.Module, norm, size, directory: Path, variant: str, acti
     """Writes `directory` in LeRobot's layout: config.json, model.safetensors under `model.` (the tied embedding
     as `embed_tokens`, π₀'s time MLP as `action_time_mlp_*`, π0.5's as `time_mlp_*`) and the pre/postprocessor
     normaliser files (every stat the norm stats hold; `quantiles`: the mapping says QUANTILES)."""
-    from safetensors.torch import save_file
-
-    from dagger_cli.core.checkpoint import write_json
+    from dagger_cli.core.files import write_json, write_tensors
     from dagger_cli.policies.pi0.checkpoint import _EMBED, _LM_HEAD
 
     directory = Path(directory)
@@ -143,12 +135,12 @@ def save(model: torch.nn.Module, norm, size, directory: Path, variant: str, acti
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != _LM_HEAD}
     if _EMBED not in state:
         state[_EMBED] = model.state_dict()[_LM_HEAD].detach().cpu().contiguous()
-    _atomic_safetensors({f"model.{k}": v for k, v in state.items()}, directory / "model.safetensors", save_file)
+    write_tensors(directory / "model.safetensors", {f"model.{k}": v for k, v in state.items()})
     tensors = {theirs: torch.from_numpy(np.asarray(getattr(norm, ours), dtype=np.float32))
                for ours, theirs in STATS.items() if getattr(norm, ours) is not None}
-    _atomic_safetensors(tensors, directory / "policy_preprocessor_step_2_normalizer_processor.safetensors", save_file)
-    _atomic_safetensors({k: v for k, v in tensors.items() if k.startswith("action.")},
-                        directory / "policy_postprocessor_step_0_unnormalizer_processor.safetensors", save_file)
+    write_tensors(directory / "policy_preprocessor_step_2_normalizer_processor.safetensors", tensors)
+    write_tensors(directory / "policy_postprocessor_step_0_unnormalizer_processor.safetensors",
+                  {k: v for k, v in tensors.items() if k.startswith("action.")})
     config = {"type": "pi05" if size.pi05 else "pi0", "chunk_size": size.action_horizon,
               "n_action_steps": size.action_horizon, "max_state_dim": size.action_dim, "max_action_dim": size.action_dim,
               "tokenizer_max_length": token_len,
@@ -160,9 +152,3 @@ def save(model: torch.nn.Module, norm, size, directory: Path, variant: str, acti
         config["paligemma_variant"], config["action_expert_variant"] = VARIANTS[variant]
     write_json(directory / CONFIG_FILE, config)
     return directory
-
-
-def _atomic_safetensors(tensors: dict, path: Path, save_file) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, path)

@@ -274,8 +274,9 @@ _shared_ray: dict = {}
 @pytest.fixture
 def shared_ray():
     """The local Ray (SHARED_RAY) of the tests that use Ray in this process (test_async.py,
-    test_distributed_learner.py): started by the first of them, kept for the next, and shut down after the last. They
-    run one after another (pytest_collection_modifyitems below). A test that needs a Ray of its own (sized from its
+    test_distributed_learner.py; under pytest-xdist, in each worker that runs one of those files): started by the first
+    of them, kept for the next, and shut down after the last. They run one after another (pytest_collection_modifyitems
+    below). A test that needs a Ray of its own (sized from its
     model, a cluster joined by address, `dagger train --async` in a subprocess) does not use it."""
     ray = pytest.importorskip("ray")
     if not (ray.is_initialized() and _shared_ray.get("gcs") == ray.get_runtime_context().gcs_address):

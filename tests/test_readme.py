@@ -37,6 +37,7 @@ def test_ci_runs_the_readme_test_command_verbatim():
     ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
     assert ci[-1] == tests
     assert re.search(r"python -m pytest .*--durations=\d+", tests)  # every CI log shows where the suite's time goes
+    assert re.search(r"python -m pytest .*-n \d+ --dist loadfile", tests)  # two workers, a test file's fixtures once
 
 
 def section(text: str, title: str) -> list[str]:

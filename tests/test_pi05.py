@@ -18,7 +18,7 @@ from dagger_cli.core.config_loader import load_config  # noqa: E402
 from dagger_cli.core.errors import CheckpointError, ConfigError, UsageError  # noqa: E402
 
 from conftest import requires_libero  # noqa: E402
-from test_pi0 import observation, pi0_config  # noqa: E402
+from test_pi0 import gradients_with_and_without_checkpointing, observation, pi0_config  # noqa: E402
 
 
 def pi05_config(tokenizer, model_path=None, **pi0):
@@ -118,19 +118,7 @@ def test_loss_decreases_on_a_fixed_batch(policy):
 
 
 def test_gradient_checkpointing_and_bfloat16_keep_the_adaptive_norms(policy):
-    from dagger_cli.policies.pi0 import Pi0Policy
-
-    model = Pi0Policy(policy.cfg, "cpu").model
-    x = policy.inputs(observation())
-    torch.manual_seed(0)
-    actions, noise, time = torch.randn(2, 50, 32), torch.randn(2, 50, 32), torch.rand(2)
-    model.train()
-    grads = []
-    for flag in (False, True):
-        model.gradient_checkpointing = flag
-        model.zero_grad()
-        model.loss(**x, actions=actions, noise=noise, time=time).mean().backward()
-        grads.append(model.time_mlp_in.weight.grad.clone())
+    model, grads = gradients_with_and_without_checkpointing(policy, "time_mlp_in.weight")
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
     # AND openpi's bf16 policy keeps the adaptive norms (their dense projections) and the time MLP in fp32
     model.to_bfloat16_except_fp32_parts()

@@ -44,6 +44,8 @@ def test_the_layout_is_lerobots(lerobot_dir):
     assert not any(k.endswith("paligemma.lm_head.weight") for k in weights)  # the tied pair, stored once
     pre = load_file(str(next(lerobot_dir.glob("policy_preprocessor*normalizer_processor.safetensors"))))
     assert {"observation.state.mean", "observation.state.std", "action.mean", "action.std"} <= set(pre)
+    pre = json.loads((lerobot_dir / "policy_preprocessor.json").read_text())  # LeRobot's π₀ pipeline, which loads it
+    assert pre["steps"][5]["state_file"] == "policy_preprocessor_step_5_normalizer_processor.safetensors"
     # AND the normaliser files are not taken for weight shards
     assert weight_files(lerobot_dir) == [lerobot_dir / "model.safetensors"]
 

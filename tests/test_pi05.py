@@ -278,6 +278,15 @@ def test_lerobot_layout_round_trip_keeps_its_names_horizon_and_normalisation(pol
     assert "model.time_mlp_in.weight" in keys and not any("action_time_mlp" in k for k in keys)
     stats = load_file(str(made / "policy_preprocessor_step_2_normalizer_processor.safetensors"))
     assert {"observation.state.q01", "action.q99"} <= set(stats)
+    # AND what LeRobot needs to run it: the cameras, the denoising and executed steps, the processor pipelines
+    assert config["input_features"]["observation.images.wrist_image"] == {"type": "VISUAL", "shape": [3, 224, 224]}
+    assert list(config["input_features"]) == ["observation.state", "observation.images.image",
+                                              "observation.images.wrist_image"]
+    assert (config["num_inference_steps"], config["n_action_steps"]) == (4, 10)
+    pre = json.loads((made / "policy_preprocessor.json").read_text())
+    assert [step["registry_name"] for step in pre["steps"]][2:4] == [
+        "normalizer_processor", "pi05_prepare_state_tokenizer_processor_step"]
+    assert pre["steps"][2]["state_file"] == "policy_preprocessor_step_2_normalizer_processor.safetensors"
     # THEN read back as LeRobot runs it (absolute actions, the state in the prompt), it acts the same
     loaded = Pi0Policy(pi05_config(tokenizer_path, made), "cpu")
     assert loaded.state_tokens and loaded.quantiles and loaded.action_convention == "absolute"
@@ -290,6 +299,34 @@ def test_lerobot_layout_round_trip_keeps_its_names_horizon_and_normalisation(pol
     other = Pi0Policy(pi05_config(tokenizer_path, made), "cpu")
     assert other.model.size.action_horizon == 10 and other.action_shape == (10, 7) and not other.quantiles
     assert other.act(obs, noise=other.sample_noise(2)).shape == (2, 10, 7)
+
+
+def test_a_lerobot_checkpoint_is_normalised_and_sampled_as_lerobot_does(policy, tokenizer_path, tmp_path):
+    """LeRobot's normaliser adds its 1e-8 to a quantile range only where it is 0 (openpi: 1e-6 always), and its
+    sampler computes each step's time as 1 + k·dt (openpi accumulates t += dt in fp32)."""
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    made = Pi0Policy(pi05_config(tokenizer_path, None, state_tokens=True), "cpu")
+    made.load_state_dict(policy.state_dict())
+    made.transforms.norm.state_q99[1] = made.transforms.norm.state_q01[1]  # a dim that never moved
+    exported = made.save_lerobot(tmp_path / "lerobot")
+    loaded = Pi0Policy(pi05_config(tokenizer_path, exported, num_steps=10), "cpu")
+    assert loaded.lerobot_made and not policy.lerobot_made
+    norm, obs = loaded.transforms.norm, observation()
+    low, high = norm.state_q01, norm.state_q99
+    expected = 2 * (obs["state"] - low) / np.where(high == low, 1e-8, high - low) - 1
+    assert np.allclose(loaded.transforms.normalised_state(obs["state"]), expected, rtol=1e-12)
+    chunk = np.random.default_rng(0).normal(size=(2, 50, 32))
+    ranges = norm.actions_q99[:7] - norm.actions_q01[:7]
+    assert np.allclose(loaded.transforms.actions_from_model(chunk, obs["state"]),
+                       (chunk[..., :7] + 1) * ranges / 2 + norm.actions_q01[:7], rtol=1e-6)
+    # AND its sampled actions take LeRobot's step times, which differ from openpi's by rounding alone
+    x, noise = loaded.inputs(obs), loaded.sample_noise(2)
+    rounded = loaded.model.sample_actions(**x, noise=noise, num_steps=10, rounded_times=True)
+    accumulated = loaded.model.sample_actions(**x, noise=noise, num_steps=10)
+    assert np.array_equal(loaded.act(obs, noise=noise),
+                          loaded.transforms.actions_from_model(rounded.numpy(), obs["state"]))
+    assert not torch.equal(rounded, accumulated) and torch.allclose(rounded, accumulated, atol=1e-4)
 
 
 def test_a_pi05_student_learns_from_a_pi05_expert_through_the_learner(policy, pi05_dir, tokenizer_path):

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,6 +45,8 @@ def test_the_layout_is_lerobots(lerobot_dir):
     assert not any(k.endswith("paligemma.lm_head.weight") for k in weights)  # the tied pair, stored once
     pre = load_file(str(next(lerobot_dir.glob("policy_preprocessor*normalizer_processor.safetensors"))))
     assert {"observation.state.mean", "observation.state.std", "action.mean", "action.std"} <= set(pre)
+    pre = json.loads((lerobot_dir / "policy_preprocessor.json").read_text())  # LeRobot's π₀ pipeline, which loads it
+    assert pre["steps"][5]["state_file"] == "policy_preprocessor_step_5_normalizer_processor.safetensors"
     # AND the normaliser files are not taken for weight shards
     assert weight_files(lerobot_dir) == [lerobot_dir / "model.safetensors"]
 
@@ -200,53 +203,10 @@ def test_config_and_normalisers_written_by_lerobot_load(source, lerobot_dir, tok
         Pi0Policy(pi0_config(tokenizer_path, made), "cpu")
 
 
-# What LeRobot's transformers branch (it installs from GitHub, out of reach here) changes that π₀ without adaRMS
-# uses, put back on stock transformers (read off openpi's transformers_replace, which the branch carries): its
-# version check passes; RMSNorm takes `cond` and returns (y, None) to the branch's callers, which unpack it, and a
-# tensor to stock layers; the gated residual with no gate is a plain sum; SigLIP's image features are not divided by
-# sqrt(width); GemmaModel does not scale its input embeddings by sqrt(width) (undone here by dividing first); and
-# attention with a cache but use_cache=False reads the cache without appending to it (sampling's denoising steps).
-LEROBOT_TRANSFORMERS_BRANCH = """
-import sys, types
-import torch
-from transformers.models.gemma import modeling_gemma
-from transformers.models.paligemma import modeling_paligemma
-check = types.ModuleType("transformers.models.siglip.check")
-check.check_whether_transformers_replace_is_installed_correctly = lambda: True
-sys.modules[check.__name__] = check
-class NormOut(torch.Tensor):
-    __torch_function__ = torch._C._disabled_torch_function_impl
-    def __iter__(self):
-        return iter((self.as_subclass(torch.Tensor), None))
-stock_norm = modeling_gemma.GemmaRMSNorm.forward
-def rms_norm(self, x, cond=None):
-    assert cond is None, "adaRMS is π0.5's"
-    return stock_norm(self, x).as_subclass(NormOut)
-modeling_gemma.GemmaRMSNorm.forward = rms_norm
-modeling_gemma._gated_residual = lambda x, y, gate: x + y
-def image_features(self, pixel_values):
-    return self.multi_modal_projector(self.vision_tower(pixel_values).last_hidden_state)
-modeling_paligemma.PaliGemmaModel.get_image_features = image_features
-stock_model = modeling_gemma.GemmaModel.forward
-def model_forward(self, *args, inputs_embeds=None, adarms_cond=None, **kwargs):
-    assert adarms_cond is None, "adaRMS is π0.5's"
-    if inputs_embeds is not None:
-        inputs_embeds = inputs_embeds / torch.tensor(self.config.hidden_size**0.5, dtype=inputs_embeds.dtype)
-    return stock_model(self, *args, inputs_embeds=inputs_embeds, **kwargs)
-modeling_gemma.GemmaModel.forward = model_forward
-class ReadOnlyCache:
-    def __init__(self, cache):
-        self.cache = cache
-    def update(self, keys, values, layer_idx, cache_kwargs=None):
-        cached_keys, cached_values = self.cache[layer_idx][:2]
-        return torch.cat([cached_keys, keys], dim=2), torch.cat([cached_values, values], dim=2)
-stock_attention = modeling_gemma.GemmaAttention.forward
-def attention(self, *args, past_key_values=None, past_key_value=None, **kwargs):
-    cache = past_key_values if past_key_values is not None else past_key_value
-    if cache is not None and not kwargs.get("use_cache"):
-        cache = ReadOnlyCache(cache)
-    return stock_attention(self, *args, past_key_values=cache, **kwargs)
-modeling_gemma.GemmaAttention.forward = attention
+LEROBOT_TRANSFORMERS_BRANCH = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent / "parity")!r})
+import lerobot_transformers_branch  # LeRobot's transformers branch, put back on stock transformers where it is absent
 """
 
 

@@ -6,7 +6,8 @@ PaliGemma and expert variants), `model.safetensors` with every key under `model.
 (`model.paligemma_with_expert.paligemma...`, `model.action_in_proj`, `model.action_time_mlp_in`, ...; older
 exports spell the time MLP `time_mlp_*`), and the normalisers in separate files,
 `policy_preprocessor_step_<i>_normalizer_processor.safetensors` (flat keys `observation.state.mean`, `action.std`,
-...) and the postprocessor's `unnormalizer` twin. The weight-file rule (`dagger_cli.policies.weights`) skips those
+...) and the postprocessor's `unnormalizer` twin, named by the pipelines that load them (`policy_preprocessor.json`,
+`policy_postprocessor.json`). The weight-file rule (`dagger_cli.policies.weights`) skips those
 processor files; the key renaming lives with the openpi spellings (`checkpoint._rename`); this module reads and
 checks `config.json` and the normaliser stats, and writes the layout.
 
@@ -122,32 +123,77 @@ def norm_stats(path: Path):
                      source=str(files[0]))
 
 
+PALIGEMMA_TOKENIZER = "google/paligemma-3b-pt-224"
+"""the tokenizer LeRobot's π₀ and π0.5 processors load from the Hub"""
+
+
+def _processors(pi05: bool, features: dict, mode: str, token_len: int) -> tuple[dict, dict]:
+    """LeRobot's policy_preprocessor.json and policy_postprocessor.json as its make_pi0_pre_post_processors /
+    make_pi05_pre_post_processors save them: the normaliser (features, mapping, its state file), π₀'s newline step or
+    π0.5's state-in-the-prompt step, the PaliGemma tokenizer at the prompt length, the device (the CPU; LeRobot's
+    eval overrides it)."""
+    from dagger_cli.policies.pi0.transforms import LEROBOT_EPS
+
+    norm_map = {"VISUAL": "IDENTITY", "STATE": mode, "ACTION": mode}
+    normalizer = {"registry_name": "normalizer_processor",
+                  "config": {"eps": LEROBOT_EPS, "features": features, "norm_map": norm_map}}
+    tokenizer = {"registry_name": "tokenizer_processor",
+                 "config": {"max_length": token_len, "task_key": "task", "padding_side": "right",
+                            "padding": "max_length", "truncation": True, "tokenizer_name": PALIGEMMA_TOKENIZER}}
+    device = {"registry_name": "device_processor", "config": {"device": "cpu", "float_dtype": None}}
+    steps = [{"registry_name": "rename_observations_processor", "config": {"rename_map": {}}},
+             {"registry_name": "to_batch_processor", "config": {}}]
+    if pi05:
+        steps += [normalizer, {"registry_name": "pi05_prepare_state_tokenizer_processor_step", "config": {}},
+                  tokenizer, device]
+    else:
+        steps += [{"registry_name": "pi0_new_line_processor", "config": {}}, tokenizer, device, normalizer]
+    normalizer["state_file"] = f"policy_preprocessor_step_{steps.index(normalizer)}_normalizer_processor.safetensors"
+    unnormalizer = {"registry_name": "unnormalizer_processor",
+                    "config": {"eps": LEROBOT_EPS, "features": {"action": features["action"]}, "norm_map": norm_map},
+                    "state_file": "policy_postprocessor_step_0_unnormalizer_processor.safetensors"}
+    return {"name": "policy_preprocessor", "steps": steps}, {"name": "policy_postprocessor",
+                                                             "steps": [unnormalizer, device]}
+
+
 def save(model: torch.nn.Module, norm, size, directory: Path, variant: str, action_dim: int,
-         quantiles: bool = False, token_len: int = 48) -> Path:
-    """Writes `directory` in LeRobot's layout: config.json, model.safetensors under `model.` (the tied embedding
-    as `embed_tokens`, π₀'s time MLP as `action_time_mlp_*`, π0.5's as `time_mlp_*`) and the pre/postprocessor
-    normaliser files (every stat the norm stats hold; `quantiles`: the mapping says QUANTILES)."""
+         quantiles: bool = False, token_len: int = 48, cameras: tuple[str, ...] = (), num_steps: int = 10,
+         action_steps: int | None = None) -> Path:
+    """Writes `directory` in LeRobot's layout: config.json (the state, the `cameras` as
+    `observation.images.<camera>` at the model's image size, the action; `num_steps` denoising steps, `action_steps`
+    executed per chunk), model.safetensors under `model.` in openpi's spelling (SigLIP under
+    `vision_tower.vision_model.`, as LeRobot's transformers 4.5x names it; the tied embedding as `embed_tokens`, π₀'s
+    time MLP as `action_time_mlp_*`, π0.5's as `time_mlp_*`), the pre/postprocessor normaliser files (every stat the
+    norm stats hold; `quantiles`: the mapping says QUANTILES) and the pipelines that use them, policy_preprocessor.json
+    and policy_postprocessor.json, so that LeRobot's `make_pre_post_processors` loads them."""
     from dagger_cli.core.files import write_json, write_tensors
-    from dagger_cli.policies.pi0.checkpoint import _EMBED, _LM_HEAD
+    from dagger_cli.policies.pi0.checkpoint import _EMBED, _LM_HEAD, openpi_name
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != _LM_HEAD}
     if _EMBED not in state:
         state[_EMBED] = model.state_dict()[_LM_HEAD].detach().cpu().contiguous()
-    write_tensors(directory / "model.safetensors", {f"model.{k}": v for k, v in state.items()})
+    write_tensors(directory / "model.safetensors", {f"model.{openpi_name(k)}": v for k, v in state.items()})
+    mode = "QUANTILES" if quantiles else "MEAN_STD"
+    image = size.siglip.image_size
+    inputs = {"observation.state": {"type": "STATE", "shape": [norm.dims("state")]},
+              **{f"observation.images.{camera}": {"type": "VISUAL", "shape": [3, image, image]} for camera in cameras}}
+    outputs = {"action": {"type": "ACTION", "shape": [action_dim]}}
+    pre, post = _processors(size.pi05, {**inputs, **outputs}, mode, token_len)
     tensors = {theirs: torch.from_numpy(np.asarray(getattr(norm, ours), dtype=np.float32))
                for ours, theirs in STATS.items() if getattr(norm, ours) is not None}
-    write_tensors(directory / "policy_preprocessor_step_2_normalizer_processor.safetensors", tensors)
-    write_tensors(directory / "policy_postprocessor_step_0_unnormalizer_processor.safetensors",
-                  {k: v for k, v in tensors.items() if k.startswith("action.")})
+    pre_file, post_file = (next(step["state_file"] for step in pipeline["steps"] if "state_file" in step)
+                           for pipeline in (pre, post))
+    write_tensors(directory / pre_file, tensors)
+    write_tensors(directory / post_file, {k: v for k, v in tensors.items() if k.startswith("action.")})
+    write_json(directory / "policy_preprocessor.json", pre)
+    write_json(directory / "policy_postprocessor.json", post)
     config = {"type": "pi05" if size.pi05 else "pi0", "chunk_size": size.action_horizon,
-              "n_action_steps": size.action_horizon, "max_state_dim": size.action_dim, "max_action_dim": size.action_dim,
-              "tokenizer_max_length": token_len,
-              "input_features": {"observation.state": {"type": "STATE", "shape": [norm.dims("state")]}},
-              "output_features": {"action": {"type": "ACTION", "shape": [action_dim]}}}
-    mode = "QUANTILES" if quantiles else "MEAN_STD"
-    config["normalization_mapping"] = {"VISUAL": "IDENTITY", "STATE": mode, "ACTION": mode}
+              "n_action_steps": action_steps or size.action_horizon, "max_state_dim": size.action_dim,
+              "max_action_dim": size.action_dim, "num_inference_steps": num_steps, "tokenizer_max_length": token_len,
+              "input_features": inputs, "output_features": outputs,
+              "normalization_mapping": {"VISUAL": "IDENTITY", "STATE": mode, "ACTION": mode}}
     if variant in VARIANTS:
         config["paligemma_variant"], config["action_expert_variant"] = VARIANTS[variant]
     write_json(directory / CONFIG_FILE, config)

@@ -359,8 +359,12 @@ class Pi0Model(nn.Module):
         return F.mse_loss(target, self._velocity(suffix_out), reduction="none")
 
     @torch.no_grad()
-    def sample_actions(self, images, image_masks, tokens, token_masks, state, noise, num_steps: int = 10):
-        """Euler integration of the flow from noise (B, horizon, action_dim) at t=1 to actions at t=0."""
+    def sample_actions(self, images, image_masks, tokens, token_masks, state, noise, num_steps: int = 10,
+                       rounded_times: bool = False):
+        """Euler integration of the flow from noise (B, horizon, action_dim) at t=1 to actions at t=0. The step
+        times are openpi's, t += dt in fp32, or with `rounded_times` LeRobot's, t = 1 + k·dt rounded to fp32 once;
+        they differ by an ulp here and there, which the time embedding's 4 ms period turns into ~1e-5 of the
+        actions."""
         prefix_dtype, suffix_dtype = self.stream_dtypes
         prefix, prefix_pad, prefix_blocks = self.embed_prefix(images, image_masks, tokens, token_masks)
         prefix = prefix.to(prefix_dtype)
@@ -373,7 +377,9 @@ class Pi0Model(nn.Module):
         x_t = noise.float()
         time = torch.tensor(1.0, dtype=torch.float32, device=noise.device)
         offsets = prefix_pad.long().sum(dim=1, keepdim=True)
-        while time >= -dt / 2:
+        for step in range(num_steps):
+            if rounded_times:
+                time = torch.tensor(1.0 + step * dt, dtype=torch.float32, device=noise.device)
             suffix, suffix_pad, suffix_blocks, cond = self.embed_suffix(state, x_t, time.expand(batch))
             suffix = suffix.to(suffix_dtype)
             to_prefix = prefix_pad[:, None, :].expand(batch, suffix.shape[1], prefix_pad.shape[1])

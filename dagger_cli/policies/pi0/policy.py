@@ -77,6 +77,9 @@ class Pi0Policy:
         if model_path is not None and not model_path.exists():
             raise CheckpointError(f"{model_path}: no such {name} checkpoint directory")
         from_lerobot = model_path is not None and model_path.is_dir() and lerobot.is_lerobot(model_path)
+        self.lerobot_made = from_lerobot
+        """a checkpoint in LeRobot's layout: normalised and sampled as LeRobot does (its normaliser's epsilon, its
+        denoising step times)"""
         horizon = p.action_horizon
         if horizon is None and p.pi05 and from_lerobot:
             horizon = lerobot.chunk_size(model_path)  # π0.5's horizon varies by task; its weights do not depend on it
@@ -141,7 +144,7 @@ class Pi0Policy:
         norm.require(self.quantiles, f"{self.key}.pi0.normalization")
         self.transforms = Pi0Transforms(DATA_SPECS[self.cfg.pi0.data], norm, self.cfg.action_dim, size.action_dim,
                                         image_size=size.siglip.image_size, delta=self.action_convention == "delta",
-                                        quantiles=self.quantiles)
+                                        quantiles=self.quantiles, lerobot=self.lerobot_made)
 
     def _set_convention(self, convention: str) -> None:
         """A convention a checkpoint recorded or its layout implies; the config's key, when set, wins."""
@@ -205,7 +208,8 @@ class Pi0Policy:
         if noise is None:
             noise = self.sample_noise(len(obs["state"]))
         with self._precision_context():
-            out = self.model.sample_actions(**x, noise=noise.to(self.device), num_steps=self.num_steps)
+            out = self.model.sample_actions(**x, noise=noise.to(self.device), num_steps=self.num_steps,
+                                            rounded_times=self.lerobot_made)
         return self.transforms.actions_from_model(out.float().cpu().numpy(), obs["state"])
 
     def _augments(self) -> bool:
@@ -334,8 +338,10 @@ class Pi0Policy:
                 "always writes it there; export --format checkpoint (openpi's layout), or train the student with "
                 "actor.model.pi0.state_tokens=true"
             )
+        cameras = tuple(camera for camera in self.transforms.spec.cameras if camera is not None)
         return lerobot.save(self.model, self.transforms.norm, self.model.size, directory, p.variant,
-                            self.cfg.action_dim, quantiles=self.quantiles, token_len=token_len(p))
+                            self.cfg.action_dim, quantiles=self.quantiles, token_len=token_len(p), cameras=cameras,
+                            num_steps=self.num_steps, action_steps=self.chunk)
 
     def save(self, directory: Path) -> Path:
         """`<directory>/model.safetensors` in openpi's layout plus this policy's norm stats (a loadable model_path)."""

@@ -20,6 +20,7 @@ from dagger_cli.policies.pi0.checkpoint import NormStats
 from dagger_cli.policies.pi0.images import resize_with_pad, to_model_range
 
 EPS = 1e-6  # openpi's z-score epsilon
+LEROBOT_EPS = 1e-8  # LeRobot's NormalizerProcessorStep's
 
 
 @dataclass(frozen=True)
@@ -68,13 +69,16 @@ def pad_last(x: np.ndarray, size: int) -> np.ndarray:
 
 class Pi0Transforms:
     def __init__(self, spec: DataSpec, norm: NormStats, action_dim: int, model_dim: int = 32, image_size: int = 224,
-                 delta: bool = True, quantiles: bool = False):
+                 delta: bool = True, quantiles: bool = False, lerobot: bool = False):
         self.spec = spec
         self.norm = norm
         self.delta = delta
         """actions relative to the state on the spec's delta dims (openpi's convention); else absolute (LeRobot's)"""
         self.quantiles = quantiles
         """normalise by the q01..q99 range (π0.5's default) instead of mean and std"""
+        self.lerobot = lerobot
+        """normalise as LeRobot's normaliser does (a checkpoint in its layout): LEROBOT_EPS added to the std when
+        normalising only, to a quantile range only where it is 0; else openpi's EPS, added both ways"""
         self.action_dim = action_dim
         self.model_dim = model_dim
         self.image_size = image_size
@@ -82,12 +86,20 @@ class Pi0Transforms:
             raise ValueError(f"{norm.source}: actions stats have {norm.dims('actions')} dims, the env needs {action_dim}")
 
     def _normalise(self, x: np.ndarray, which: str) -> np.ndarray:
-        """x (..., d) -> z-scores, or the q01..q99 range onto [-1, 1] (openpi's formulas, its 1e-6 included)."""
+        """x (..., d) -> z-scores, or the q01..q99 range onto [-1, 1] (openpi's formulas, its 1e-6 included, or
+        LeRobot's)."""
         d, n = x.shape[-1], self.norm
         if self.quantiles:
             low, high = getattr(n, f"{which}_q01")[:d], getattr(n, f"{which}_q99")[:d]
-            return (x - low) / (high - low + EPS) * 2.0 - 1.0
-        return (x - getattr(n, f"{which}_mean")[:d]) / (getattr(n, f"{which}_std")[:d] + EPS)
+            return (x - low) / self._range(low, high) * 2.0 - 1.0
+        return (x - getattr(n, f"{which}_mean")[:d]) / (getattr(n, f"{which}_std")[:d] + (
+            LEROBOT_EPS if self.lerobot else EPS))
+
+    def _range(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """q99 - q01 with openpi's EPS added, or LeRobot's where it is 0."""
+        if self.lerobot:
+            return np.where(high == low, LEROBOT_EPS, high - low)
+        return high - low + EPS
 
     def images(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """-> images (B, K, 3, 224, 224) float32 in [-1, 1] (slot, channel-first), masks (B, K) bool, for the K
@@ -146,7 +158,7 @@ class Pi0Transforms:
         d, n = self.action_dim, self.norm
         x = np.asarray(x, dtype=np.float64)[..., :d]
         if self.quantiles:
-            a = (x + 1.0) / 2.0 * (n.actions_q99[:d] - n.actions_q01[:d] + EPS) + n.actions_q01[:d]
+            a = (x + 1.0) / 2.0 * self._range(n.actions_q01[:d], n.actions_q99[:d]) + n.actions_q01[:d]
         else:
-            a = x * (n.actions_std[:d] + EPS) + n.actions_mean[:d]
+            a = x * (n.actions_std[:d] + (0.0 if self.lerobot else EPS)) + n.actions_mean[:d]
         return (a + self.delta_base(state)[:, None, :]).astype(np.float32)

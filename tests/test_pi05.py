@@ -127,7 +127,8 @@ def test_gradient_checkpointing_and_bfloat16_keep_the_adaptive_norms(policy):
     assert adaptive and all(dtypes[n] == torch.float32 for n in adaptive)
     assert dtypes["time_mlp_in.weight"] == torch.float32
     assert dtypes["paligemma_with_expert.gemma_expert.model.layers.0.mlp.up_proj.weight"] == torch.bfloat16
-    out = model.eval().sample_actions(**x, noise=noise, num_steps=2)
+    noise = torch.randn(2, 50, 32)
+    out = model.eval().sample_actions(**policy.inputs(observation()), noise=noise, num_steps=2)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
 
 

@@ -28,8 +28,8 @@ def main() -> None:
 
     from _common import random_stepping_seconds, table
     from dagger_cli.core.config_loader import load_config
-    from dagger_cli.core.rollout import Rollout
-    from dagger_cli.core.rollout import torch_threads
+    from dagger_cli.core.engine.rollout import Rollout
+    from dagger_cli.core.engine.rollout import torch_threads
     from dagger_cli.envs import make_scripted_expert, make_vec_env
     from dagger_cli.policies.mlp import MLPPolicy
 

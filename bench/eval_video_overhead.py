@@ -36,8 +36,8 @@ def main() -> None:
 
     from _common import table
     from dagger_cli.core.config_loader import load_config
-    from dagger_cli.core.rollout import evaluate
-    from dagger_cli.core.run_evaluation import save_videos
+    from dagger_cli.core.engine.rollout import evaluate
+    from dagger_cli.core.engine.run_evaluation import save_videos
     from dagger_cli.envs import make_vec_env
 
     cfg = load_config("libero-spatial", overrides=["env.num_envs=2", f"env.image_size={args.size}"])

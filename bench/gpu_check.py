@@ -134,7 +134,7 @@ class Pi0Bench:
         return self._expert
 
     def buffer(self, samples: int):
-        from dagger_cli.core.replay_buffer import ReplayBuffer, flatten_obs
+        from dagger_cli.core.engine.replay_buffer import ReplayBuffer, flatten_obs
 
         buffer = ReplayBuffer(samples)
         labels = np.random.default_rng(1).normal(0, 0.5, (samples, self.horizon, 7)).astype(np.float32)
@@ -171,7 +171,7 @@ def _free(device: str) -> None:
 
 
 def _learner_steps(bench: Pi0Bench, expert_only_too: bool, label: str = "") -> list[tuple[str, str]]:
-    from dagger_cli.core.learner import Learner
+    from dagger_cli.core.engine.learner import Learner
 
     s, rows = bench.sizes, []
     expert = bench.expert()

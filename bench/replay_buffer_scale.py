@@ -75,8 +75,8 @@ def trajectory(rng: np.random.Generator, length: int, base: np.ndarray, start: i
 
 
 def child(storage: str, window: int, root: Path, added_per_save: int, batches: int, rounds: int) -> dict:
-    from dagger_cli.core.replay_buffer import ReplayBuffer
-    from dagger_cli.core.replay_storage import DiskStorage, MemoryStorage
+    from dagger_cli.core.engine.replay_buffer import ReplayBuffer
+    from dagger_cli.core.engine.replay_storage import DiskStorage, MemoryStorage
 
     root.mkdir(parents=True, exist_ok=True)
     log = root / ("ckpt" if storage == "memory" else "rb")

@@ -19,15 +19,15 @@ from dagger_cli.core.config import Config
 from dagger_cli.core.config_loader import load_config
 from dagger_cli.core.errors import CheckpointError, ConfigError, UsageError
 from dagger_cli.core.registry import SCRIPTED, policy_adapter
-from dagger_cli.core.run_dir import (
+from dagger_cli.core.io.run_dir import (
     checkpoints_of, create_run_dir, default_run_dir, ensure_new_run_dir, locate, record_resume, resume_config,
     run_config, run_mode,
 )
 
 if TYPE_CHECKING:
     from dagger_cli.core.protocols import Policy, RunnerHooks, TrainablePolicy, VecEnv
-    from dagger_cli.core.run_checkpoint import Loaded
-    from dagger_cli.core.run_state import SeedSamples
+    from dagger_cli.core.engine.run_checkpoint import Loaded
+    from dagger_cli.core.engine.run_state import SeedSamples
 
 
 # MODELS
@@ -117,7 +117,7 @@ def seed_samples(cfg: Config, label_shape: tuple[int, ...], say: Callable[[str],
     rb = cfg.algorithm.replay_buffer
     if not rb.seed_dataset:
         return None
-    from dagger_cli.core.run_state import SeedSamples
+    from dagger_cli.core.engine.run_state import SeedSamples
     from dagger_cli.interop import lerobot_dataset
 
     path = lerobot_dataset.locate(rb.seed_dataset, SEED_KEY, say)
@@ -169,7 +169,7 @@ def trained_student(source: StudentSource, on: str | None = None) -> TrainablePo
 def resume_checkpoint(run_dir: Path, warn: Callable[[str], None]) -> Loaded:
     """The newest kept checkpoint that reads whole; each broken newer one is one `warn` line naming the bad file.
     None intact is one UsageError line."""
-    from dagger_cli.core.run_checkpoint import RunCheckpoint
+    from dagger_cli.core.engine.run_checkpoint import RunCheckpoint
 
     found = checkpoints_of(run_dir)
     if not found:
@@ -227,7 +227,7 @@ def runner(plan: RunPlan, hooks: RunnerHooks, argv: list[str]) -> Iterator:
     made = workers = None
     try:
         if plan.async_mode:
-            from dagger_cli.core.async_runner import RolloutWorkerGroup
+            from dagger_cli.core.cluster.async_runner import RolloutWorkerGroup
 
             workers = RolloutWorkerGroup(cfg, rollout_components).start()
         import torch
@@ -236,13 +236,13 @@ def runner(plan: RunPlan, hooks: RunnerHooks, argv: list[str]) -> Iterator:
         on = device(cfg)
         trainee = student(cfg, on)
         if workers is not None:
-            from dagger_cli.core.async_runner import AsyncRunner
+            from dagger_cli.core.cluster.async_runner import AsyncRunner
 
             workers.wait_ready()  # a worker's bad expert checkpoint or missing simulator fails here
             seed = seed_samples(cfg, trainee.action_shape, hooks.phase) if plan.loaded is None else None
             built = AsyncRunner(cfg, target, trainee, workers, hooks=hooks, seed=seed)
         else:
-            from dagger_cli.core.runner import SyncRunner
+            from dagger_cli.core.engine.runner import SyncRunner
 
             teacher = expert(cfg, on)
             seed = seed_samples(cfg, trainee.action_shape, hooks.phase) if plan.loaded is None else None

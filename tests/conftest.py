@@ -185,7 +185,7 @@ class StopAfter(RunnerHooks):
 def straight_and_resumed(make_runner, run_dir, stop_after: int):
     """(an uninterrupted run in run_dir/a, a run in run_dir/b stopped after iteration `stop_after` then resumed from
     its last checkpoint by a new runner), both run to their end; `make_runner(dir, hooks=None)` builds a runner."""
-    from dagger_cli.core import checkpoint
+    from dagger_cli.core.io import checkpoint
 
     straight = make_runner(run_dir / "a")
     straight.run()

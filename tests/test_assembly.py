@@ -9,8 +9,8 @@ import torch
 from conftest import PointEnv, PointExpert, point_config
 from dagger_cli import assembly
 from dagger_cli.core.errors import CheckpointError, ConfigError, DaggerError, EnvUnavailableError, UsageError
-from dagger_cli.core.run_dir import create_run_dir, locate
-from dagger_cli.core.runner import SyncRunner
+from dagger_cli.core.io.run_dir import create_run_dir, locate
+from dagger_cli.core.engine.runner import SyncRunner
 from dagger_cli.policies.mlp import MLPPolicy
 
 

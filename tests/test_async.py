@@ -10,10 +10,10 @@ ray = pytest.importorskip("ray")
 
 from async_doubles import build_crashing, build_point, point_config  # noqa: E402
 from conftest import StopAfter  # noqa: E402
-from dagger_cli.core import checkpoint  # noqa: E402
-from dagger_cli.core.async_runner import AsyncRunner, RolloutWorkerGroup  # noqa: E402
+from dagger_cli.core.io import checkpoint# noqa: E402
+from dagger_cli.core.cluster.async_runner import AsyncRunner, RolloutWorkerGroup  # noqa: E402
 from dagger_cli.core.errors import DaggerError  # noqa: E402
-from dagger_cli.core.run_checkpoint import RunCheckpoint  # noqa: E402
+from dagger_cli.core.engine.run_checkpoint import RunCheckpoint  # noqa: E402
 from dagger_cli.policies.mlp import MLPPolicy  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("shared_ray")  # conftest.py's local Ray, shared with test_distributed_learner.py
@@ -149,7 +149,7 @@ def test_norm_stats_are_fitted_on_the_whole_of_iteration_0(tmp_path, make_runner
 
 
 def test_default_worker_gpu_shares_pack_and_an_unpackable_ask_is_one_line_before_any_worker_waits():
-    from dagger_cli.core.async_runner import rollout_worker_gpus, workers_that_fit
+    from dagger_cli.core.cluster.async_runner import rollout_worker_gpus, workers_that_fit
     from dagger_cli.core.errors import ConfigError
 
     # GIVEN 3 workers on 2 GPUs: an even split (0.667 each) leaves one worker that no GPU can hold

@@ -10,8 +10,8 @@ import torch
 ray = pytest.importorskip("ray")
 
 from async_doubles import build_point_plain_init, plain_init, point_config  # noqa: E402
-from dagger_cli.core.async_runner import AsyncRunner, RolloutWorkerGroup  # noqa: E402
-from dagger_cli.core.ray_cluster import object_store_bytes  # noqa: E402
+from dagger_cli.core.cluster.async_runner import AsyncRunner, RolloutWorkerGroup  # noqa: E402
+from dagger_cli.core.cluster.ray_cluster import object_store_bytes  # noqa: E402
 from dagger_cli.core.registry import policy_adapter  # noqa: E402
 from dagger_cli.policies.mlp import MLPPolicy  # noqa: E402
 

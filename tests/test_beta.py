@@ -1,6 +1,6 @@
 import pytest
 
-from dagger_cli.core.beta import BetaSchedule
+from dagger_cli.core.engine.beta import BetaSchedule
 from dagger_cli.core.config import DaggerConfig
 
 

@@ -10,12 +10,12 @@ import torch
 ray = pytest.importorskip("ray")
 
 from conftest import PointEnv, PointExpert, StopAfter, point_config, requires_pi0  # noqa: E402
-from dagger_cli.core import checkpoint  # noqa: E402
+from dagger_cli.core.io import checkpoint# noqa: E402
 from dagger_cli.core.config_loader import load_config  # noqa: E402
-from dagger_cli.core.distributed_learner import DistributedLearner  # noqa: E402
-from dagger_cli.core.learner import Learner  # noqa: E402
-from dagger_cli.core.replay_buffer import ReplayBuffer  # noqa: E402
-from dagger_cli.core.runner import SyncRunner  # noqa: E402
+from dagger_cli.core.cluster.distributed_learner import DistributedLearner  # noqa: E402
+from dagger_cli.core.engine.learner import Learner  # noqa: E402
+from dagger_cli.core.engine.replay_buffer import ReplayBuffer  # noqa: E402
+from dagger_cli.core.engine.runner import SyncRunner  # noqa: E402
 from dagger_cli.policies.mlp import MLPPolicy  # noqa: E402
 
 TOLERANCE = 1e-5
@@ -112,7 +112,7 @@ class GpuHolder:
 ])
 def test_learner_ranks_short_of_free_gpus_fail_in_one_line_before_the_run_starts(tmp_path, monkeypatch, procs, held,
                                                                                  needle):
-    import dagger_cli.core.distributed_learner as distributed
+    import dagger_cli.core.cluster.distributed_learner as distributed
     from dagger_cli.core.errors import DaggerError
 
     # GIVEN a cluster of 2 GPUs, `held` of them taken by a rollout worker, and a run whose student (so each of its
@@ -139,7 +139,7 @@ def test_learner_ranks_short_of_free_gpus_fail_in_one_line_before_the_run_starts
 
 
 def test_learner_ranks_wait_a_bounded_time_for_whole_gpus(monkeypatch):
-    import dagger_cli.core.distributed_learner as distributed
+    import dagger_cli.core.cluster.distributed_learner as distributed
     from dagger_cli.core.errors import DaggerError
 
     # GIVEN 2 GPUs, each with 0.6 taken (1 GPU free in all, no whole one), which a count of free GPUs does not see
@@ -181,7 +181,7 @@ def pi0_config(checkpoint_dir, tokenizer_path, **overrides):
 
 @requires_pi0
 def test_two_gloo_ranks_compute_the_single_learners_pi0_gradient(checkpoint_dir, tokenizer_path):
-    from dagger_cli.core.replay_buffer import flatten_obs
+    from dagger_cli.core.engine.replay_buffer import flatten_obs
     from dagger_cli.policies.pi0 import Pi0Policy
     from test_pi0 import observation
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dagger_cli.core import checkpoint
+from dagger_cli.core.io import checkpoint
 from test_cli import dagger
 from test_report import train
 
@@ -31,7 +31,7 @@ def test_an_mlp_student_exports_as_safetensors_and_config(run, tmp_path):
     assert config == {"model_type": "mlp", "obs_dim": 2, "action_dim": 1, "num_action_chunks": 1, "hidden_dim": 32}
     # AND the export is a weights dir that a student (runner.ckpt_path, --ckpt with --preset) loads
     from dagger_cli import assembly
-    from dagger_cli.core.run_dir import run_config
+    from dagger_cli.core.io.run_dir import run_config
 
     student = assembly.student(run_config(run), "cpu", out)
     assert all(torch.equal(v, trained[k]) for k, v in student.module.state_dict().items())

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from conftest import PointExpert, point_config
-from dagger_cli.core.learner import Learner, lr_factor
-from dagger_cli.core.replay_buffer import ReplayBuffer
+from dagger_cli.core.engine.learner import Learner, lr_factor
+from dagger_cli.core.engine.replay_buffer import ReplayBuffer
 from dagger_cli.policies.mlp import MLPPolicy
 
 

@@ -18,9 +18,9 @@ from conftest import PointEnv, PointExpert, point_config  # noqa: E402
 from test_cli import dagger  # noqa: E402
 from test_report import train  # noqa: E402
 
-from dagger_cli.core import checkpoint  # noqa: E402
-from dagger_cli.core.run_checkpoint import checkpoint_samples  # noqa: E402
-from dagger_cli.core.video import read_frames  # noqa: E402
+from dagger_cli.core.io import checkpoint# noqa: E402
+from dagger_cli.core.engine.run_checkpoint import checkpoint_samples  # noqa: E402
+from dagger_cli.core.io.video import read_frames  # noqa: E402
 from dagger_cli.interop import lerobot_dataset  # noqa: E402
 
 
@@ -170,7 +170,7 @@ def write_lerobot_layout(root, episodes, fps=10, split_at=1, use_videos=True):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from dagger_cli.core.video import VideoWriter
+    from dagger_cli.core.io.video import VideoWriter
 
     names = [k for k in episodes[0] if k != "task"]
     cameras = [k for k in names if episodes[0][k].dtype == np.uint8 and episodes[0][k].ndim == 4]
@@ -379,7 +379,7 @@ def test_the_lr_schedule_counts_the_bc_warm_up_steps(tmp_path):
 
 def test_a_seed_dataset_of_the_wrong_shape_is_one_line_before_any_warm_up_step(tmp_path, monkeypatch):
     from dagger_cli.core.errors import ConfigError
-    from dagger_cli.core.learner import Learner
+    from dagger_cli.core.engine.learner import Learner
 
     # GIVEN demonstrations whose states have 3 values where the env's have 2, and a run that warms up on them
     demos = point_demonstrations(episodes=2)
@@ -521,8 +521,8 @@ def test_the_default_frame_rate_is_the_control_rate_over_the_steps_a_frame_execu
 def camera_run(run, episodes=12, length=7, window=60):
     """A run dir holding one checkpoint of a disk buffer of LIBERO-shaped samples (`camera_samples`) whose window
     is `window` of the episodes' rows: it starts inside an episode."""
-    from dagger_cli.core.replay_buffer import ReplayBuffer
-    from dagger_cli.core.replay_storage import DiskStorage
+    from dagger_cli.core.engine.replay_buffer import ReplayBuffer
+    from dagger_cli.core.engine.replay_storage import DiskStorage
 
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(point_config().to_yaml())
@@ -541,7 +541,7 @@ def test_an_export_reads_a_few_rows_at_a_time_and_writes_what_a_whole_window_rea
     from typer.testing import CliRunner
 
     from dagger_cli.cli.main import app
-    from dagger_cli.core.replay_storage import SegmentLog
+    from dagger_cli.core.engine.replay_storage import SegmentLog
 
     # GIVEN a checkpoint whose window (60 rows of two cameras) holds 10 episodes, and what it holds
     ckpt = camera_run(tmp_path / "run")

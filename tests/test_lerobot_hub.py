@@ -157,8 +157,8 @@ def test_a_pushed_dataset_seeds_a_run_by_its_repo_id_and_fetches_as_a_dataset(ru
                                                          "algorithm.dagger.bc_warmup_updates": 100})
         # THEN the Hub's samples are in its buffer as iteration -1
         assert seeded.returncode == 0, seeded.stderr[-3000:]
-        from dagger_cli.core import checkpoint
-        from dagger_cli.core.run_checkpoint import checkpoint_samples
+        from dagger_cli.core.io import checkpoint
+        from dagger_cli.core.engine.run_checkpoint import checkpoint_samples
 
         stored = checkpoint_samples(checkpoint.list_checkpoints(tmp_path / "seeded" / "checkpoints")[-1])
         demos = stored["iteration"] == -1

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import requires_libero, requires_pi0
-from dagger_cli.core.video import decoded_frames
+from dagger_cli.core.io.video import decoded_frames
 
 pytestmark = [requires_libero, pytest.mark.sim]
 
@@ -327,7 +327,7 @@ def small_env():
 def test_scripted_expert_acts_from_its_privileged_labels_and_solves_a_task(small_env):
     """The expert's label chunk is computed in the env worker from the simulator and read from the privileged
     observation: acting on it alone solves an episode (task 3, init state 1: 80 steps). ~10 s."""
-    from dagger_cli.core.rollout import evaluate
+    from dagger_cli.core.engine.rollout import evaluate
     from dagger_cli import assembly
 
     cfg, env = small_env
@@ -369,8 +369,8 @@ def test_one_iteration_of_libero_spatial_small_trains_on_the_scripted_experts_la
     tasks' instructions and the expert's labels; evaluation is per task. ~60 s."""
     from test_cli import dagger
 
-    from dagger_cli.core import checkpoint
-    from dagger_cli.core.run_checkpoint import checkpoint_samples
+    from dagger_cli.core.io import checkpoint
+    from dagger_cli.core.engine.run_checkpoint import checkpoint_samples
 
     run = tmp_path / "run"
     short = ["--set", "env.max_episode_steps=20", "--set", "env.max_steps_per_rollout_epoch=20",
@@ -419,7 +419,7 @@ def test_collected_samples_hold_the_rendered_views_the_experts_labels_and_the_ta
 
     import mujoco
 
-    from dagger_cli.core.rollout import Rollout
+    from dagger_cli.core.engine.rollout import Rollout
     from dagger_cli.envs.libero import LiberoTaskEnv
     from dagger_cli.envs.libero.env import EXPERT_KEY
     from dagger_cli.envs.libero.expert import LiberoSpatialExpert, expert_chunk

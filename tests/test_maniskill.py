@@ -50,7 +50,7 @@ def test_partial_reset_leaves_other_envs_alone(env):
 
 def test_scripted_expert_solves_pick_cube(env):
     # GIVEN the built-in expert and 100 evaluation episodes
-    from dagger_cli.core.rollout import evaluate
+    from dagger_cli.core.engine.rollout import evaluate
     from dagger_cli.envs import make_scripted_expert
 
     expert = make_scripted_expert(load_config("pick-cube").env)

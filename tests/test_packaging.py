@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import PointEnv, PointExpert, point_config
-from dagger_cli.core.runner import SyncRunner
+from dagger_cli.core.engine.runner import SyncRunner
 from dagger_cli.policies.mlp import MLPPolicy
 
 pytest.importorskip("pyarrow")  # export --format lerobot writes parquet

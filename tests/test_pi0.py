@@ -135,8 +135,8 @@ def test_gradient_checkpointing_changes_nothing(policy):
 
 def test_train_expert_only_freezes_the_vlm(checkpoint_dir, tokenizer_path):
     from dagger_cli.core.config import ActorConfig
-    from dagger_cli.core.learner import Learner
-    from dagger_cli.core.replay_buffer import ReplayBuffer, flatten_obs
+    from dagger_cli.core.engine.learner import Learner
+    from dagger_cli.core.engine.replay_buffer import ReplayBuffer, flatten_obs
     from dagger_cli.policies.pi0 import Pi0Policy
 
     student = Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir, train_expert_only=True), "cpu")
@@ -473,8 +473,8 @@ def test_robotwin_inputs_use_three_cameras_and_delta_joints(tmp_path):
 def test_bfloat16_training_keeps_fp32_master_weights_and_follows_the_fp32_update(checkpoint_dir, tokenizer_path):
     """At lr 1e-5 an Adam step is below half a bf16 ulp of a typical weight: bf16 parameters would not move."""
     from dagger_cli.core.config import ActorConfig, OptimConfig
-    from dagger_cli.core.learner import Learner
-    from dagger_cli.core.replay_buffer import ReplayBuffer, flatten_obs
+    from dagger_cli.core.engine.learner import Learner
+    from dagger_cli.core.engine.replay_buffer import ReplayBuffer, flatten_obs
     from dagger_cli.policies.pi0 import Pi0Policy
 
     # GIVEN the same tiny π₀ in float32 and in bfloat16 precision, and one buffer of LIBERO-shaped samples
@@ -847,7 +847,7 @@ def camera_run_config(model_path, tokenizer_path, num_steps: int, max_epochs: in
 def test_resume_with_augmented_camera_training_is_exact(checkpoint_dir, tokenizer_path, tmp_path):
     """Augmentation draws from the RNG run checkpoints hold: a run stopped and resumed trains to the same bits."""
     from conftest import straight_and_resumed
-    from dagger_cli.core.runner import SyncRunner
+    from dagger_cli.core.engine.runner import SyncRunner
     from dagger_cli.policies.pi0 import Pi0Policy
 
     cfg = camera_run_config(checkpoint_dir, tokenizer_path, num_steps=1, max_epochs=2)

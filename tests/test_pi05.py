@@ -332,8 +332,8 @@ def test_a_lerobot_checkpoint_is_normalised_and_sampled_as_lerobot_does(policy, 
 
 def test_a_pi05_student_learns_from_a_pi05_expert_through_the_learner(policy, pi05_dir, tokenizer_path):
     from dagger_cli.core.config import ActorConfig
-    from dagger_cli.core.learner import Learner
-    from dagger_cli.core.replay_buffer import ReplayBuffer, flatten_obs
+    from dagger_cli.core.engine.learner import Learner
+    from dagger_cli.core.engine.replay_buffer import ReplayBuffer, flatten_obs
     from dagger_cli.policies.pi0 import Pi0Policy
 
     obs = observation(batch=8)

@@ -104,7 +104,7 @@ def test_a_config_that_contradicts_the_preset_is_one_line(lerobot_dir, tokenizer
 
 
 def test_a_lerobot_checkpoint_trains_as_student_and_labels_as_expert(lerobot_dir, tokenizer_path, tmp_path):
-    from dagger_cli.core.runner import SyncRunner
+    from dagger_cli.core.engine.runner import SyncRunner
     from dagger_cli.policies.pi0 import Pi0Policy
 
     cfg = camera_run_config(lerobot_dir, tokenizer_path, num_steps=2, max_epochs=1)

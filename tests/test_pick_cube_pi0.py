@@ -9,8 +9,8 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import requires_maniskill, requires_pi0
-from dagger_cli.core import checkpoint
-from dagger_cli.core.run_checkpoint import checkpoint_samples
+from dagger_cli.core.io import checkpoint
+from dagger_cli.core.engine.run_checkpoint import checkpoint_samples
 from test_cli import assert_eval_reproduces, dagger
 
 pytestmark = [requires_maniskill, requires_pi0, pytest.mark.sim]

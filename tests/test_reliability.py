@@ -15,13 +15,14 @@ import torch
 
 from conftest import ConstantPolicy, PointEnv, PointExpert, StopAfter, point_config
 from dagger_cli import assembly
-from dagger_cli.core.run_dir import create_run_dir, default_run_dir, record_resume, resume_config, run_config
-from dagger_cli.core import checkpoint, replay_storage
+from dagger_cli.core.io.run_dir import create_run_dir, default_run_dir, record_resume, resume_config, run_config
+from dagger_cli.core.io import checkpoint
+from dagger_cli.core.engine import replay_storage
 from dagger_cli.core.errors import CheckpointError, UsageError
-from dagger_cli.core.run_checkpoint import buffer_meta
-from dagger_cli.core.run_state import RunState
-from dagger_cli.core.rollout import Rollout
-from dagger_cli.core.runner import SyncRunner
+from dagger_cli.core.engine.run_checkpoint import buffer_meta
+from dagger_cli.core.engine.run_state import RunState
+from dagger_cli.core.engine.rollout import Rollout
+from dagger_cli.core.engine.runner import SyncRunner
 from dagger_cli.policies.mlp import MLPPolicy
 from test_cli import dagger
 
@@ -82,7 +83,7 @@ def test_a_resume_override_of_state_shaping_key_is_refused_in_one_line(tmp_path)
 
 # RUN DIRS
 def test_two_runs_started_in_the_same_second_get_their_own_run_dirs(tmp_path, monkeypatch):
-    monkeypatch.setattr("dagger_cli.core.run_dir.time.strftime", lambda fmt, *a: "20261202-101500")
+    monkeypatch.setattr("dagger_cli.core.io.run_dir.time.strftime", lambda fmt, *a: "20261202-101500")
     cfg = point_config()
     first, second = default_run_dir(cfg, tmp_path), default_run_dir(cfg, tmp_path)
     assert first != second and first.is_dir() and second.is_dir()

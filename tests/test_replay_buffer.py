@@ -3,8 +3,8 @@ import os
 import numpy as np
 import pytest
 
-from dagger_cli.core.replay_buffer import ReplayBuffer
-from dagger_cli.core.replay_storage import DiskStorage, MemoryStorage, ReadOnlyStorage, ReplayStorage
+from dagger_cli.core.engine.replay_buffer import ReplayBuffer
+from dagger_cli.core.engine.replay_storage import DiskStorage, MemoryStorage, ReadOnlyStorage, ReplayStorage
 
 
 @pytest.fixture(params=["memory", "disk"])
@@ -277,7 +277,7 @@ def test_segments_no_checkpoint_needs_are_deleted(tmp_path):
 
 
 def test_a_disk_buffer_that_cannot_be_written_fails_in_one_line(tmp_path):
-    from dagger_cli.core.replay_storage import StorageError
+    from dagger_cli.core.engine.replay_storage import StorageError
 
     (tmp_path / "file").write_text("")
     with pytest.raises(StorageError) as e:

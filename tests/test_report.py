@@ -14,7 +14,7 @@ import torch
 
 from conftest import FilmedPointEnv, PointEnv, PointExpert, point_config
 from dagger_cli.assembly import seed_samples
-from dagger_cli.core.runner import SyncRunner
+from dagger_cli.core.engine.runner import SyncRunner
 from dagger_cli.policies.mlp import MLPPolicy
 from test_cli import dagger
 

@@ -154,7 +154,7 @@ def test_the_64_evaluation_episodes_are_rlinfs_pick(env):
 
 
 def test_the_runtime_is_reset_with_rlinfs_evaluation_seeds(fake_runtime):
-    from dagger_cli.core.rollout import evaluate
+    from dagger_cli.core.engine.rollout import evaluate
     from dagger_cli.envs.robotwin import RoboTwinVecEnv
 
     class Still:

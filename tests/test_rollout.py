@@ -3,8 +3,8 @@ import pytest
 
 from conftest import INSTRUCTIONS, ConstantPolicy, FilmedPointEnv, PointEnv, PointExpert, PromptPointEnv, StateOf
 from dagger_cli.core.errors import ConfigError
-from dagger_cli.core.rollout import Rollout, evaluate
-from dagger_cli.core.video import read_frames
+from dagger_cli.core.engine.rollout import Rollout, evaluate
+from dagger_cli.core.io.video import read_frames
 
 
 def collect(beta, mixing="env", only_save_expert=False, num_envs=4, steps=30, seed=0, terminate=True):
@@ -142,7 +142,7 @@ def test_evaluation_runs_each_envs_episodes_group_by_group_and_reports_them_in_s
 
 @pytest.mark.parametrize("successes, trials", [(0, 10), (5, 10), (10, 10), (95, 100)])
 def test_wilson_interval_contains_the_estimate(successes, trials):
-    from dagger_cli.core.stats import wilson_interval
+    from dagger_cli.core.engine.stats import wilson_interval
 
     low, high = wilson_interval(successes, trials)
     assert 0 <= low <= successes / trials <= high <= 1

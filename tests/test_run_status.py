@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 from conftest import PointEnv, PointExpert, point_config
-from dagger_cli.core import process
+from dagger_cli.core.io import process
 from dagger_cli.core.protocols import RunnerHooks
-from dagger_cli.core.runner import SyncRunner
+from dagger_cli.core.engine.runner import SyncRunner
 from dagger_cli.policies.mlp import MLPPolicy
 from test_cli import dagger
 
@@ -28,7 +28,7 @@ sys.path.insert(0, {tests!r})
 from pathlib import Path
 from conftest import PointEnv, PointExpert, point_config
 from dagger_cli.core.protocols import RunnerHooks
-from dagger_cli.core.runner import SyncRunner
+from dagger_cli.core.engine.runner import SyncRunner
 from dagger_cli.policies.mlp import MLPPolicy
 
 class KilledAfterFirstCheckpoint(RunnerHooks):

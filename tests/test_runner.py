@@ -6,10 +6,10 @@ import torch
 
 from conftest import (INSTRUCTIONS, PointEnv, PointExpert, PromptPointEnv, StateOf, StopAfter, point_config,
                       straight_and_resumed)
-from dagger_cli.core import checkpoint
+from dagger_cli.core.io import checkpoint
 from dagger_cli.core.errors import CheckpointError
-from dagger_cli.core.run_checkpoint import checkpoint_samples
-from dagger_cli.core.runner import SyncRunner
+from dagger_cli.core.engine.run_checkpoint import checkpoint_samples
+from dagger_cli.core.engine.runner import SyncRunner
 from dagger_cli.policies.mlp import MLPPolicy
 
 REQUIRED_METRICS = {
@@ -121,9 +121,9 @@ sys.path.insert(0, {tests!r})
 from pathlib import Path
 import torch
 from conftest import PointEnv, PointExpert, point_config
-from dagger_cli.core.run_dir import create_run_dir
+from dagger_cli.core.io.run_dir import create_run_dir
 from dagger_cli.core.protocols import RunnerHooks
-from dagger_cli.core.runner import SyncRunner
+from dagger_cli.core.engine.runner import SyncRunner
 from dagger_cli.policies.mlp import MLPPolicy
 
 class KilledWhileTrainingIteration3(RunnerHooks):
@@ -262,7 +262,7 @@ class NoisyPolicy:
 
 
 def test_evaluation_of_a_sampling_policy_repeats_and_leaves_trainings_random_stream_alone():
-    from dagger_cli.core.run_evaluation import evaluate_policy
+    from dagger_cli.core.engine.run_evaluation import evaluate_policy
 
     # GIVEN a policy whose actions come from torch's global generator, evaluated from two generator states
     torch.manual_seed(1)

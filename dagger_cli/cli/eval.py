@@ -72,7 +72,7 @@ def _evaluate(out, ckpt, preset, episodes, seed, overrides, video: Path | None, 
     source = assembly.student_source(ckpt, preset, overrides)
     cfg = source.config
 
-    from dagger_cli.core.run_evaluation import evaluate_policy, save_videos
+    from dagger_cli.core.engine.run_evaluation import evaluate_policy, save_videos
 
     policy = assembly.trained_student(source)
     out.log(f"[dim]evaluating {source.weights} on {cfg.env.task}: {cfg.env.eval.num_episodes} episodes[/]")

@@ -116,7 +116,7 @@ def _target(out: Path | None, run_dir: Path, record: dict) -> tuple[Path, dict |
     holding anything else is an error."""
     from dagger_cli.core.errors import UsageError
 
-    from dagger_cli.core.run_dir import EXPORT_DIR
+    from dagger_cli.core.io.run_dir import EXPORT_DIR
 
     target = out or Path(run_dir) / EXPORT_DIR / record["format"]
     if target.exists() and any(target.iterdir()):
@@ -132,7 +132,7 @@ def _target(out: Path | None, run_dir: Path, record: dict) -> tuple[Path, dict |
 
 def _done(target: Path, result: dict) -> dict:
     """Records what `target` now holds (written last: an export cut short is not taken for done)."""
-    from dagger_cli.core.files import write_json
+    from dagger_cli.core.io.files import write_json
 
     write_json(target / MARKER, result)
     return result
@@ -155,7 +155,7 @@ def _export_dataset(output: Output, run_dir: Path, out: Path | None, only_expert
                     lossless: bool) -> dict:
     from dagger_cli import assembly
     from dagger_cli.core.errors import UsageError
-    from dagger_cli.core.run_checkpoint import checkpoint_buffer
+    from dagger_cli.core.engine.run_checkpoint import checkpoint_buffer
     from dagger_cli.interop import lerobot_dataset
 
     if fps is not None and fps <= 0:

@@ -32,7 +32,7 @@ class DaggerConfig:
     init_beta: float = 1.0
     """probability that the expert acts at iteration 0"""
     beta_schedule: Literal["exponential", "linear", "constant"] = "exponential"
-    """how beta falls with the iteration k (see `dagger_cli.core.beta`)"""
+    """how beta falls with the iteration k (see `dagger_cli.core.engine.beta`)"""
     beta_decay: float = 0.99
     """exponential: factor per iteration; linear: amount subtracted per iteration; constant: unused"""
     beta_min: float = 0.05

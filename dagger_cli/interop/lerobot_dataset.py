@@ -142,7 +142,7 @@ def export(samples, out: Path, fps: float, only_expert_labels: bool = False, los
     pa = _pyarrow()
     import pyarrow.parquet as pq
 
-    from dagger_cli.core.video import VideoWriter
+    from dagger_cli.core.io.video import VideoWriter
 
     source = samples if hasattr(samples, "chunks") else _Arrays(samples or {})
     specs = source.specs
@@ -540,7 +540,7 @@ def _feature(path: Path, info: dict, table, episodes: dict, name: str, key: str)
 
 def _video_frames(path: Path, info: dict, table, episodes: dict, name: str, key: str) -> np.ndarray:
     """Frame f of episode e is frame round(from_timestamp * fps) + f of the episode's video file."""
-    from dagger_cli.core.video import read_frames
+    from dagger_cli.core.io.video import read_frames
 
     height, width = info["features"][name]["shape"][:2]
     episode_index = _int_column(table, "episode_index", path, key)

@@ -37,7 +37,7 @@ def weight_files_among(names: list[str]) -> list[str]:
 
 def weight_files(path: str | Path) -> list[Path]:
     """The weight files `path` names, by the module's rule; none is a CheckpointError naming the path."""
-    from dagger_cli.core.run_dir import locate
+    from dagger_cli.core.io.run_dir import locate
 
     given = Path(path).expanduser()
     if given.is_file():
@@ -76,7 +76,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
     path = Path(path)
     if path.suffix == ".safetensors":
-        from dagger_cli.core.files import read_tensors
+        from dagger_cli.core.io.files import read_tensors
 
         return read_tensors(path)
     try:

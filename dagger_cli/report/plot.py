@@ -30,7 +30,7 @@ def _pyplot():
 
 
 def _wilson(successes: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from dagger_cli.core.stats import wilson_interval
+    from dagger_cli.core.engine.stats import wilson_interval
 
     bounds = [wilson_interval(int(round(s)), int(k)) for s, k in zip(successes, n)]
     return np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])

@@ -125,7 +125,7 @@ class Group:
 
 
 def load_run(run_dir: Path) -> Run:
-    from dagger_cli.core.run_dir import read_summary, run_config
+    from dagger_cli.core.io.run_dir import read_summary, run_config
 
     cfg = run_config(run_dir)  # a run dir, readable (one line otherwise)
     summary = read_summary(run_dir)

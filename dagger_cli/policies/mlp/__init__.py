@@ -76,7 +76,7 @@ def export(policy, model: MLPModelConfig, directory, fmt: str):
     or `runner.ckpt_path`."""
     from pathlib import Path
 
-    from dagger_cli.core.files import write_json, write_tensors
+    from dagger_cli.core.io.files import write_json, write_tensors
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -109,7 +109,7 @@ def openpi_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_weights(model: torch.nn.Module, directory: Path) -> Path:
     """Writes `<directory>/model.safetensors` atomically in openpi's layout."""
-    from dagger_cli.core.files import write_tensors
+    from dagger_cli.core.io.files import write_tensors
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -110,7 +110,7 @@ STATS = {f"{ours}_{stat}": f"{theirs}.{stat}" for ours, theirs in (("state", "ob
 def norm_stats(path: Path):
     """NormStats from the preprocessor's normaliser (state and action mean, std, q01, q99: what it holds), or None
     when there is none. The normalisation in use checks that what it needs is there (`NormStats.require`)."""
-    from dagger_cli.core.files import read_tensors
+    from dagger_cli.core.io.files import read_tensors
     from dagger_cli.policies.pi0.checkpoint import NormStats
 
     files = sorted(Path(path).glob("policy_preprocessor*normalizer_processor.safetensors"))
@@ -166,7 +166,7 @@ def save(model: torch.nn.Module, norm, size, directory: Path, variant: str, acti
     time MLP as `action_time_mlp_*`, π0.5's as `time_mlp_*`), the pre/postprocessor normaliser files (every stat the
     norm stats hold; `quantiles`: the mapping says QUANTILES) and the pipelines that use them, policy_preprocessor.json
     and policy_postprocessor.json, so that LeRobot's `make_pre_post_processors` loads them."""
-    from dagger_cli.core.files import write_json, write_tensors
+    from dagger_cli.core.io.files import write_json, write_tensors
     from dagger_cli.policies.pi0.checkpoint import _EMBED, _LM_HEAD, openpi_name
 
     directory = Path(directory)

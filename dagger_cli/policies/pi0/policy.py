@@ -345,7 +345,7 @@ class Pi0Policy:
 
     def save(self, directory: Path) -> Path:
         """`<directory>/model.safetensors` in openpi's layout plus this policy's norm stats (a loadable model_path)."""
-        from dagger_cli.core.files import write_json
+        from dagger_cli.core.io.files import write_json
         from dagger_cli.policies.pi0.checkpoint import save_weights
         from dagger_cli.policies.pi0.config import model_name
         from dagger_cli.policies.pi0.transforms import dims_text

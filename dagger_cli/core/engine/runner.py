@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from dagger_cli.core.config import Config
-from dagger_cli.core.metrics import MetricsLogger
+from dagger_cli.core.io.metrics import MetricsLogger
 from dagger_cli.core.protocols import Policy, RunnerHooks, TrainablePolicy, VecEnv
-from dagger_cli.core.rollout import Rollout, sample_shapes, torch_threads
-from dagger_cli.core.run_evaluation import evaluate_policy
-from dagger_cli.core.run_state import RunState, SeedSamples
+from dagger_cli.core.engine.rollout import Rollout, sample_shapes, torch_threads
+from dagger_cli.core.engine.run_evaluation import evaluate_policy
+from dagger_cli.core.engine.run_state import RunState, SeedSamples
 
 
 class SyncRunner:

@@ -10,7 +10,7 @@ import torch
 
 from dagger_cli.core.config import ActorConfig
 from dagger_cli.core.protocols import TrainablePolicy
-from dagger_cli.core.replay_buffer import ReplayBuffer, unflatten_obs
+from dagger_cli.core.engine.replay_buffer import ReplayBuffer, unflatten_obs
 
 _SAMPLE_STREAM = 1
 

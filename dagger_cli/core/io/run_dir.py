@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from dagger_cli import __version__
-from dagger_cli.core import checkpoint, process
+from dagger_cli.core.io import checkpoint, process
 from dagger_cli.core.config import Config
 from dagger_cli.core.config_loader import drop_other_adapters_keys, load_config, read_yaml
 from dagger_cli.core.errors import UsageError
-from dagger_cli.core.files import write_json, write_text
+from dagger_cli.core.io.files import write_json, write_text
 
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"

@@ -34,12 +34,12 @@ import torch
 
 from dagger_cli.core.config import Config
 from dagger_cli.core.errors import ConfigError, DaggerError
-from dagger_cli.core.metrics import MetricsLogger
+from dagger_cli.core.io.metrics import MetricsLogger
 from dagger_cli.core.protocols import RunnerHooks, TrainablePolicy
-from dagger_cli.core.ray_cluster import KEPT_VERSIONS, connect, release
-from dagger_cli.core.rollout import EpisodeStats, EvalResult, Rollout, sample_shapes, torch_threads
-from dagger_cli.core.run_evaluation import evaluate_policy
-from dagger_cli.core.run_state import RunState, SeedSamples
+from dagger_cli.core.cluster.ray_cluster import KEPT_VERSIONS, connect, release
+from dagger_cli.core.engine.rollout import EpisodeStats, EvalResult, Rollout, sample_shapes, torch_threads
+from dagger_cli.core.engine.run_evaluation import evaluate_policy
+from dagger_cli.core.engine.run_state import RunState, SeedSamples
 
 
 class RolloutWorker:

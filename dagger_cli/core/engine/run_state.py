@@ -17,18 +17,18 @@ from typing import Any, Callable
 
 import numpy as np
 
-from dagger_cli.core.beta import BetaSchedule
+from dagger_cli.core.engine.beta import BetaSchedule
 from dagger_cli.core.config import Config
 from dagger_cli.core.errors import ConfigError
-from dagger_cli.core.learner import Learner
-from dagger_cli.core.metrics import MetricsLogger
+from dagger_cli.core.engine.learner import Learner
+from dagger_cli.core.io.metrics import MetricsLogger
 from dagger_cli.core.protocols import RunnerHooks, TrainablePolicy
-from dagger_cli.core.replay_buffer import METADATA_FIELDS, ReplayBuffer, unflatten_obs
-from dagger_cli.core.replay_storage import DiskStorage, MemoryStorage
-from dagger_cli.core.run_checkpoint import Loaded, RunCheckpoint
-from dagger_cli.core.run_dir import CHECKPOINTS_DIR, REPLAY_BUFFER_DIR
-from dagger_cli.core.run_evaluation import RunEvaluation
-from dagger_cli.core.run_progress import RunProgress
+from dagger_cli.core.engine.replay_buffer import METADATA_FIELDS, ReplayBuffer, unflatten_obs
+from dagger_cli.core.engine.replay_storage import DiskStorage, MemoryStorage
+from dagger_cli.core.engine.run_checkpoint import Loaded, RunCheckpoint
+from dagger_cli.core.io.run_dir import CHECKPOINTS_DIR, REPLAY_BUFFER_DIR
+from dagger_cli.core.engine.run_evaluation import RunEvaluation
+from dagger_cli.core.engine.run_progress import RunProgress
 
 NORM_STATS_ROW_BYTES = 64 * 1024
 """`fit_norm_stats` gets the fields with rows up to this size: states and labels, not camera images"""
@@ -74,7 +74,7 @@ class RunState:
         # own would warm up and decay twice; one that did not count it would end its decay early)
         total_steps = cfg.algorithm.dagger.bc_warmup_updates + cfg.runner.max_epochs * cfg.actor.update_epoch
         if cfg.cluster.learner_procs > 1:
-            from dagger_cli.core.distributed_learner import DistributedLearner
+            from dagger_cli.core.cluster.distributed_learner import DistributedLearner
 
             self.learner = DistributedLearner(student, cfg, total_steps)
         else:

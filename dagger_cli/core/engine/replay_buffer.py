@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 if TYPE_CHECKING:
-    from dagger_cli.core.replay_storage import ReplayStorage
+    from dagger_cli.core.engine.replay_storage import ReplayStorage
 
 METADATA_FIELDS = ("expert_used", "beta", "iteration", "policy_version", "episode_id")
 
@@ -118,7 +118,7 @@ class ReplayBuffer:
     """
 
     def __init__(self, capacity: int, storage: ReplayStorage | None = None):
-        from dagger_cli.core.replay_storage import MemoryStorage
+        from dagger_cli.core.engine.replay_storage import MemoryStorage
 
         if capacity <= 0:
             raise ValueError(f"capacity must be positive, got {capacity}")

@@ -12,8 +12,8 @@ from typing import Any
 
 from dagger_cli.core.config import Config
 from dagger_cli.core.protocols import Policy, RunnerHooks, VecEnv
-from dagger_cli.core.rollout import evaluate, torch_threads
-from dagger_cli.core.run_dir import VIDEOS_DIR
+from dagger_cli.core.engine.rollout import evaluate, torch_threads
+from dagger_cli.core.io.run_dir import VIDEOS_DIR
 
 INITIAL = {"initial student": ("student_init", "eval", "0"), "expert": ("expert", "eval_expert", "expert")}
 """the evaluations before training: what -> (the result's name, the metrics' prefix, the videos' label)"""

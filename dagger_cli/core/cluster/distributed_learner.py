@@ -27,9 +27,9 @@ import torch
 
 from dagger_cli.core.config import ActorConfig, Config
 from dagger_cli.core.errors import DaggerError
-from dagger_cli.core.learner import Learner, _SAMPLE_STREAM, draw_loss_noise
+from dagger_cli.core.engine.learner import Learner, _SAMPLE_STREAM, draw_loss_noise
 from dagger_cli.core.protocols import TrainablePolicy
-from dagger_cli.core.replay_buffer import ReplayBuffer
+from dagger_cli.core.engine.replay_buffer import ReplayBuffer
 
 
 PLACEMENT_TIMEOUT_S = 120.0
@@ -121,7 +121,7 @@ class DistributedLearner:
         self._pending: tuple[dict, dict] | None = None  # optimizer state restored before the ranks started
 
     def _connect(self) -> None:
-        from dagger_cli.core.ray_cluster import connect
+        from dagger_cli.core.cluster.ray_cluster import connect
 
         if not self._connected:
             self._own_ray = connect(self.run_cfg, f"cluster.learner_procs={self.procs}")
@@ -245,7 +245,7 @@ class DistributedLearner:
             self._pending = (tensors, meta)
 
     def close(self) -> None:
-        from dagger_cli.core.ray_cluster import release
+        from dagger_cli.core.cluster.ray_cluster import release
 
         release(self.ranks, False)
         if self._group is not None:  # after the ranks it holds GPUs for (a joined cluster keeps it until removed)

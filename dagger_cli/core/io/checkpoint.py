@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from dagger_cli.core.errors import CheckpointError
-from dagger_cli.core.files import read_tensors as read_tensor_file
-from dagger_cli.core.files import write_json
+from dagger_cli.core.io.files import read_tensors as read_tensor_file
+from dagger_cli.core.io.files import write_json
 
 STATE_FILE = "state.json"
 FORMAT_VERSION = 1

@@ -11,8 +11,8 @@ import json
 import math
 from pathlib import Path
 
-from dagger_cli.core.files import write_text
-from dagger_cli.core.run_dir import METRICS_FILE, TENSORBOARD_DIR
+from dagger_cli.core.io.files import write_text
+from dagger_cli.core.io.run_dir import METRICS_FILE, TENSORBOARD_DIR
 
 
 class MetricsLogger:

@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dagger_cli.core import process
+from dagger_cli.core.io import process
 from dagger_cli.core.config import Config
-from dagger_cli.core.run_dir import write_summary
+from dagger_cli.core.io.run_dir import write_summary
 
 if TYPE_CHECKING:
-    from dagger_cli.core.run_evaluation import RunEvaluation
+    from dagger_cli.core.engine.run_evaluation import RunEvaluation
 
 
 class RunProgress:

@@ -14,16 +14,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from dagger_cli.core import checkpoint
-from dagger_cli.core.beta import BetaSchedule
+from dagger_cli.core.io import checkpoint
+from dagger_cli.core.engine.beta import BetaSchedule
 from dagger_cli.core.config import Config
 from dagger_cli.core.errors import CheckpointError, DaggerError
 from dagger_cli.core.protocols import RunnerHooks, TrainablePolicy
-from dagger_cli.core.replay_buffer import ReplayBuffer
-from dagger_cli.core.replay_storage import DiskStorage, ReadOnlyStorage, SegmentLog
-from dagger_cli.core.run_dir import CHECKPOINTS_DIR, LEARNER, LEGACY_BUFFER_ROWS, STUDENT
-from dagger_cli.core.run_evaluation import RunEvaluation
-from dagger_cli.core.run_progress import RunProgress
+from dagger_cli.core.engine.replay_buffer import ReplayBuffer
+from dagger_cli.core.engine.replay_storage import DiskStorage, ReadOnlyStorage, SegmentLog
+from dagger_cli.core.io.run_dir import CHECKPOINTS_DIR, LEARNER, LEGACY_BUFFER_ROWS, STUDENT
+from dagger_cli.core.engine.run_evaluation import RunEvaluation
+from dagger_cli.core.engine.run_progress import RunProgress
 
 
 @dataclass

@@ -19,7 +19,7 @@ import numpy as np
 from dagger_cli.core.config import TRAIN_SEED_RANGE
 from dagger_cli.core.errors import ConfigError
 from dagger_cli.core.protocols import Obs, Policy, VecEnv
-from dagger_cli.core.replay_buffer import flatten_obs
+from dagger_cli.core.engine.replay_buffer import flatten_obs
 
 _COIN_STREAM, _SEED_STREAM = 2, 3
 
@@ -350,7 +350,7 @@ class EvalResult:
         return merged
 
     def summary(self) -> dict[str, float]:
-        from dagger_cli.core.stats import wilson_interval
+        from dagger_cli.core.engine.stats import wilson_interval
 
         n = self.episodes.count
         once = self.episodes.rate("success_once")
@@ -447,7 +447,7 @@ def _evaluate_into(result: EvalResult, env: VecEnv, policy: Policy, seeds: Seque
         for i in range(active):
             outcomes[index[i]] = (success_once[i], success[i, -1], elapsed, tasks[i])
         for i, frames in film.items():
-            from dagger_cli.core.video import encode_mp4
+            from dagger_cli.core.io.video import encode_mp4
 
             stack = np.stack(frames)
             mp4 = encode_mp4(stack, getattr(env, "video_fps", 10.0))
@@ -463,7 +463,7 @@ def _film(film: dict[int, list[np.ndarray]], frames_of, obs: Obs) -> None:
     """Appends this step's frame of each filmed env: its cameras side by side."""
     if not film:
         return
-    from dagger_cli.core.video import side_by_side
+    from dagger_cli.core.io.video import side_by_side
 
     frames = side_by_side(frames_of(obs))
     for i, kept in film.items():

@@ -109,6 +109,24 @@ def test_dagger_loss_is_cropped_to_the_executed_chunk_and_env_dims(policy):
     assert not torch.allclose(loss, per_element.mean())
 
 
+def test_uncertainty_chunks_share_one_prefix_pass_and_equal_separate_samples(policy):
+    # GIVEN two observations and the student's K uncertainty samples each
+    obs, draws = observation(), policy.uncertainty_samples
+    torch.manual_seed(3)
+    actions, spread = policy.act_with_uncertainty(obs)
+    torch.manual_seed(3)
+    noise = policy.sample_noise(2 * draws)  # the same draws: an observation's K rows together
+    # WHEN each draw is sampled on its own, prefix and all
+    x = policy.inputs(obs)
+    separate = torch.stack([policy.model.sample_actions(**x, noise=noise[j::draws], num_steps=policy.num_steps)
+                            for j in range(draws)], dim=1)
+    # THEN the actions are the first draw's, and the score is the draws' spread over the env's dims and steps
+    assert np.allclose(actions, policy.act(obs, noise=noise[0::draws]), atol=1e-5)
+    horizon, dim = policy.action_shape
+    expected = separate[:, :, :horizon, :dim].std(dim=1, correction=0).mean(dim=(1, 2))
+    assert spread.shape == (2,) and np.allclose(spread, expected.numpy(), atol=1e-5) and (spread > 0).all()
+
+
 def gradients_with_and_without_checkpointing(policy, parameter: str):
     """The gradient of one parameter of a fresh copy of `policy`'s model, from one loss computed without and then with
     gradient checkpointing."""

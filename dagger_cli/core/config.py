@@ -45,6 +45,14 @@ class DaggerConfig:
     """with replay_buffer.seed_dataset: behaviour-cloning optimizer steps on it before the initial evaluation"""
     max_policy_lag: int = 1
     """async: most learner iterations by which trained-on data may trail the learner (0: as fresh as sync mode)"""
+    query: Literal["always", "gated"] = "always"
+    """which states the expert labels: every visited one (`always`), or those the expert acts in plus the student-acted
+    ones where the student is unsure (`gated`: its uncertainty score above query_threshold, within query_budget)"""
+    query_threshold: float | None = None
+    """gated: label a student-acted step only where the student's uncertainty score exceeds this (null: no floor)"""
+    query_budget: int | None = None
+    """gated: at most this many student-acted steps labelled per iteration (all envs), the most uncertain ones so
+    far in the iteration (null: no budget)"""
 
 
 @dataclass
@@ -347,6 +355,15 @@ def validate(cfg: Config) -> Config:
     )
     check(r.save_interval == -1 or r.save_interval > 0, "runner.save_interval", "must be positive or -1")
     check(d.max_policy_lag >= 0, "algorithm.dagger.max_policy_lag", f"must not be negative, got {d.max_policy_lag}")
+    if d.query == "gated":
+        check(d.query_threshold is not None or d.query_budget is not None, "algorithm.dagger.query",
+              "gated needs algorithm.dagger.query_threshold or algorithm.dagger.query_budget")
+        check(not d.only_save_expert, "algorithm.dagger.query",
+              "gated labels student-acted steps, which only_save_expert would drop: set one of them")
+    check(d.query_threshold is None or d.query_threshold >= 0, "algorithm.dagger.query_threshold",
+          f"must not be negative, got {d.query_threshold}")
+    check(d.query_budget is None or d.query_budget >= 0, "algorithm.dagger.query_budget",
+          f"must not be negative, got {d.query_budget}")
     c = cfg.cluster
     check(c.num_rollout_workers > 0, "cluster.num_rollout_workers", "must be positive")
     check(c.rollout_worker_cpus >= 0, "cluster.rollout_worker_cpus", "must not be negative")

@@ -48,11 +48,7 @@ class RolloutWorker:
     def __init__(self, cfg: Config, worker_id: int, build: Callable):
         self.cfg, self.worker_id = cfg, worker_id
         self.env, self.student, self.expert = build(cfg, worker_id)
-        d = cfg.algorithm.dagger
-        self.rollout = Rollout(
-            self.env, self.student, self.expert, cfg.env.max_episode_steps, cfg.env.terminate_on_success,
-            d.mixing, d.only_save_expert,
-        )
+        self.rollout = Rollout.for_run(self.env, self.student, self.expert, cfg)
         self.version: int | None = None
         """the weights version loaded into the student"""
         self._weights: dict[int, dict] = {}  # the newest KEPT_VERSIONS versions received (zero-copy object store views)
@@ -94,6 +90,8 @@ class RolloutWorker:
             "worker": self.worker_id, "index": index, "version": version, "trajectories": r.trajectories,
             "episodes": r.episodes,
             "env_steps": r.env_steps, "expert_action_frac": r.expert_action_frac, "timings": r.timings,
+            "expert_queries": r.expert_queries, "observations": r.env_steps // self.env.num_action_chunks,
+            "student_uncertainty": r.student_uncertainty,
             "seconds": time.perf_counter() - start,
         }
 
@@ -403,6 +401,7 @@ class AsyncRunner:
             "train/async/blocked_workers": sum(not self._may_collect(w) for w in range(len(self._collects))),
             "time/iteration_s": elapsed,
             "time/env_steps": progress.env_steps,
+            "train/dagger/expert_queries_total": progress.expert_queries,
         })
         self._stats = _WindowStats()
         if progress.going_on and cfg.runner.save_interval > 0 and iteration % cfg.runner.save_interval == 0:
@@ -489,6 +488,7 @@ class AsyncRunner:
             if waiting and not self._first_round:
                 self.state.fit_norm_stats(self._first_round_range)
             self.state.progress.count_env_steps(result["env_steps"])
+            self.state.progress.count_expert_queries(result.get("expert_queries", 0))
             self._delivered[w] = max(self._delivered[w], version)
             self._stats.add(result, self.state.progress.iteration)
         self._arrived = []
@@ -555,6 +555,8 @@ class _WindowStats:
         self.env_steps = 0
         self.env_seconds = 0.0
         self.timings = {"env": 0.0, "student": 0.0, "expert": 0.0}
+        self.queries = self.observations = 0
+        self.uncertainty: list[float] = []
 
     def add(self, result: dict, learner_version: int) -> None:
         self.episodes.extend(result["episodes"])
@@ -562,6 +564,9 @@ class _WindowStats:
         self.expert_frac.append(result["expert_action_frac"])
         self.env_steps += result["env_steps"]
         self.env_seconds += result["seconds"]
+        self.queries += result.get("expert_queries", 0)
+        self.observations += result.get("observations", 0)
+        self.uncertainty.append(result.get("student_uncertainty", float("nan")))
         for key, seconds in result["timings"].items():
             self.timings[key] = self.timings.get(key, 0.0) + seconds
 
@@ -570,6 +575,9 @@ class _WindowStats:
         return {
             **self.episodes.metrics(),
             "train/dagger/expert_action_frac": mean(self.expert_frac),
+            "train/dagger/expert_queries": self.queries,
+            "train/dagger/query_rate": self.queries / self.observations if self.observations else float("nan"),
+            "train/dagger/student_uncertainty": mean([u for u in self.uncertainty if not math.isnan(u)]),
             "train/async/policy_lag": mean(self.lags),
             "train/async/policy_lag_max": float(max(self.lags)) if self.lags else float("nan"),
             "train/async/queue_size": float(max(self.queue)) if self.queue else 0.0,

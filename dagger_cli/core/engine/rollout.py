@@ -19,6 +19,7 @@ import numpy as np
 from dagger_cli.core.config import TRAIN_SEED_RANGE
 from dagger_cli.core.errors import ConfigError
 from dagger_cli.core.protocols import Obs, Policy, VecEnv
+from dagger_cli.core.engine.query_gate import QueryGate
 from dagger_cli.core.engine.replay_buffer import flatten_obs
 
 _COIN_STREAM, _SEED_STREAM = 2, 3
@@ -123,6 +124,19 @@ class RolloutResult:
     timings: dict[str, float]
     """seconds spent in env / student / expert (this process), and `worker_<part>` where the env's workers report
     their parts (`VecEnv.worker_seconds`, summed over workers)"""
+    expert_queries: int = 0
+    """observations the expert was asked to label (all envs; every visited one unless gated or only_save_expert)"""
+    student_uncertainty: float = float("nan")
+    """gated: the mean uncertainty score of the student where it acted"""
+
+    def query_metrics(self, chunks: int) -> dict[str, float]:
+        """`train/dagger/expert_queries` and `query_rate` (of the observations visited, `chunks` env steps each)."""
+        visited = self.env_steps // chunks
+        return {
+            "train/dagger/expert_queries": self.expert_queries,
+            "train/dagger/query_rate": self.expert_queries / visited if visited else float("nan"),
+            "train/dagger/student_uncertainty": self.student_uncertainty,
+        }
 
 
 def checked_actions(actions, rows: int, policy: Policy, who: str) -> np.ndarray:
@@ -175,11 +189,15 @@ class Rollout:
         terminate_on_success: bool = True,
         mixing: str = "env",
         only_save_expert: bool = False,
+        gate: QueryGate | None = None,
     ):
         if mixing not in ("env", "batch"):
             raise ValueError(f"mixing must be 'env' or 'batch', got {mixing!r}")
         for who, policy in (("expert", expert), ("student", student)):
             check_action_shape(env, policy, who)
+        if gate is not None and not hasattr(student, "act_with_uncertainty"):
+            raise ConfigError("algorithm.dagger.query: gated needs a student that scores its uncertainty (an mlp "
+                              "with actor.model.ensemble_heads >= 2, or pi0)")
         self.env = env
         self.student = student
         self.expert = expert
@@ -187,6 +205,15 @@ class Rollout:
         self.terminate_on_success = terminate_on_success
         self.mixing = mixing
         self.only_save_expert = only_save_expert
+        self.gate = gate
+
+    @classmethod
+    def for_run(cls, env: VecEnv, student: Policy, expert: Policy, cfg) -> Rollout:
+        """The rollout a run's config asks for (`env.*` episode limits, `algorithm.dagger.*` mixing and queries)."""
+        d = cfg.algorithm.dagger
+        gate = QueryGate(d.query_threshold, d.query_budget) if d.query == "gated" else None
+        return cls(env, student, expert, cfg.env.max_episode_steps, cfg.env.terminate_on_success, d.mixing,
+                   d.only_save_expert, gate)
 
     def collect(self, num_steps: int, beta: float, iteration: int, seed: int, policy_version: int = 0) -> RolloutResult:
         """Runs every env for `num_steps` env steps at expert probability `beta`."""
@@ -217,32 +244,46 @@ class Rollout:
 
         calls = math.ceil(num_steps / chunks)
         steps: dict[str, np.ndarray] = {}
+        queries, scores = 0, []
+        if self.gate is not None:
+            self.gate.start()
         for k in range(calls):
             # ALGO LOGIC: who acts
             if self.mixing == "env":
                 expert_acts = coins.random(n) < beta
             else:
                 expert_acts = np.full(n, coins.random() < beta)
-            label_rows = expert_acts if self.only_save_expert else all_envs
             student_rows = ~expert_acts
-
-            # ALGO LOGIC: expert labels (batched), student acts where the coin says so
             expert_label = np.zeros((n, *self.expert.action_shape), dtype=np.float32)
             executed = np.zeros((n, chunks, env.action_dim), dtype=np.float32)
-            if label_rows.any():
-                t = time.perf_counter()
-                rows = np.flatnonzero(label_rows)
-                seen = take(visible(obs, env, self.expert), rows)
-                expert_label[rows] = checked_actions(self.expert.act(seen), len(rows), self.expert, "expert")
-                timings["expert"] += time.perf_counter() - t
-                executed[expert_acts] = expert_label[expert_acts, :chunks]
-            if student_rows.any():
-                t = time.perf_counter()
-                rows = np.flatnonzero(student_rows)
-                seen = take(visible(obs, env, self.student), rows)
-                actions = checked_actions(self.student.act(seen), len(rows), self.student, "student")
-                executed[rows] = actions[:, :chunks]
-                timings["student"] += time.perf_counter() - t
+
+            if self.gate is None:
+                # ALGO LOGIC: expert labels (batched), student acts where the coin says so
+                label_rows = expert_acts if self.only_save_expert else all_envs
+                self._label(obs, label_rows, expert_acts, expert_label, executed, timings)
+                if student_rows.any():
+                    t = time.perf_counter()
+                    rows = np.flatnonzero(student_rows)
+                    seen = take(visible(obs, env, self.student), rows)
+                    actions = checked_actions(self.student.act(seen), len(rows), self.student, "student")
+                    executed[rows] = actions[:, :chunks]
+                    timings["student"] += time.perf_counter() - t
+            else:
+                # ALGO LOGIC: the student acts and scores itself; the expert labels where it acts and where the
+                # gate says the student is unsure
+                label_rows = expert_acts.copy()
+                if student_rows.any():
+                    t = time.perf_counter()
+                    rows = np.flatnonzero(student_rows)
+                    seen = take(visible(obs, env, self.student), rows)
+                    actions, score = self.student.act_with_uncertainty(seen)
+                    executed[rows] = checked_actions(actions, len(rows), self.student, "student")[:, :chunks]
+                    timings["student"] += time.perf_counter() - t
+                    score = np.asarray(score, dtype=np.float64).reshape(len(rows))
+                    scores.append(score)
+                    label_rows[rows] = self.gate.choose(score, (calls - k) * n * (1.0 - beta))
+                self._label(obs, label_rows, expert_acts, expert_label, executed, timings)
+            queries += int(label_rows.sum())
 
             # BOOKKEEPING: remember this step's sample
             record = {
@@ -289,7 +330,21 @@ class Rollout:
             env_steps=calls * chunks * n,
             expert_action_frac=float(steps["expert_used"].mean()) if steps else 0.0,
             timings=timings,
+            expert_queries=queries,
+            student_uncertainty=float(np.concatenate(scores).mean()) if scores else float("nan"),
         )
+
+    def _label(self, obs: Obs, label_rows: np.ndarray, expert_acts: np.ndarray, expert_label: np.ndarray,
+               executed: np.ndarray, timings: dict[str, float]) -> None:
+        """The expert labels `label_rows` of `obs` (one batched call) and executes its chunk where it acts."""
+        if not label_rows.any():
+            return
+        t = time.perf_counter()
+        rows = np.flatnonzero(label_rows)
+        seen = take(visible(obs, self.env, self.expert), rows)
+        expert_label[rows] = checked_actions(self.expert.act(seen), len(rows), self.expert, "expert")
+        timings["expert"] += time.perf_counter() - t
+        executed[expert_acts] = expert_label[expert_acts, :self.env.num_action_chunks]
 
     def _split(self, steps: dict[str, np.ndarray], beta: float, iteration: int, version: int) -> list[dict]:
         """Per env, cuts the (calls, envs) step arrays into labelled trajectories, one per episode segment."""

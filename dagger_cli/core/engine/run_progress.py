@@ -24,6 +24,8 @@ class RunProgress:
         self.iteration = 0
         """iterations completed (= the version of the student's weights)"""
         self.env_steps = 0
+        self.expert_queries = 0
+        """observations the expert was asked to label, all iterations"""
         self.train_time_s = 0.0
         self.collections = 0
         """async: rollout collections started (each seeds its own episodes)"""
@@ -65,6 +67,9 @@ class RunProgress:
     def count_env_steps(self, steps: int) -> None:
         self.env_steps += steps
 
+    def count_expert_queries(self, queries: int) -> None:
+        self.expert_queries += queries
+
     def next_collection(self) -> int:
         """A new collection's index (unique in the run: it seeds the collection's episodes and coins)."""
         self.collections += 1
@@ -72,13 +77,15 @@ class RunProgress:
 
     # CHECKPOINT
     def state_dict(self) -> dict[str, Any]:
-        return {"train_time_s": self.train_time_s, "env_steps": self.env_steps, "collections": self.collections}
+        return {"train_time_s": self.train_time_s, "env_steps": self.env_steps, "collections": self.collections,
+                "expert_queries": self.expert_queries}
 
     def restore(self, iteration: int, results: dict[str, Any]) -> None:
         self.iteration = self.resumed_from = int(iteration)
         self.train_time_s = results["train_time_s"]
         self.env_steps = results["env_steps"]
         self.collections = results.get("collections", 0)
+        self.expert_queries = results.get("expert_queries", 0)
 
     # SUMMARY
     def summary(self, evaluation: RunEvaluation, status: str | None = None) -> dict[str, Any]:
@@ -103,6 +110,7 @@ class RunProgress:
             "train_time_s": self.train_time_s,
             "wall_time_s": self.elapsed(),
             "env_steps": self.env_steps,
+            "expert_queries": self.expert_queries,
             **process.identity(),  # the writer: a reader tells a killed run (`running`, its process gone) by it
         }
 

@@ -32,16 +32,7 @@ class SyncRunner:
         self.env = env
         self.expert = expert
         self.tensorboard = tensorboard
-        d = cfg.algorithm.dagger
-        self.rollout = Rollout(
-            env,
-            student,
-            expert,
-            max_episode_steps=cfg.env.max_episode_steps,
-            terminate_on_success=cfg.env.terminate_on_success,
-            mixing=d.mixing,
-            only_save_expert=d.only_save_expert,
-        )
+        self.rollout = Rollout.for_run(env, student, expert, cfg)
 
     def evaluate(self, policy: Policy, final: bool = False):
         """Policy alone on the evaluation seeds (all of them when `final`, else env.eval.interim_episodes), its
@@ -91,6 +82,7 @@ class SyncRunner:
             )
         s.add(result.trajectories)
         progress.count_env_steps(result.env_steps)
+        progress.count_expert_queries(result.expert_queries)
         collected = time.perf_counter()
 
         # LEARNER: update_epoch steps once the buffer holds min_buffer_size samples
@@ -113,6 +105,8 @@ class SyncRunner:
                 **result.episodes.metrics(),
                 "train/dagger/beta": beta,
                 "train/dagger/expert_action_frac": result.expert_action_frac,
+                **result.query_metrics(self.env.num_action_chunks),
+                "train/dagger/expert_queries_total": progress.expert_queries,
                 **s.buffer_metrics(),
                 "time/rollout_s": collected - start,
                 **{f"time/rollout_{part}_s": seconds for part, seconds in result.timings.items()},

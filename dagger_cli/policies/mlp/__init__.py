@@ -15,9 +15,12 @@ class MLPModelConfig(ModelConfig):
     """state observation size"""
     hidden_dim: int = 256
     """width of the three tanh hidden layers"""
+    ensemble_heads: int = 1
+    """mean heads on the shared backbone; with 2 or more the student acts with the first (RLinf's `actor_mean`), the
+    others train on the same labels, and their disagreement is its uncertainty (algorithm.dagger.query gated)"""
 
     def check(self, key: str, cfg) -> None:
-        check_positive(self, key, "obs_dim", "hidden_dim")
+        check_positive(self, key, "obs_dim", "hidden_dim", "ensemble_heads")
         if key == "rollout.expert_model":
             check(cfg.runner.expert_ckpt_path is not None, "runner.expert_ckpt_path",
                   "is required when rollout.expert_model.model_type is 'mlp'")

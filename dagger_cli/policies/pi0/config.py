@@ -50,6 +50,9 @@ class Pi0Config:
     delta step); auto = what a dagger checkpoint recorded, else absolute for LeRobot's layout and delta otherwise"""
     num_steps: int = 10
     """Euler denoising steps per action chunk (RLinf's DAgger configs: 4; openpi: 10)"""
+    uncertainty_samples: int = 4
+    """algorithm.dagger.query gated: action chunks sampled per observation (one prefix pass, each its own noise)
+    whose spread is the student's uncertainty"""
     max_token_len: int | None = None
     """prompt tokens; null = openpi's: 48 for π₀, 200 for π0.5"""
     normalization: Literal["auto", "mean_std", "quantiles"] = "auto"
@@ -77,6 +80,8 @@ class Pi0ModelConfig(ModelConfig):
         p = self.pi0
         optional = ("max_token_len", "action_horizon", "state_token_dims")
         check_positive(p, f"{key}.pi0", "num_steps", *(n for n in optional if getattr(p, n) is not None))
+        check(p.uncertainty_samples >= 2, f"{key}.pi0.uncertainty_samples",
+              f"a spread needs at least 2 samples, got {p.uncertainty_samples}")
         check(p.pi05 or not p.state_tokens, f"{key}.pi0.state_tokens",
               "only π0.5 reads the state from the prompt (π₀ projects it); set pi0.pi05=true or leave it null")
         check(p.state_tokens is not False or p.state_token_dims is None, f"{key}.pi0.state_token_dims",

@@ -364,13 +364,18 @@ class Pi0Model(nn.Module):
         """Euler integration of the flow from noise (B, horizon, action_dim) at t=1 to actions at t=0. The step
         times are openpi's, t += dt in fp32, or with `rounded_times` LeRobot's, t = 1 + k·dt rounded to fp32 once;
         they differ by an ulp here and there, which the time embedding's 4 ms period turns into ~1e-5 of the
-        actions."""
+        actions. `noise` may hold several draws per observation (B·K rows, an observation's K draws together): the
+        prefix is then run once per observation and its keys and values repeated for each draw."""
         prefix_dtype, suffix_dtype = self.stream_dtypes
         prefix, prefix_pad, prefix_blocks = self.embed_prefix(images, image_masks, tokens, token_masks)
         prefix = prefix.to(prefix_dtype)
         prefix_mask = make_attention_2d(prefix_pad, prefix_blocks)
         prefix_positions = torch.cumsum(prefix_pad.long(), dim=1) - 1
         _, cache = self.run(prefix, None, prefix_mask, prefix_positions, keep_cache=True)
+        draws = noise.shape[0] // prefix.shape[0]
+        if draws > 1:
+            cache = [tuple(t.repeat_interleave(draws, dim=0) for t in kv) for kv in cache]
+            prefix_pad, state = prefix_pad.repeat_interleave(draws, dim=0), state.repeat_interleave(draws, dim=0)
 
         batch = noise.shape[0]
         dt = -1.0 / num_steps

@@ -118,6 +118,7 @@ class Pi0Policy:
                                       else DATA_SPECS[p.data].augment)
         """augment camera images in `loss` (never in `act`)"""
         self.num_steps = p.num_steps
+        self.uncertainty_samples = p.uncertainty_samples
         self.chunk = cfg.num_action_chunks
         self.action_shape = (size.action_horizon, cfg.action_dim)
         if cfg.num_action_chunks > size.action_horizon:
@@ -211,6 +212,23 @@ class Pi0Policy:
             out = self.model.sample_actions(**x, noise=noise.to(self.device), num_steps=self.num_steps,
                                             rounded_times=self.lerobot_made)
         return self.transforms.actions_from_model(out.float().cpu().numpy(), obs["state"])
+
+    @torch.no_grad()
+    def act_with_uncertainty(self, obs) -> tuple[np.ndarray, np.ndarray]:
+        """`act`'s actions (the first of `uncertainty_samples` chunks sampled per observation from one prefix pass,
+        each with its own noise) and, per observation, the chunks' spread: the standard deviation across them,
+        averaged over the env's action dims and steps, in the model's normalised units."""
+        obs = self._as_dict(obs)
+        x, batch, draws = self.inputs(obs), len(obs["state"]), self.uncertainty_samples
+        noise = self.sample_noise(batch * draws)
+        with self._precision_context():
+            out = self.model.sample_actions(**x, noise=noise, num_steps=self.num_steps,
+                                            rounded_times=self.lerobot_made).float()
+        out = out.reshape(batch, draws, *out.shape[1:])
+        horizon, dim = self.action_shape
+        spread = out[:, :, :horizon, :dim].std(dim=1, correction=0).mean(dim=(1, 2))
+        actions = self.transforms.actions_from_model(out[:, 0].cpu().numpy(), obs["state"])
+        return actions, spread.cpu().numpy()
 
     def _augments(self) -> bool:
         return self.augment and bool(self.transforms.spec.wrist_slots())

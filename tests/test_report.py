@@ -108,6 +108,8 @@ def test_report_aggregates_seeds_and_lists_what_differs(runs):
     low, high = three["student_final_sr_ci95"]
     assert low <= np.mean(finals) <= high and (high > low or len(set(finals)) == 1)
     assert three["differs"] == {"actor.optim.lr": 0.001, "runner.eval_video_episodes": 2}
+    # AND the expert's queries are counted: every visited state, 3 iterations of 40 steps in 3 envs
+    assert [s["expert_queries"] for s in summaries] == [360] * 4 and three["expert_queries"] == 360
     assert "actor.optim.lr=0.0001" in one["config"]
     # AND --csv gives the same numbers
     table = list(csv.DictReader(io.StringIO(dagger("report", *(str(root / n) for n in ("seed0", "seed1", "seed2",
@@ -117,7 +119,7 @@ def test_report_aggregates_seeds_and_lists_what_differs(runs):
     assert float(table[0]["student_final_sr"]) == summaries[0]["student_final_sr"]
 
 
-@pytest.mark.parametrize("x", ["iteration", "env_steps", "wall"])
+@pytest.mark.parametrize("x", ["iteration", "env_steps", "wall", "expert_queries"])
 def test_report_plots_the_curves(runs, tmp_path, x):
     root, _ = runs
     png = tmp_path / "curves.png"
@@ -127,6 +129,16 @@ def test_report_plots_the_curves(runs, tmp_path, x):
     width, height = png_size(png)
     assert (width, height) == (1200, 680)  # 15 × 8.5 in at 80 dpi
     assert png.stat().st_size > 30_000  # six panels of curves, not an empty canvas
+
+
+def test_success_against_expert_queries_takes_the_cumulative_count_as_x(runs):
+    from dagger_cli.report.plot import curve
+    from dagger_cli.report.runs import group_runs, load_run
+
+    root, _ = runs
+    group = group_runs([load_run(root / f"seed{s}") for s in (0, 1, 2)])[0]
+    xs, mean, _, _ = curve(group, "eval/success_once", "expert_queries")
+    assert xs.tolist() == [0, 120, 240, 360] and len(mean) == 4
 
 
 def test_html_report_holds_the_tables_the_curves_and_the_videos(runs, tmp_path):

@@ -18,6 +18,7 @@ from dagger_cli.cli._output import Output, duration, handle_errors, percent
 EXAMPLES = examples(
     "dagger report runs/pick-cube/*",
     "dagger report runs/pick-cube/* --plot curves.png --x env_steps",
+    "dagger report runs/gated/* runs/always/* --html report.html --x expert_queries",
     "dagger report runs/pick-cube/* runs/pick-cube-pi0/* --html report.html",
     "dagger report runs/pick-cube/20261124-101500 --json",
 )
@@ -27,10 +28,11 @@ class XAxis(str, Enum):
     iteration = "iteration"
     env_steps = "env_steps"
     wall = "wall"
+    expert_queries = "expert_queries"
 
 
-CSV_COLUMNS = ["kind", "config", "seeds", "status", "student_init_sr", "expert_sr", "train_time_s", "student_final_sr",
-               "student_final_sr_low", "student_final_sr_high", "run_dir"]
+CSV_COLUMNS = ["kind", "config", "seeds", "status", "student_init_sr", "expert_sr", "train_time_s", "expert_queries",
+               "student_final_sr", "student_final_sr_low", "student_final_sr_high", "run_dir"]
 
 
 def report(

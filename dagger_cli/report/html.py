@@ -45,6 +45,10 @@ def _pct_ci(summary: dict[str, Any], key: str) -> str:
     return text + (f" ({_pct(ci[0])}–{_pct(ci[1])})" if ci else "")
 
 
+def _count(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "—"
@@ -71,16 +75,18 @@ def write_html(groups: list[Group], path: Path, x: str = "iteration") -> Path:
     # RESULTS: the seed's columns, one row per config (mean and 95% interval over its seeds)
     parts.append("<h2>Results</h2>")
     parts.append(_table(
-        ["Config", "Seeds", "Student init SR", "Expert SR", "Training time", "Student final SR"],
+        ["Config", "Seeds", "Student init SR", "Expert SR", "Training time", "Expert queries", "Student final SR"],
         [[s["config"], ", ".join(map(str, s["seeds"])), _pct_ci(s, "student_init_sr"), _pct_ci(s, "expert_sr"),
-          _duration(s["train_time_s"]), _pct_ci(s, "student_final_sr")] for s in summaries],
+          _duration(s["train_time_s"]), _count(s.get("expert_queries")), _pct_ci(s, "student_final_sr")]
+         for s in summaries],
     ))
     parts.append("<h3>Runs</h3>")
     parts.append(_table(
-        ["Run", "Config", "Seed", "Status", "Student init SR", "Expert SR", "Training time", "Student final SR"],
+        ["Run", "Config", "Seed", "Status", "Student init SR", "Expert SR", "Training time", "Expert queries",
+         "Student final SR"],
         [[r.row["run_dir"], g.label, r.seed, f"{r.row['status']} ({r.row['iterations']}/{r.row['max_epochs']})",
           _pct(r.row.get("student_init_sr")), _pct(r.row.get("expert_sr")), _duration(r.row.get("train_time_s")),
-          _pct(r.row.get("student_final_sr"))] for g in groups for r in g.runs],
+          _count(r.row.get("expert_queries")), _pct(r.row.get("student_final_sr"))] for g in groups for r in g.runs],
         numeric_from=4,
     ))
     # CURVES

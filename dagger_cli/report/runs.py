@@ -15,7 +15,8 @@ T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
 """Student's t 97.5% quantiles for 1..30 degrees of freedom (the normal's 1.96 beyond)"""
 
 X_AXES = {"iteration": ("step", "iteration"), "env_steps": ("time/env_steps", "env steps"),
-          "wall": ("time/elapsed_s", "wall time (s)")}
+          "wall": ("time/elapsed_s", "wall time (s)"),
+          "expert_queries": ("train/dagger/expert_queries_total", "expert queries (cumulative)")}
 """--x choices: (metric, axis title)"""
 
 
@@ -113,7 +114,7 @@ class Group:
     def summary(self) -> dict[str, Any]:
         out = {"config": self.label, "preset": self.preset, "seeds": self.seeds, "differs": self.differs,
                "runs": [str(r.run_dir) for r in self.runs]}
-        for key in ("student_init_sr", "expert_sr", "train_time_s", "student_final_sr"):
+        for key in ("student_init_sr", "expert_sr", "train_time_s", "expert_queries", "student_final_sr"):
             stat = self.stat(key)
             out[key] = stat[0] if stat else None
             out[f"{key}_ci95"] = [stat[1], stat[2]] if stat and len(self.runs) > 1 else None

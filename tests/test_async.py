@@ -109,6 +109,24 @@ def test_async_runs_resume(tmp_path, make_runner):
     assert resumed.state.buffer.total_samples > first.state.buffer.total_samples
 
 
+def test_a_gated_async_run_counts_the_queries_its_workers_made(tmp_path, make_runner):
+    # GIVEN two workers whose 3-head MLP students let the expert label at most 10 student-acted states a collection
+    cfg = async_config(**{"actor.model.ensemble_heads": 3, "algorithm.dagger.query": "gated",
+                          "algorithm.dagger.query_budget": 10, "algorithm.dagger.max_policy_lag": 0})
+    runner = make_runner(tmp_path, cfg)
+    # WHEN it runs
+    summary = runner.run()
+    # THEN every stored sample is one the expert was asked about, and the summary counts them all
+    stored = runner.state.buffer.stored()
+    assert summary["expert_queries"] == runner.state.buffer.total_samples == len(stored["expert_used"])
+    # AND each collection labelled its expert-acted states and at most 10 others
+    student_labelled = np.bincount(stored["iteration"][~stored["expert_used"]])
+    assert student_labelled.max() <= 10 and student_labelled.sum() > 0
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()][1:]
+    assert sum(r["train/dagger/expert_queries"] for r in rows) <= summary["expert_queries"]
+    assert all(0 < r["train/dagger/query_rate"] <= 1 for r in rows[1:])
+
+
 class StatsFittingMLP(MLPPolicy):
     """An MLP student that starts without norm stats, as a new task's π₀ does: it records what it is fitted on, and
     its weights then."""

@@ -51,8 +51,8 @@ class DaggerConfig:
     query_threshold: float | None = None
     """gated: label a student-acted step only where the student's uncertainty score exceeds this (null: no floor)"""
     query_budget: int | None = None
-    """gated: at most this many student-acted steps labelled per iteration (all envs), the most uncertain ones so
-    far in the iteration (null: no budget)"""
+    """gated: at most this many student-acted steps labelled per collection (sync: an iteration, all envs; async: each
+    worker's collection), the most uncertain ones so far in it (null: no budget)"""
 
 
 @dataclass

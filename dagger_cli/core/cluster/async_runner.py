@@ -51,7 +51,7 @@ class RolloutWorker:
         d = cfg.algorithm.dagger
         self.rollout = Rollout(
             self.env, self.student, self.expert, cfg.env.max_episode_steps, cfg.env.terminate_on_success,
-            d.mixing, d.only_save_expert,
+            d.mixing, d.only_save_expert, only_success=d.only_success,
         )
         self.version: int | None = None
         """the weights version loaded into the student"""

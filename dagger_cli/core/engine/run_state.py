@@ -20,7 +20,7 @@ import numpy as np
 from dagger_cli.core.engine.beta import BetaSchedule
 from dagger_cli.core.config import Config
 from dagger_cli.core.errors import ConfigError
-from dagger_cli.core.engine.learner import Learner
+from dagger_cli.core.engine.learner import Learner, loss_weights
 from dagger_cli.core.io.metrics import MetricsLogger
 from dagger_cli.core.protocols import RunnerHooks, TrainablePolicy
 from dagger_cli.core.engine.replay_buffer import METADATA_FIELDS, ReplayBuffer, unflatten_obs
@@ -78,7 +78,7 @@ class RunState:
 
             self.learner = DistributedLearner(student, cfg, total_steps)
         else:
-            self.learner = Learner(student, cfg.actor, cfg.seed, total_steps)
+            self.learner = Learner(student, cfg.actor, cfg.seed, total_steps, loss_weights(cfg.algorithm.dagger))
         self.progress = RunProgress(cfg, self.run_dir)
         self.evaluation = RunEvaluation(cfg, self.run_dir, self.hooks)
         self.checkpoint = RunCheckpoint(cfg, self.run_dir, student, self.learner, self.buffer, self.beta,

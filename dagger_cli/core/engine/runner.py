@@ -41,6 +41,7 @@ class SyncRunner:
             terminate_on_success=cfg.env.terminate_on_success,
             mixing=d.mixing,
             only_save_expert=d.only_save_expert,
+            only_success=d.only_success,
         )
 
     def evaluate(self, policy: Policy, final: bool = False):

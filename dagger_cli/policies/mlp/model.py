@@ -60,11 +60,17 @@ class MLPPolicy:
         mean = self.module(self._obs(obs))
         return mean.reshape(len(mean), *self.action_shape).cpu().numpy()
 
-    def loss(self, obs: np.ndarray, expert_actions: np.ndarray) -> torch.Tensor:
+    def _mean_and_target(self, obs: np.ndarray, expert_actions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         mean = self.module(self._obs(obs))
         target = torch.as_tensor(np.asarray(expert_actions), dtype=torch.float32, device=self.device)
-        target = target[:, : self.action_shape[0]].reshape(len(target), -1)
-        return nn.functional.mse_loss(mean, target)
+        return mean, target[:, : self.action_shape[0]].reshape(len(target), -1)
+
+    def loss(self, obs: np.ndarray, expert_actions: np.ndarray) -> torch.Tensor:
+        return nn.functional.mse_loss(*self._mean_and_target(obs, expert_actions))
+
+    def per_sample_loss(self, obs: np.ndarray, expert_actions: np.ndarray) -> torch.Tensor:
+        """Each sample's MSE (batch,): their mean is `loss`."""
+        return nn.functional.mse_loss(*self._mean_and_target(obs, expert_actions), reduction="none").mean(dim=1)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in self.module.state_dict().items()}

@@ -187,3 +187,26 @@ def test_an_unknown_backend_names_the_key():
     with pytest.raises(ConfigError, match="runner.logger.logger_backends: expected a list"):
         point_config(**{"runner.logger.logger_backends": "wandb"})
     assert np.array_equal(point_config().runner.logger.logger_backends, ["tensorboard"])
+
+
+def test_wandb_may_be_added_on_resume_and_logs_from_the_resumed_step(tmp_path, offline):
+    from dagger_cli import assembly
+    from dagger_cli.core.io.run_dir import record_resume, resume_config
+    from test_reliability import runner_in, started_run
+
+    # GIVEN a run stopped after iteration 1 that logged to TensorBoard only
+    run_dir, _ = started_run(tmp_path, stop_after=1, **{"runner.max_epochs": 2})
+    assert not (run_dir / "wandb.json").exists()
+    # WHEN it is resumed with W&B added (a key --resume may change)
+    cfg, changed = resume_config(run_dir, [f"runner.logger.logger_backends={BOTH}"])
+    assert changed == {"runner.logger.logger_backends": ["tensorboard", "wandb"]}
+    record_resume(run_dir, cfg, changed)
+    resumed = runner_in(run_dir, cfg)
+    resumed.state.restore(assembly.resume_checkpoint(run_dir, warn=pytest.fail))
+    resumed.run()
+    # THEN a W&B run holds the steps after the checkpoint, as metrics.jsonl does
+    (wandb_run,) = offline_runs(offline, json.loads((run_dir / "wandb.json").read_text())["id"])
+    logged, _ = history(wandb_run)
+    (row,) = [r for r in metrics_rows(run_dir) if r["step"] == 2]
+    assert sorted(logged) == [2]
+    assert {k: v for k, v in logged[2].items() if not k.startswith("_")} == pytest.approx(scalars_of(row))

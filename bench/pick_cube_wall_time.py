@@ -3,8 +3,9 @@
     python bench/pick_cube_wall_time.py [--seeds 0 1 2] [--curve] [--set KEY=VALUE ...]
 
 Runs the whole command (launch to summary) once per seed, then times the same number of env steps (training
-steps + every evaluation episode) with random actions on the same envs. `--curve` adds one run that evaluates
-the student after every iteration, to show at which iteration it crosses 95%.
+steps + every evaluation episode, the preset's 20-episode ones after each iteration included) with random actions on
+the same envs. `--curve` adds one run that evaluates the student on all 100 episodes after every iteration, to show
+at which iteration it crosses 95%.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ def train(run_dir: Path, seed: int, extra: list[str]) -> tuple[float, dict]:
     from _common import dagger_json
 
     return dagger_json("train", "pick-cube", "--run-dir", str(run_dir), "--seed", str(seed), *extra)
+
+
+def evaluation_episodes(run_dir: Path) -> int:
+    """Episodes of every evaluation of a run (the student's and the expert's), from its metrics.jsonl."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return sum(int(r.get("eval/episodes") or 0) + int(r.get("eval_expert/episodes") or 0) for r in rows)
 
 
 def _pct(value: float | None) -> str:
@@ -46,12 +53,12 @@ def main() -> None:
              "wall / sim")]
     with tempfile.TemporaryDirectory() as tmp:
         runs = [(seed, *train(Path(tmp) / f"seed{seed}", seed, extra)) for seed in args.seeds]
+        episodes = {seed: evaluation_episodes(Path(tmp) / f"seed{seed}") for seed in args.seeds}
         env = make_vec_env(cfg.env)
         try:
             random_stepping_seconds(env, 200)  # warm-up
             for seed, wall, s in runs:
-                evals = sum(x is not None for x in (s["student_init_sr"], s["expert_sr"], s["student_final_sr"]))
-                steps = s["env_steps"] + evals * s["eval_episodes"] * cfg.env.max_episode_steps
+                steps = s["env_steps"] + episodes[seed] * cfg.env.max_episode_steps
                 sim = random_stepping_seconds(env, steps)
                 low, high = s["student_final_ci95"]
                 rows.append((str(seed), _pct(s["student_init_sr"]), _pct(s["expert_sr"]), _pct(s["student_final_sr"]),
@@ -61,7 +68,8 @@ def main() -> None:
             env.close()
         print(table(rows))
         if args.curve:
-            _, s = train(Path(tmp) / "curve", 0, [*extra, "--set", "runner.val_check_interval=1"])
+            _, s = train(Path(tmp) / "curve", 0, [*extra, "--set", "runner.val_check_interval=1",
+                                                  "--set", "env.eval.interim_episodes=0"])
             metrics = [json.loads(line) for line in (Path(tmp) / "curve" / "metrics.jsonl").read_text().splitlines()]
             print("\nstudent eval success_once after each iteration (seed 0):")
             print(table([("iteration", "env steps", "eval SR")] + [

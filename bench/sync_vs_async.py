@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def run(mode: str, run_dir: Path, seed: int, episodes: int, max_epochs: int, sets: list[str]) -> dict:
     cmd = ["dagger", "train", "pick-cube", "--run-dir", str(run_dir), "--json", "--seed", str(seed),
            "--set", "runner.val_check_interval=1", "--set", f"env.eval.num_episodes={episodes}",
+           "--set", "env.eval.interim_episodes=0",
            "--set", f"runner.max_epochs={max_epochs}", "--set", "runner.eval_student_init=false",
            "--set", "runner.eval_expert=false"] + [a for kv in sets for a in ("--set", kv)] + (
         ["--async"] if mode == "async" else [])

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from dagger_cli.core.config import Config
 from dagger_cli.core.config_loader import load_config
 from dagger_cli.core.errors import CheckpointError, ConfigError, UsageError
+from dagger_cli.core.io.metrics import require_backends
 from dagger_cli.core.registry import SCRIPTED, policy_adapter
 from dagger_cli.core.io.run_dir import (
     checkpoints_of, create_run_dir, default_run_dir, ensure_new_run_dir, locate, record_resume, resume_config,
@@ -224,6 +225,7 @@ def runner(plan: RunPlan, hooks: RunnerHooks, argv: list[str]) -> Iterator:
     weights, which fail fast; then the simulator), restored from the plan's checkpoint or with its new run dir made.
     On leaving: the env closed, the workers shut down, and a run that failed before it began leaves no empty dir."""
     cfg, target = plan.config, plan.run_dir
+    require_backends(cfg.runner.logger.logger_backends)  # a missing logger package: one line, before anything is built
     made = workers = None
     try:
         if plan.async_mode:

@@ -214,6 +214,8 @@ def point_config(**overrides) -> Config:
         "actor.global_batch_size=64",
         "actor.micro_batch_size=32",
         "runner.max_epochs=4",
+        "runner.val_check_interval=0",  # the student evaluated after the last iteration only, whatever pick-cube does
+        "env.eval.interim_episodes=0",
         "runner.device=cpu",
     ] + [f"{k}={v}" for k, v in overrides.items()]
     return load_config("pick-cube", overrides=sets)

@@ -39,7 +39,7 @@ try:
     main()
 except SystemExit:
     pass
-heavy = [m for m in ("torch", "mani_skill", "sapien", "tensorboard", "gymnasium") if m in sys.modules]
+heavy = [m for m in ("torch", "mani_skill", "sapien", "tensorboard", "gymnasium", "wandb") if m in sys.modules]
 print("HEAVY", heavy, file=sys.stderr)
 """
 

@@ -13,7 +13,7 @@ from conftest import PointEnv, PointExpert, StopAfter, point_config, requires_pi
 from dagger_cli.core.io import checkpoint# noqa: E402
 from dagger_cli.core.config_loader import load_config  # noqa: E402
 from dagger_cli.core.cluster.distributed_learner import DistributedLearner  # noqa: E402
-from dagger_cli.core.engine.learner import Learner  # noqa: E402
+from dagger_cli.core.engine.learner import Learner, loss_weights  # noqa: E402
 from dagger_cli.core.engine.replay_buffer import ReplayBuffer  # noqa: E402
 from dagger_cli.core.engine.runner import SyncRunner  # noqa: E402
 from dagger_cli.policies.mlp import MLPPolicy  # noqa: E402
@@ -26,12 +26,13 @@ pytestmark = pytest.mark.usefixtures("shared_ray")  # conftest.py's local Ray (i
 # of ranks on GPUs that are not free), shared with test_async.py
 
 
-def filled_buffer(n: int = 400) -> ReplayBuffer:
+def filled_buffer(n: int = 400, expert_used: np.ndarray | None = None) -> ReplayBuffer:
     rng = np.random.default_rng(0)
     buffer = ReplayBuffer(n)
     obs = rng.standard_normal((n, 2)).astype(np.float32)
     buffer.add({"obs": obs, "expert_action": np.clip(-obs[:, :1, None], -1, 1).astype(np.float32),
-                "action": np.zeros((n, 1, 1), np.float32), "expert_used": np.ones(n, bool)})
+                "action": np.zeros((n, 1, 1), np.float32),
+                "expert_used": np.ones(n, bool) if expert_used is None else expert_used})
     return buffer
 
 
@@ -60,6 +61,31 @@ def test_two_gloo_ranks_train_the_same_parameters_as_one_process():
         t2, meta2 = two.state_dict()
         assert set(t1) == set(t2) and all(torch.allclose(t1[k], t2[k], atol=TOLERANCE) for k in t1)
         assert meta1["steps"] == meta2["steps"] == 20 and meta1["rng"] == meta2["rng"]
+    finally:
+        two.close()
+
+
+def test_two_gloo_ranks_weight_the_loss_by_who_acted_as_one_process():
+    # GIVEN a single-process and a 2-rank learner, expert-acted samples weighted 3 and student-acted ones 0.5
+    cfg = point_config(**{"cluster.learner_procs": 2, "actor.global_batch_size": 48, "actor.micro_batch_size": 16,
+                          "algorithm.dagger.expert_loss_weight": 3.0, "algorithm.dagger.student_loss_weight": 0.5})
+    torch.manual_seed(0)
+    single, parallel = MLPPolicy(cfg.actor.model), MLPPolicy(cfg.actor.model)
+    parallel.module.load_state_dict(single.module.state_dict())
+    buffer = filled_buffer(expert_used=np.random.default_rng(1).random(400) < 0.3)
+    one = Learner(single, cfg.actor, cfg.seed, 40, loss_weights(cfg.algorithm.dagger))
+    unweighted = Learner(MLPPolicy(cfg.actor.model), cfg.actor, cfg.seed, 40)
+    unweighted.policy.module.load_state_dict(single.module.state_dict())
+    two = DistributedLearner(parallel, cfg, 40)
+    # WHEN they take 10 updates on the same global batches (the ranks' shards hold different weight sums)
+    try:
+        m1, m2, m0 = one.train(buffer, 10), two.train(buffer, 10), unweighted.train(buffer, 10)
+        # THEN the ranks' parameters and weighted loss are the single learner's, which the weights changed
+        a, b, c = single.module.state_dict(), parallel.module.state_dict(), unweighted.policy.module.state_dict()
+        assert max(float((a[k] - b[k]).abs().max()) for k in a) < TOLERANCE
+        assert m1["train/dagger/actor_loss"] == pytest.approx(m2["train/dagger/actor_loss"], rel=1e-5)
+        assert max(float((a[k] - c[k]).abs().max()) for k in a) > 100 * TOLERANCE
+        assert m1["train/dagger/actor_loss"] != pytest.approx(m0["train/dagger/actor_loss"], rel=1e-3)
     finally:
         two.close()
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import PointExpert, point_config
-from dagger_cli.core.engine.learner import Learner, lr_factor
+from dagger_cli.core.engine.learner import Learner, loss_weights, lr_factor
 from dagger_cli.core.engine.replay_buffer import ReplayBuffer
 from dagger_cli.policies.mlp import MLPPolicy
 
@@ -86,3 +86,96 @@ def test_state_round_trip_continues_identically():
     for pa, pb in zip(a.policy.module.parameters(), b.policy.module.parameters()):
         assert torch.equal(pa, pb)
     assert not math.isnan(ma["train/dagger/actor_loss"])
+
+
+# LOSS WEIGHTS BY WHO ACTED (algorithm.dagger.expert_loss_weight, student_loss_weight)
+def mixed_batches(count=3, n=64, seed=0):
+    """`count` batches of point-env samples, about half of each acted on by the expert (`expert_used`)."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(count):
+        obs = rng.uniform(-1, 1, size=(n, 2)).astype(np.float32)
+        batches.append({"obs": obs, "expert_action": PointExpert().act(obs), "expert_used": rng.random(n) < 0.5})
+    return batches
+
+
+def weighted_learner(expert_weight, student_weight, **sets):
+    cfg = point_config(**{"algorithm.dagger.expert_loss_weight": expert_weight,
+                          "algorithm.dagger.student_loss_weight": student_weight, **sets})
+    torch.manual_seed(0)
+    policy = MLPPolicy(cfg.actor.model)
+    return Learner(policy, cfg.actor, 0, 100, loss_weights(cfg.algorithm.dagger))
+
+
+def test_student_weight_zero_trains_as_the_expert_acted_samples_alone():
+    # GIVEN the same student twice: one learner weighting student-acted samples 0 (expert-acted 1), one unweighted
+    weighted = weighted_learner(1.0, 0.0)
+    plain = weighted_learner(1.0, 1.0)
+    assert plain.weights is None and weighted.weights == (1.0, 0.0)
+    # WHEN the first takes 3 steps on mixed batches (micro-batches of 32) and the second on their expert-acted rows
+    for batch in mixed_batches():
+        loss_w, _ = weighted.step(batch, len(batch["obs"]))
+        expert_rows = {k: v[batch["expert_used"]] for k, v in batch.items()}
+        assert 0 < len(expert_rows["obs"]) < len(batch["obs"])
+        loss_p, _ = plain.step(expert_rows, len(expert_rows["obs"]))
+        # THEN each step's loss and the updated weights are the same (float sums in another order)
+        assert loss_w == pytest.approx(loss_p, rel=1e-5)
+    a, b = weighted.policy.module.state_dict(), plain.policy.module.state_dict()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6
+    start = weighted_learner(1.0, 1.0).policy.module.state_dict()
+    assert max(float((a[k] - start[k]).abs().max()) for k in a) > 1e-3
+
+
+def test_weighted_gradient_is_the_weighted_mean_of_per_sample_gradients():
+    # GIVEN expert-acted samples weighted 2 and student-acted ones 0.5, no clipping, micro-batches of 16
+    learner = weighted_learner(2.0, 0.5, **{"actor.optim.clip_grad": 0, "actor.micro_batch_size": 16})
+    batch = mixed_batches(1, n=64)[0]
+    module = learner.policy.module
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    # WHEN it takes one step
+    loss, _ = learner.step(batch, 64)
+    got = {name: p.grad.clone() for name, p in module.named_parameters() if p.grad is not None}
+    # THEN the gradient is sum_i w_i grad(l_i) / sum_i w_i, each l_i one sample's MSE, computed sample by sample
+    module.load_state_dict(before)
+    w = np.where(batch["expert_used"], 2.0, 0.5)
+    expected = {name: torch.zeros_like(g) for name, g in got.items()}
+    plain = {name: torch.zeros_like(g) for name, g in got.items()}
+    losses = []
+    for i in range(64):
+        module.zero_grad()
+        mean = module(torch.as_tensor(batch["obs"][i : i + 1]))
+        sample_loss = ((mean - torch.as_tensor(batch["expert_action"][i]).reshape(1, -1)) ** 2).mean()
+        sample_loss.backward()
+        losses.append(float(sample_loss.detach()))
+        for name, p in module.named_parameters():
+            if name in expected:
+                expected[name] += float(w[i]) * p.grad
+                plain[name] += p.grad / 64
+    for name in got:
+        assert torch.allclose(got[name], expected[name] / w.sum(), atol=1e-6, rtol=1e-4), name
+    assert loss == pytest.approx(float(np.dot(w, losses) / w.sum()), rel=1e-5)
+    # AND it is not the unweighted mean's gradient
+    assert not all(torch.allclose(got[name], plain[name], atol=1e-6, rtol=1e-4) for name in got)
+
+
+def test_equal_weights_are_the_plain_mean_and_bad_weights_name_their_key():
+    from dagger_cli.core.errors import ConfigError
+
+    assert loss_weights(point_config(**{"algorithm.dagger.expert_loss_weight": 3.0,
+                                        "algorithm.dagger.student_loss_weight": 3.0}).algorithm.dagger) is None
+    for sets, key in [({"algorithm.dagger.expert_loss_weight": -1}, "algorithm.dagger.expert_loss_weight"),
+                      ({"algorithm.dagger.student_loss_weight": ".inf"}, "algorithm.dagger.student_loss_weight"),
+                      ({"algorithm.dagger.expert_loss_weight": 0, "algorithm.dagger.student_loss_weight": 0},
+                       "algorithm.dagger.student_loss_weight")]:
+        with pytest.raises(ConfigError, match=key) as e:
+            point_config(**sets)
+        assert "\n" not in str(e.value)
+
+
+def test_loss_weights_need_a_student_with_per_sample_losses():
+    from conftest import StateOf
+    from dagger_cli.core.errors import ConfigError
+
+    cfg = point_config()
+    with pytest.raises(ConfigError, match="expert_loss_weight and student_loss_weight differ"):
+        Learner(StateOf(MLPPolicy(cfg.actor.model)), cfg.actor, 0, 100, (2.0, 1.0))

@@ -882,3 +882,36 @@ def test_resume_with_augmented_camera_training_is_exact(checkpoint_dir, tokenize
     # THEN the students are bitwise equal
     a, b = straight.state.student.model.state_dict(), resumed.state.student.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_per_sample_losses_average_to_the_loss_and_loss_weights_pick_who_trains(checkpoint_dir, tokenizer_path):
+    from dagger_cli.core.engine.learner import Learner
+    from dagger_cli.core.engine.replay_buffer import flatten_obs
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    # GIVEN two copies of a tiny π₀ student (LIBERO's cameras, augmented), 4 labelled samples, one draw of the loss's
+    # randomness, and an expert that acted on samples 0 and 2
+    model = pi0_config(tokenizer_path, checkpoint_dir)
+    actor = dataclasses.replace(load_config("pick-cube").actor, model=model, global_batch_size=4, micro_batch_size=2)
+    weighted, plain = Pi0Policy(model, "cpu"), Pi0Policy(model, "cpu")
+    assert weighted.augment
+    obs = observation(batch=4, size=32)
+    labels = weighted.act(obs, noise=weighted.sample_noise(4))
+    torch.manual_seed(3)
+    noise = weighted.loss_noise(4)
+    # THEN the per-sample losses are one per sample, and their mean is the loss
+    per_sample = weighted.per_sample_loss(obs, labels, noise=noise)
+    assert per_sample.shape == (4,) and len(set(per_sample.tolist())) == 4
+    assert torch.allclose(per_sample.mean(), weighted.loss(obs, labels, noise=noise))
+    # WHEN one learner steps on all 4 with student-acted samples weighted 0, the other (unweighted) on samples 0, 2
+    batch = {**flatten_obs(obs), "expert_action": labels, "expert_used": np.array([True, False, True, False])}
+    expert_rows = np.array([0, 2])
+    loss_w, _ = Learner(weighted, actor, 0, 10, (1.0, 0.0)).step(batch, 4, noise=noise)
+    loss_p, _ = Learner(plain, actor, 0, 10).step({k: v[expert_rows] for k, v in batch.items()}, 2,
+                                                  noise={k: v[expert_rows] for k, v in noise.items()})
+    # THEN the two losses and updates are the same (float sums in another order)
+    assert loss_w == pytest.approx(loss_p, rel=1e-5)
+    a, b = weighted.model.state_dict(), plain.model.state_dict()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+    start = Pi0Policy(model, "cpu").model.state_dict()
+    assert max(float((a[k] - start[k]).abs().max()) for k in a) > 1e-4

@@ -7,10 +7,11 @@ from dagger_cli.core.engine.rollout import Rollout, evaluate
 from dagger_cli.core.io.video import read_frames
 
 
-def collect(beta, mixing="env", only_save_expert=False, num_envs=4, steps=30, seed=0, terminate=True):
+def collect(beta, mixing="env", only_save_expert=False, num_envs=4, steps=30, seed=0, terminate=True,
+            only_success=False):
     env, student, expert = PointEnv(num_envs), ConstantPolicy(0.7), PointExpert()
     rollout = Rollout(env, student, expert, max_episode_steps=10, terminate_on_success=terminate,
-                      mixing=mixing, only_save_expert=only_save_expert)
+                      mixing=mixing, only_save_expert=only_save_expert, only_success=only_success)
     return rollout.collect(steps, beta, iteration=2, seed=seed, policy_version=5), env, student, expert
 
 
@@ -63,6 +64,43 @@ def test_only_save_expert_keeps_only_expert_steps():
     assert np.all(cat(result, "expert_used"))
     labelled = sum(len(c) for c in expert.calls)
     assert labelled == len(cat(result, "obs"))  # the expert is asked only where it acts
+
+
+def outcomes(result) -> dict[int, bool]:
+    """Each stored episode's success, recomputed from its samples by PointEnv's physics: the point, moved by the
+    executed action, within 0.05 of the goal at some step."""
+    found = {}
+    for t in result.trajectories:
+        moved = t["obs"][:, 0] + np.float32(0.2) * np.clip(t["action"][:, 0, 0], -1, 1)
+        found[int(t["episode_id"][0])] = bool((np.abs(moved - t["obs"][:, 1]) < 0.05).any())
+    return found
+
+
+@pytest.mark.parametrize("terminate", [True, False])
+def test_only_success_keeps_exactly_the_episodes_that_succeeded(terminate):
+    # GIVEN a half-expert rollout whose episodes succeed and fail, some cut short by the rollout's end (25 steps of
+    # 10-step episodes), with and without ending episodes at their success
+    everything, _, _, _ = collect(0.5, steps=25, terminate=terminate)
+    # WHEN the same rollout keeps only the episodes that succeeded
+    kept, _, _, _ = collect(0.5, steps=25, terminate=terminate, only_success=True)
+    # THEN the episodes stored are exactly those that succeeded (by their outcome so far where cut short), with
+    # all their samples, as stored without the filter; the failures are gone
+    all_outcomes = outcomes(everything)
+    assert set(all_outcomes.values()) == {True, False}
+    assert sorted(outcomes(kept)) == sorted(e for e, ok in all_outcomes.items() if ok)
+    assert all(outcomes(kept).values())
+    by_episode = {int(t["episode_id"][0]): t for t in everything.trajectories}
+    for t in kept.trajectories:
+        assert all(np.array_equal(v, by_episode[int(t["episode_id"][0])][k]) for k, v in t.items())
+    # AND an episode cut short counts by its outcome so far: with terminate_on_success it has not succeeded (it would
+    # have ended), else one that succeeded before the cut is kept and those that had not are dropped
+    assert everything.episodes.unfinished > 0
+    assert everything.episodes.unfinished_success == (0 if terminate else 1)
+    if not terminate:  # every env's third episode is cut after 5 of its 10 steps
+        cut = {e: all_outcomes[e] for e, t in by_episode.items() if len(t["obs"]) == 5}
+        assert len(cut) == 4 and {e for e, ok in cut.items() if ok} == set(cut) & set(outcomes(kept))
+    # AND the rollout itself (episodes, env steps, who acted) is the same with the filter as without
+    assert kept.episodes == everything.episodes and kept.expert_action_frac == everything.expert_action_frac
 
 
 def test_metadata_and_episode_segments():

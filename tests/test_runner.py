@@ -10,6 +10,7 @@ from dagger_cli.core.io import checkpoint
 from dagger_cli.core.errors import CheckpointError
 from dagger_cli.core.engine.run_checkpoint import checkpoint_samples
 from dagger_cli.core.engine.runner import SyncRunner
+from dagger_cli.core.protocols import RunnerHooks
 from dagger_cli.policies.mlp import MLPPolicy
 
 REQUIRED_METRICS = {
@@ -124,6 +125,7 @@ from conftest import PointEnv, PointExpert, point_config
 from dagger_cli.core.io.run_dir import create_run_dir
 from dagger_cli.core.protocols import RunnerHooks
 from dagger_cli.core.engine.runner import SyncRunner
+from dagger_cli.core.protocols import RunnerHooks
 from dagger_cli.policies.mlp import MLPPolicy
 
 class KilledWhileTrainingIteration3(RunnerHooks):
@@ -278,3 +280,40 @@ def test_evaluation_of_a_sampling_policy_repeats_and_leaves_trainings_random_str
     # AND a different protocol draws different noise
     evaluate_policy(PointEnv(2), other, [8, 9, 10], 12)
     assert not np.array_equal(np.concatenate(first.actions), np.concatenate(other.actions))
+
+
+class KeepStored(RunnerHooks):
+    """Runner hooks that keep a copy of the buffer's samples after each iteration."""
+
+    def __init__(self):
+        self.runner, self.stored = None, []
+
+    def iteration_done(self, iteration, total, metrics):
+        self.stored.append(self.runner.state.buffer.stored())
+
+
+def test_only_success_stores_the_successful_episodes_of_each_iteration(tmp_path):
+    # GIVEN the same run without and with algorithm.dagger.only_success (the student fails at first: beta halves)
+    stored = {}
+    for only_success in (False, True):
+        cfg = point_config(**{"algorithm.dagger.only_success": only_success, "runner.max_epochs": 3,
+                              "algorithm.replay_buffer.min_buffer_size": 1, "runner.eval_expert": False,
+                              "runner.eval_student_init": False})
+        hooks = KeepStored()
+        runner = make_runner(tmp_path / str(only_success), cfg, hooks)
+        hooks.runner = runner
+        runner.run()
+        stored[only_success] = hooks.stored[-1]
+    # THEN each episode the filtered run stored succeeded (its last sample's action brings the point to the goal:
+    # episodes end at their success), and some of the unfiltered run's did not
+    def succeeded(samples):
+        ends = {}
+        for i, episode in enumerate(samples["episode_id"]):
+            ends[int(episode)] = i  # samples of an episode are stored in order
+        rows = np.array(sorted(ends.values()))
+        moved = samples["obs"][rows, 0] + np.float32(0.2) * np.clip(samples["action"][rows, 0, 0], -1, 1)
+        return np.abs(moved - samples["obs"][rows, 1]) < 0.05
+
+    assert succeeded(stored[True]).all() and len(stored[True]["obs"]) > 0
+    assert not succeeded(stored[False]).all()
+    assert len(stored[True]["obs"]) < len(stored[False]["obs"])

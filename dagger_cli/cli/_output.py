@@ -66,7 +66,10 @@ def _json_default(value: Any) -> Any:
 
 
 def error_line(message: str) -> None:
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    # escaped: a message's brackets ("pip install 'dagger-cli[wandb]'") are text, not rich markup
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
 
 
 @contextmanager

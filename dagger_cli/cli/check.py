@@ -1,7 +1,8 @@
 """`dagger check PRESET`: is everything this preset needs installed and working? One line per check.
 
 The lines: the config; torch; the env adapter's own probes (simulator, renderer, assets, ...); one env made, reset
-and stepped; the student and the expert built (their checkpoints loaded) with what their adapters add. A check passes
+and stepped; the student and the expert built (their checkpoints loaded) with what their adapters add; with
+runner.logger's wandb backend, its package. A check passes
 (✓), passes with a warning (!: it works but is not usable as configured, e.g. a full-size π₀ on a CPU) or fails (✗).
 
 What the libraries print while a check runs (robosuite's macro warnings, LIBERO's "[info] Applying task order" lines,
@@ -96,6 +97,8 @@ def run_checks(cfg, on_result: Callable[[Check], None] | None = None) -> list[Ch
     record("env", lambda: _env(cfg, state), needs=tuple(p.name for p in probes))
     record("student", lambda: _model(cfg, state, student=True), needs=("torch",))
     record("expert", lambda: _model(cfg, state, student=False), needs=("torch",))
+    if "wandb" in cfg.runner.logger.logger_backends:
+        record("logger", lambda: _wandb(cfg))
     return results
 
 
@@ -148,6 +151,17 @@ def _torch(cfg, state) -> str:
     state["device"] = device
     cuda = f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s)" if torch.cuda.is_available() else "no CUDA"
     return f"torch {torch.__version__} ({cuda}); student on {device}"
+
+
+def _wandb(cfg) -> str:
+    """runner.logger's wandb backend: the package imports (whether its account is logged in shows when a run starts)."""
+    from dagger_cli.core.io.metrics import require_backends
+
+    require_backends(cfg.runner.logger.logger_backends)
+    import wandb
+
+    mode = os.environ.get("WANDB_MODE", "online")
+    return f"wandb {wandb.__version__}, project {cfg.runner.logger.project_name!r}, WANDB_MODE={mode}"
 
 
 def _env(cfg, state) -> str:

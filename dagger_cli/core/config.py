@@ -12,6 +12,8 @@ Key names follow RLinf's embodied configs where RLinf has them (`algorithm.dagge
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,6 +41,13 @@ class DaggerConfig:
     """floor of beta"""
     only_save_expert: bool = False
     """keep only steps the expert executed (HG-DAgger style); False labels every visited state (classic DAgger)"""
+    only_success: bool = False
+    """keep only the samples of training episodes that succeeded (RLinf's online_lerobot.only_success); an episode
+    the iteration's end cuts short counts by its outcome so far (with terminate_on_success: never a success)"""
+    expert_loss_weight: float = 1.0
+    """loss weight of samples the expert acted on (expert_used; the loss is the weighted mean over a batch)"""
+    student_loss_weight: float = 1.0
+    """loss weight of samples the student acted on (relabelled by the expert); equal weights: the plain mean"""
     mixing: Literal["env", "batch"] = "env"
     """one expert/student coin per env per step (`env`), or one per step for all envs (`batch`, RLinf's behaviour)"""
     bc_warmup_updates: int = 0
@@ -224,6 +233,22 @@ class ClusterConfig:
 
 
 # RUNNER
+LOGGER_BACKENDS = ("tensorboard", "wandb")
+"""where `runner.logger.logger_backends` may send the metrics beside `metrics.jsonl`"""
+
+
+@dataclass
+class LoggerConfig:
+    logger_backends: list[str] = field(default_factory=lambda: ["tensorboard"])
+    """where the metrics go beside metrics.jsonl (always written): tensorboard (RUN_DIR/tb), wandb (extra wandb)"""
+    project_name: str = "dagger"
+    """wandb: the project the run is logged to"""
+    experiment_name: str | None = None
+    """wandb: the run's display name; null = <preset>/<run dir name>"""
+    wandb_entity: str | None = None
+    """wandb: the team or user that owns the run; null = the logged-in account's default"""
+
+
 @dataclass
 class RunnerConfig:
     max_epochs: int = 10
@@ -246,6 +271,8 @@ class RunnerConfig:
     """evaluate the expert alone before training (the results table's "Expert SR")"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """where the student and the learner run"""
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    """metric sinks beside metrics.jsonl (RLinf's runner.logger keys; its log_path is the run dir here)"""
 
 
 @dataclass
@@ -354,6 +381,12 @@ def validate(cfg: Config) -> Config:
         f"evaluation seeds must stay below {EVAL_SEED_LIMIT} (training episodes reset with the seeds above)",
     )
     check(r.save_interval == -1 or r.save_interval > 0, "runner.save_interval", "must be positive or -1")
+    for name in ("expert_loss_weight", "student_loss_weight"):
+        value = getattr(d, name)
+        check(value >= 0 and math.isfinite(value), f"algorithm.dagger.{name}",
+              f"must be a finite number >= 0, got {value}")
+    check(d.expert_loss_weight + d.student_loss_weight > 0, "algorithm.dagger.student_loss_weight",
+          "and algorithm.dagger.expert_loss_weight are both 0: no sample would train")
     check(d.max_policy_lag >= 0, "algorithm.dagger.max_policy_lag", f"must not be negative, got {d.max_policy_lag}")
     if d.query == "gated":
         check(d.query_threshold is not None or d.query_budget is not None, "algorithm.dagger.query",
@@ -369,6 +402,11 @@ def validate(cfg: Config) -> Config:
     check(c.rollout_worker_cpus >= 0, "cluster.rollout_worker_cpus", "must not be negative")
     check(c.rollout_worker_gpus is None or c.rollout_worker_gpus >= 0, "cluster.rollout_worker_gpus", "must not be negative")
     check(cfg.runner.eval_video_episodes >= 0, "runner.eval_video_episodes", "must not be negative")
+    for backend in r.logger.logger_backends:
+        hint = difflib.get_close_matches(backend, LOGGER_BACKENDS, n=1)
+        check(backend in LOGGER_BACKENDS, "runner.logger.logger_backends",
+              f"{backend!r} is not one of {', '.join(map(repr, LOGGER_BACKENDS))}"
+              + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     check(c.learner_procs >= 1, "cluster.learner_procs", f"must be at least 1, got {c.learner_procs}")
     check(c.object_store_gib >= 0, "cluster.object_store_gib", "must not be negative")
     check(c.learner_threads >= 0, "cluster.learner_threads", f"must not be negative, got {c.learner_threads}")

@@ -72,6 +72,9 @@ class TrainablePolicy(Policy, Protocol):
     samples) and takes them back as `loss(obs, expert_actions, noise=...)`. The learner draws them where it samples
     the global batch, from torch's global generator (checkpointed), and gives each micro-batch and data-parallel
     rank its rows, so N ranks compute the single learner's gradient.
+
+    Optional: `per_sample_loss(obs, expert_actions[, noise=...])`, each sample's loss (a (batch,) tensor whose mean
+    is `loss`), which loss weights by who acted (algorithm.dagger.expert_loss_weight, student_loss_weight) need.
     """
 
     module: Any

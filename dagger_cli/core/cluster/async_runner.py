@@ -537,10 +537,10 @@ class AsyncRunner:
                 else:
                     row.metrics.update(evaluation.record_initial(ev.what, merged))
             if row.iteration == 0:
-                metrics.log(0, row.metrics)
+                metrics.log(0, row.metrics, videos=evaluation.take_videos())
                 continue
             row.metrics["time/elapsed_s"] = self.state.progress.elapsed()
-            metrics.log(row.iteration, row.metrics)
+            metrics.log(row.iteration, row.metrics, videos=evaluation.take_videos())
             self.state.hooks.iteration_done(row.iteration, self.state.cfg.runner.max_epochs, row.metrics)
 
 

@@ -6,8 +6,9 @@ would draw; rank i gets the i-th contiguous shard of each. It also draws each gl
 (π₀'s flow-matching time and noise, its image augmentation: the policy's `loss_noise`) from this process's
 torch generator, which run checkpoints hold, as a single learner's micro-batches would, and ships each rank the rows of
 its shard: the ranks' losses are the single learner's, reproducible and exactly resumable, and no rank draws
-anything. Each rank weights its micro-batches' losses by their share of the global batch, so the all-reduced sum of
-the ranks' gradients is the single learner's gradient; every rank then clips and steps the same way, and the
+anything. Each rank weights its micro-batches' losses by their share of the global batch (with loss weights by
+expert_used: its samples' weighted losses over the global batch's weight sum, which this process sends), so the
+all-reduced sum of the ranks' gradients is the single learner's gradient; every rank then clips and steps the same way, and the
 replicas stay equal. After each `train` the student here takes rank 0's weights (for rollouts, evaluation and
 checkpoints); checkpoints hold rank 0's optimizer state, which `load_state_dict` gives to every rank.
 
@@ -27,7 +28,8 @@ import torch
 
 from dagger_cli.core.config import ActorConfig, Config
 from dagger_cli.core.errors import DaggerError
-from dagger_cli.core.engine.learner import Learner, _SAMPLE_STREAM, draw_loss_noise
+from dagger_cli.core.engine.learner import (Learner, _SAMPLE_STREAM, check_weightable, draw_loss_noise, loss_weights,
+                                           sample_weights)
 from dagger_cli.core.protocols import TrainablePolicy
 from dagger_cli.core.engine.replay_buffer import ReplayBuffer
 
@@ -44,10 +46,11 @@ def _on_gpu(policy: TrainablePolicy) -> bool:
 class LearnerRank:
     """One rank, in a Ray actor: a replica of the student, its optimizer and the process group."""
 
-    def __init__(self, policy: TrainablePolicy, cfg: ActorConfig, seed: int, total_steps: int, threads: int):
+    def __init__(self, policy: TrainablePolicy, cfg: ActorConfig, seed: int, total_steps: int, threads: int,
+                 weights: tuple[float, float] | None = None):
         torch.set_num_threads(threads)
         self.policy = policy
-        self.learner = Learner(policy, cfg, seed, total_steps)
+        self.learner = Learner(policy, cfg, seed, total_steps, weights)
 
     def address(self) -> str:
         """host:port for the process group's rendezvous (called on rank 0)."""
@@ -62,10 +65,10 @@ class LearnerRank:
         dist.init_process_group(backend, init_method=f"tcp://{address}", rank=rank, world_size=world)
         return rank
 
-    def step(self, shard: dict[str, np.ndarray], batch_size: int,
-             noise: dict[str, torch.Tensor] | None = None) -> tuple[float, float]:
+    def step(self, shard: dict[str, np.ndarray], batch_size: int, noise: dict[str, torch.Tensor] | None = None,
+             weight_total: float | None = None) -> tuple[float, float]:
         self.policy.module.train()
-        return self.learner.step(shard, batch_size, reduce=_all_reduce, noise=noise)
+        return self.learner.step(shard, batch_size, reduce=_all_reduce, noise=noise, weight_total=weight_total)
 
     def weights(self) -> dict[str, torch.Tensor]:
         self.policy.module.eval()
@@ -111,6 +114,8 @@ class DistributedLearner:
         self.run_cfg = run_cfg
         self.cfg = run_cfg.actor
         self.procs = run_cfg.cluster.learner_procs
+        self.weights = loss_weights(run_cfg.algorithm.dagger)
+        check_weightable(policy, self.weights)  # here, not in the ranks
         self.total_steps = total_steps
         self.rng = np.random.default_rng([run_cfg.seed, _SAMPLE_STREAM])
         self.steps = 0
@@ -172,7 +177,7 @@ class DistributedLearner:
             self.reserve()
         threads = max(1, (os.cpu_count() or 1) // self.procs)
         actor = ray.remote(num_cpus=1 if cuda else 0, num_gpus=1 if cuda else 0)(LearnerRank)
-        args = (self.policy, self.cfg, self.run_cfg.seed, self.total_steps, threads)
+        args = (self.policy, self.cfg, self.run_cfg.seed, self.total_steps, threads, self.weights)
         if self._group is not None:
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -211,8 +216,11 @@ class DistributedLearner:
             bounds = list(zip(edges[:-1], edges[1:]))
             shards = [{k: v[a:b] for k, v in batch.items()} for a, b in bounds]
             noises = [None if noise is None else {k: v[a:b] for k, v in noise.items()} for a, b in bounds]
-            results = self._get([r.step.remote(s, batch_size, n) for r, s, n in zip(self.ranks, shards, noises)],
-                                "training")
+            # with loss weights, every rank divides by the global batch's weight sum
+            total = None if self.weights is None else float(
+                sample_weights(batch["expert_used"], self.weights).sum(dtype=np.float64))
+            results = self._get([r.step.remote(s, batch_size, n, total)
+                                 for r, s, n in zip(self.ranks, shards, noises)], "training")
             losses.append(sum(loss for loss, _ in results))
             norms.append(results[0][1])
             self.steps += 1

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dagger_cli.core.config import ActorConfig
+from dagger_cli.core.config import ActorConfig, DaggerConfig
+from dagger_cli.core.errors import ConfigError
 from dagger_cli.core.protocols import TrainablePolicy
 from dagger_cli.core.engine.replay_buffer import ReplayBuffer, unflatten_obs
 
@@ -41,12 +42,40 @@ def draw_loss_noise(policy: TrainablePolicy, batch_size: int, micro_batch_size: 
     return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
 
 
-class Learner:
-    """Trains the student on DAgger labels: `update_epoch` optimizer steps per call of `train`."""
+def loss_weights(d: DaggerConfig) -> tuple[float, float] | None:
+    """(expert-acted, student-acted) sample weights of the loss, from algorithm.dagger's `expert_loss_weight` and
+    `student_loss_weight`; None where they are equal, whose weighted mean is the plain mean: the learner then
+    computes the loss as it does without weights, bit for bit."""
+    if d.expert_loss_weight == d.student_loss_weight:
+        return None
+    return d.expert_loss_weight, d.student_loss_weight
 
-    def __init__(self, policy: TrainablePolicy, cfg: ActorConfig, seed: int, default_total_steps: int):
+
+def sample_weights(expert_used: np.ndarray, weights: tuple[float, float]) -> np.ndarray:
+    """Each sample's loss weight: the expert's where it acted (`expert_used`), the student's elsewhere."""
+    return np.where(np.asarray(expert_used, dtype=bool), weights[0], weights[1]).astype(np.float32)
+
+
+def check_weightable(policy: TrainablePolicy, weights: tuple[float, float] | None) -> None:
+    """Loss weights need the student's `per_sample_loss`; one line naming the keys where it has none."""
+    if weights is not None and not hasattr(policy, "per_sample_loss"):
+        raise ConfigError(f"algorithm.dagger.expert_loss_weight and student_loss_weight differ but the student "
+                          f"({type(policy).__name__}) has no per-sample loss to weight; make them equal")
+
+
+class Learner:
+    """Trains the student on DAgger labels: `update_epoch` optimizer steps per call of `train`.
+
+    With `weights` (`loss_weights`: expert-acted, student-acted), a global batch's loss is the weighted mean of
+    its samples' losses, sum(w_i * l_i) / sum(w_i) (the student's `per_sample_loss`); a batch whose weights are all
+    0 has zero gradient (AdamW still applies its momentum and weight decay)."""
+
+    def __init__(self, policy: TrainablePolicy, cfg: ActorConfig, seed: int, default_total_steps: int,
+                 weights: tuple[float, float] | None = None):
         self.policy = policy
         self.cfg = cfg
+        self.weights = weights
+        check_weightable(policy, weights)
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(
             [p for p in policy.module.parameters() if p.requires_grad],
@@ -78,24 +107,31 @@ class Learner:
         return self.metrics(losses, norms)
 
     def step(self, batch: dict[str, np.ndarray], batch_size: int, reduce=None,
-             noise: dict[str, torch.Tensor] | None = None) -> tuple[float, float]:
+             noise: dict[str, torch.Tensor] | None = None, weight_total: float | None = None) -> tuple[float, float]:
         """One optimizer step on `batch`, all of a global batch of `batch_size` samples or (data-parallel) this
         process's shard of it, with `reduce(params)` summing the shards' gradients; `noise`, the loss's
-        randomness for these rows (`draw_loss_noise`; None: the policy's loss draws its own); returns (loss, grad
-        norm), the loss summed over the shards' parts."""
+        randomness for these rows (`draw_loss_noise`; None: the policy's loss draws its own); `weight_total`, with
+        loss weights, the sum of the global batch's sample weights (None: this batch's, all of it); returns (loss,
+        grad norm), the loss summed over the shards' parts."""
         cfg = self.cfg
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.optimizer.zero_grad(set_to_none=True)
+        weights = None if self.weights is None else sample_weights(batch["expert_used"], self.weights)
+        if weights is not None and weight_total is None:
+            weight_total = float(weights.sum(dtype=np.float64))
         total = 0.0
         for start in range(0, len(batch["expert_action"]), cfg.micro_batch_size):
             part = {k: v[start : start + cfg.micro_batch_size] for k, v in batch.items()}
-            weight = len(part["expert_action"]) / batch_size
-            if noise is None:
-                loss = self.policy.loss(unflatten_obs(part), part["expert_action"])
-            else:
-                rows = {k: v[start : start + cfg.micro_batch_size] for k, v in noise.items()}
-                loss = self.policy.loss(unflatten_obs(part), part["expert_action"], noise=rows)
-            loss = loss * weight
+            kwargs = {} if noise is None else {"noise": {k: v[start : start + cfg.micro_batch_size]
+                                                         for k, v in noise.items()}}
+            if weights is None:
+                weight = len(part["expert_action"]) / batch_size
+                loss = self.policy.loss(unflatten_obs(part), part["expert_action"], **kwargs)
+                loss = loss * weight
+            else:  # this part's share of the global batch's weighted mean
+                losses = self.policy.per_sample_loss(unflatten_obs(part), part["expert_action"], **kwargs)
+                w = torch.as_tensor(weights[start : start + cfg.micro_batch_size], device=losses.device)
+                loss = (losses * w).sum() / (weight_total if weight_total > 0 else 1.0)
             loss.backward()
             total += float(loss.detach())
         if reduce is not None:

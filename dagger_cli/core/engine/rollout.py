@@ -190,6 +190,7 @@ class Rollout:
         mixing: str = "env",
         only_save_expert: bool = False,
         gate: QueryGate | None = None,
+        only_success: bool = False,
     ):
         if mixing not in ("env", "batch"):
             raise ValueError(f"mixing must be 'env' or 'batch', got {mixing!r}")
@@ -205,6 +206,7 @@ class Rollout:
         self.terminate_on_success = terminate_on_success
         self.mixing = mixing
         self.only_save_expert = only_save_expert
+        self.only_success = only_success
         self.gate = gate
 
     @classmethod
@@ -213,7 +215,7 @@ class Rollout:
         d = cfg.algorithm.dagger
         gate = QueryGate(d.query_threshold, d.query_budget) if d.query == "gated" else None
         return cls(env, student, expert, cfg.env.max_episode_steps, cfg.env.terminate_on_success, d.mixing,
-                   d.only_save_expert, gate)
+                   d.only_save_expert, gate, d.only_success)
 
     def collect(self, num_steps: int, beta: float, iteration: int, seed: int, policy_version: int = 0) -> RolloutResult:
         """Runs every env for `num_steps` env steps at expert probability `beta`."""
@@ -241,6 +243,7 @@ class Rollout:
         elapsed = np.zeros(n, dtype=np.int64)
         success_once = np.zeros(n, dtype=bool)
         episodes = EpisodeStats()
+        succeeded: dict[int, bool] = {}  # episode id -> success so far, for `only_success`
 
         calls = math.ceil(num_steps / chunks)
         steps: dict[str, np.ndarray] = {}
@@ -309,6 +312,7 @@ class Rollout:
             if done.any():
                 for i in np.flatnonzero(done):
                     episodes.add(success_once[i], success[i, -1], elapsed[i])
+                    succeeded[int(episode_id[i])] = bool(success_once[i])
                 if k < calls - 1:
                     t = time.perf_counter()
                     obs = env.reset([int(s) for s in seeds.integers(*TRAIN_SEED_RANGE, size=n)], done)
@@ -320,10 +324,11 @@ class Rollout:
             running = ~done
             episodes.unfinished += int(running.sum())
             episodes.unfinished_success += int((success_once & running).sum())
+            succeeded.update(zip(episode_id[running].tolist(), success_once[running].tolist()))
 
         if worker_seconds is not None:
             timings.update({f"worker_{part}": seconds for part, seconds in worker_seconds().items()})
-        trajectories = self._split(steps, beta, iteration, policy_version)
+        trajectories = self._split(steps, beta, iteration, policy_version, succeeded if self.only_success else None)
         return RolloutResult(
             trajectories=trajectories,
             episodes=episodes,
@@ -346,8 +351,10 @@ class Rollout:
         timings["expert"] += time.perf_counter() - t
         executed[expert_acts] = expert_label[expert_acts, :self.env.num_action_chunks]
 
-    def _split(self, steps: dict[str, np.ndarray], beta: float, iteration: int, version: int) -> list[dict]:
-        """Per env, cuts the (calls, envs) step arrays into labelled trajectories, one per episode segment."""
+    def _split(self, steps: dict[str, np.ndarray], beta: float, iteration: int, version: int,
+               succeeded: dict[int, bool] | None = None) -> list[dict]:
+        """Per env, cuts the (calls, envs) step arrays into labelled trajectories, one per episode segment; with
+        `succeeded` (episode id -> its outcome; `only_success`), only the segments of episodes that succeeded."""
         trajectories = []
         if not steps:
             return trajectories
@@ -357,6 +364,8 @@ class Rollout:
             episode = steps["episode_id"][:, i]
             boundaries = np.flatnonzero(np.diff(episode)) + 1
             for rows in np.split(np.arange(len(episode)), boundaries):
+                if succeeded is not None and not succeeded[int(episode[rows[0]])]:
+                    continue
                 rows = rows[keep[rows]]
                 if len(rows) == 0:
                     continue

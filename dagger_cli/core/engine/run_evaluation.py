@@ -60,6 +60,7 @@ class RunEvaluation:
         self.expert: dict[str, Any] | None = None
         self.evals: list[dict[str, Any]] = []
         """the student's evaluations after iterations, oldest first (each with its `iteration`)"""
+        self._unlogged_videos: dict[str, list[Path]] = {}
         self._said_no_video = False
 
     @property
@@ -78,17 +79,26 @@ class RunEvaluation:
         wanted = {"initial student": r.eval_student_init, "expert": r.eval_expert}
         return [what for what, on in wanted.items() if on and getattr(self, INITIAL[what][0]) is None]
 
-    def keep_videos(self, result, label: str) -> None:
-        """The evaluation's videos under `RUN_DIR/videos/<label>/`; an env that renders nothing is said once."""
+    def keep_videos(self, result, label: str, prefix: str) -> None:
+        """The evaluation's videos under `RUN_DIR/videos/<label>/`, held for the next metrics row as
+        `<prefix>/videos` (`take_videos`); an env that renders nothing is said once."""
         if result.no_video and not self._said_no_video:
             self.hooks.note("runner.eval_video_episodes: this env renders no frames; no video is recorded")
             self._said_no_video = True
-        save_videos(result, self.run_dir / VIDEOS_DIR / label)
+        paths = save_videos(result, self.run_dir / VIDEOS_DIR / label)
+        if paths:
+            self._unlogged_videos[f"{prefix}/videos"] = paths
+
+    def take_videos(self) -> dict[str, list[Path]]:
+        """The videos saved since the last call, by metric name (`eval/videos`, `eval_expert/videos`), for the
+        metrics row of their evaluations (W&B logs them)."""
+        videos, self._unlogged_videos = self._unlogged_videos, {}
+        return videos
 
     def record_initial(self, what: str, evaluation) -> dict[str, float]:
         """An evaluation before training (`what`: a key of INITIAL) with its videos; returns its metrics."""
         name, prefix, label = INITIAL[what]
-        self.keep_videos(evaluation, label)
+        self.keep_videos(evaluation, label, prefix)
         result = evaluation.summary()
         setattr(self, name, result)
         self.hooks.evaluated(what, result)
@@ -96,7 +106,7 @@ class RunEvaluation:
 
     def record(self, iteration: int, evaluation) -> dict[str, float]:
         """The student's evaluation after `iteration`, with its videos; returns its metrics."""
-        self.keep_videos(evaluation, str(iteration))
+        self.keep_videos(evaluation, str(iteration), "eval")
         result = evaluation.summary()
         self.evals.append({"iteration": iteration, **result})
         return eval_row("eval", result)

@@ -20,7 +20,7 @@ import numpy as np
 from dagger_cli.core.engine.beta import BetaSchedule
 from dagger_cli.core.config import Config
 from dagger_cli.core.errors import ConfigError
-from dagger_cli.core.engine.learner import Learner
+from dagger_cli.core.engine.learner import Learner, loss_weights
 from dagger_cli.core.io.metrics import MetricsLogger
 from dagger_cli.core.protocols import RunnerHooks, TrainablePolicy
 from dagger_cli.core.engine.replay_buffer import METADATA_FIELDS, ReplayBuffer, unflatten_obs
@@ -78,7 +78,7 @@ class RunState:
 
             self.learner = DistributedLearner(student, cfg, total_steps)
         else:
-            self.learner = Learner(student, cfg.actor, cfg.seed, total_steps)
+            self.learner = Learner(student, cfg.actor, cfg.seed, total_steps, loss_weights(cfg.algorithm.dagger))
         self.progress = RunProgress(cfg, self.run_dir)
         self.evaluation = RunEvaluation(cfg, self.run_dir, self.hooks)
         self.checkpoint = RunCheckpoint(cfg, self.run_dir, student, self.learner, self.buffer, self.beta,
@@ -174,8 +174,9 @@ class RunState:
     def start(self, tensorboard: bool, started_at: float | None = None) -> MetricsLogger:
         """Starts the wall clock (at `started_at`, a perf_counter, default now), makes the buffer's directory (a disk
         that cannot be written fails here, before any episode) and holds the GPUs of data-parallel learner ranks (too
-        few is one line here), seeds a new run's buffer, then opens the run's metrics sinks, cut back to the
-        checkpoint on resume; a new run logs its config first."""
+        few is one line here), seeds a new run's buffer, then opens the run's metrics sinks (runner.logger's
+        backends; `tensorboard` False leaves TensorBoard out whatever they say), cut back to the checkpoint on
+        resume; a new run logs its config first."""
         self.progress.start_clock(started_at)
         self.buffer.storage.prepare()
         reserve = getattr(self.learner, "reserve", None)
@@ -184,7 +185,14 @@ class RunState:
         resumed_from = self.progress.resumed_from
         if resumed_from is None and self.seed is not None:
             self.load_seed_dataset(self.seed)
-        metrics = MetricsLogger(self.run_dir, resume_step=resumed_from, tensorboard=tensorboard)
+        backends = self.cfg.runner.logger.logger_backends
+        wandb = None
+        if "wandb" in backends:
+            from dagger_cli.core.io.metrics import WandbSink
+
+            wandb = WandbSink(self.run_dir, self.cfg, resumed_from, note=self.hooks.note)
+        metrics = MetricsLogger(self.run_dir, resume_step=resumed_from,
+                                tensorboard=tensorboard and "tensorboard" in backends, wandb=wandb)
         if resumed_from is None:
             metrics.add_text("config", "```\n" + self.cfg.to_yaml() + "\n```")
         return metrics

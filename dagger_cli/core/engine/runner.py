@@ -66,7 +66,7 @@ class SyncRunner:
             s.hooks.phase(f"evaluating the {what}")
             row.update(s.evaluation.record_initial(what, self.evaluate(self.expert if what == "expert" else s.student)))
         if row:
-            metrics.log(0, row)
+            metrics.log(0, row, videos=s.evaluation.take_videos())
 
     def _iteration(self, metrics: MetricsLogger) -> None:
         s = self.state
@@ -117,7 +117,7 @@ class SyncRunner:
                 "time/env_steps_per_s": result.env_steps / max(collected - start, 1e-9),
             }
         )
-        metrics.log(iteration, row)
+        metrics.log(iteration, row, videos=s.evaluation.take_videos())
         save = cfg.runner.save_interval
         if save > 0 and iteration % save == 0:
             s.save()

@@ -5,7 +5,9 @@
       meta.json             dagger and torch versions, argv, mode (sync or async), host, pid; `resumes`: each
                             resume's time and changed keys
       metrics.jsonl         one JSON row per iteration, step 0 before training (`metrics.MetricsLogger`)
-      tb/                   the same rows for TensorBoard
+      tb/                   the same rows for TensorBoard (runner.logger.logger_backends: tensorboard)
+      wandb.json            the W&B run's id, project, entity and name (backend wandb), which a resume continues
+      wandb/                W&B's own files (unless WANDB_DIR is set)
       summary.json          the run so far, written with every checkpoint and at the end (`read_summary`)
       checkpoints/iter_000007/     after 7 iterations, renamed into place whole (`checkpoint`):
         student.safetensors        the student's state dict (a π₀'s with its norm stats)
@@ -42,6 +44,7 @@ CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tb"
+WANDB_RUN_FILE = "wandb.json"
 SUMMARY_FILE = "summary.json"
 CHECKPOINTS_DIR = "checkpoints"
 REPLAY_BUFFER_DIR = "replay_buffer"
@@ -147,9 +150,9 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
 
 # RESUMING ONE
 RESUMABLE_KEYS = ("runner.max_epochs", "runner.val_check_interval", "runner.save_interval", "runner.keep_checkpoints",
-                  "runner.device", "cluster.")
-"""what `--resume RUN --set` may change: how long the run goes on, how often it evaluates and saves, and where it
-runs; everything else shaped the state the checkpoint holds (buffer, optimizer, schedules, data)"""
+                  "runner.device", "runner.logger.", "cluster.")
+"""what `--resume RUN --set` may change: how long the run goes on, how often it evaluates and saves, where it runs
+and where its metrics go; everything else shaped the state the checkpoint holds (buffer, optimizer, schedules, data)"""
 
 
 def resume_config(run_dir: Path, overrides: list[str]) -> tuple[Config, dict[str, Any]]:

@@ -87,14 +87,23 @@ class MLPPolicy:
         actions = heads[0].reshape(heads.shape[1], *self.action_shape)
         return actions.cpu().numpy(), heads.std(dim=0, correction=0).mean(dim=1).cpu().numpy()
 
-    def loss(self, obs: np.ndarray, expert_actions: np.ndarray) -> torch.Tensor:
+    def _outputs_and_target(self, obs: np.ndarray, expert_actions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean head's output (batch, out), or with ensemble heads every head's (K, batch, out), and the labels
+        shaped alike."""
         target = torch.as_tensor(np.asarray(expert_actions), dtype=torch.float32, device=self.device)
         target = target[:, : self.action_shape[0]].reshape(len(target), -1)
         if self.ensemble_heads > 1:
             heads = self.module.heads(self._obs(obs))
-            return nn.functional.mse_loss(heads, target.expand_as(heads))
-        mean = self.module(self._obs(obs))
-        return nn.functional.mse_loss(mean, target)
+            return heads, target.expand_as(heads)
+        return self.module(self._obs(obs)), target
+
+    def loss(self, obs: np.ndarray, expert_actions: np.ndarray) -> torch.Tensor:
+        return nn.functional.mse_loss(*self._outputs_and_target(obs, expert_actions))
+
+    def per_sample_loss(self, obs: np.ndarray, expert_actions: np.ndarray) -> torch.Tensor:
+        """Each sample's MSE (batch,), over its heads too: their mean is `loss`."""
+        errors = nn.functional.mse_loss(*self._outputs_and_target(obs, expert_actions), reduction="none")
+        return errors.mean(dim=1) if errors.dim() == 2 else errors.mean(dim=(0, 2))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in self.module.state_dict().items()}

@@ -254,6 +254,15 @@ class Pi0Policy:
         executed chunk and the env's action dims. Labels shorter than the horizon (an expert that labels one step)
         are extended with their last step; only the executed chunk is scored. `noise`: `loss_noise`'s draws for
         these samples (drawn here when None)."""
+        return self._scored_errors(obs, expert_actions, noise).float().mean()
+
+    def per_sample_loss(self, obs, expert_actions: np.ndarray,
+                        noise: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """`loss` of each sample (batch,), in fp32: the mean of its scored elements (their mean is `loss`)."""
+        return self._scored_errors(obs, expert_actions, noise).float().mean(dim=(1, 2))
+
+    def _scored_errors(self, obs, expert_actions: np.ndarray, noise: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        """The flow-matching squared errors `loss` averages: (batch, executed chunk, env action dims)."""
         obs = self._as_dict(obs)
         x = self.inputs(obs)
         labels = self._full_horizon(np.asarray(expert_actions))
@@ -267,7 +276,7 @@ class Pi0Policy:
         with self._precision_context():
             per_element = self.model.loss(**x, actions=actions, noise=noise["noise"].to(self.device),
                                           time=noise["time"].to(self.device))
-        return per_element[:, : self.chunk, : self.cfg.action_dim].float().mean()
+        return per_element[:, : self.chunk, : self.cfg.action_dim]
 
     def _full_horizon(self, labels: np.ndarray) -> np.ndarray:
         horizon = self.model.size.action_horizon

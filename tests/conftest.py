@@ -18,6 +18,7 @@ import pytest
 from dagger_cli.core.config import Config
 from dagger_cli.core.config_loader import load_config
 from dagger_cli.core.protocols import RunnerHooks
+from dagger_cli.policies.mlp.model import MLPPolicy
 
 HAVE_MANISKILL = importlib.util.find_spec("mani_skill") is not None
 requires_maniskill = pytest.mark.skipif(not HAVE_MANISKILL, reason="mani-skill is not installed")
@@ -169,6 +170,22 @@ class ConstantPolicy:
     def act(self, obs):
         self.calls.append(np.asarray(obs).copy())
         return np.full((len(obs), 1, 1), self.value, dtype=np.float32)
+
+
+class StatsFittingMLP(MLPPolicy):
+    """An MLP student that starts without norm stats, as a new task's π₀ does: it records what it is fitted on, and
+    its weights then."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.needs_norm_stats = True
+        self.initial = {k: v.clone() for k, v in self.module.state_dict().items()}
+        self.fitted: list[tuple[np.ndarray, np.ndarray, dict]] = []
+
+    def fit_norm_stats(self, obs, expert_actions):
+        weights = {k: v.clone() for k, v in self.module.state_dict().items()}
+        self.fitted.append((np.array(obs), np.array(expert_actions), weights))
+        self.needs_norm_stats = False
 
 
 class StopAfter(RunnerHooks):

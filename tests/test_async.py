@@ -9,7 +9,7 @@ import torch
 ray = pytest.importorskip("ray")
 
 from async_doubles import build_crashing, build_point, point_config  # noqa: E402
-from conftest import StopAfter  # noqa: E402
+from conftest import StatsFittingMLP, StopAfter  # noqa: E402
 from dagger_cli.core.io import checkpoint# noqa: E402
 from dagger_cli.core.cluster.async_runner import AsyncRunner, RolloutWorkerGroup  # noqa: E402
 from dagger_cli.core.errors import DaggerError  # noqa: E402
@@ -127,39 +127,24 @@ def test_a_gated_async_run_counts_the_queries_its_workers_made(tmp_path, make_ru
     assert all(0 < r["train/dagger/query_rate"] <= 1 for r in rows[1:])
 
 
-class StatsFittingMLP(MLPPolicy):
-    """An MLP student that starts without norm stats, as a new task's π₀ does: it records what it is fitted on, and
-    its weights then."""
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self.needs_norm_stats = True
-        self.initial = {k: v.clone() for k, v in self.module.state_dict().items()}
-        self.fitted: list[tuple[np.ndarray, np.ndarray, dict]] = []
-
-    def fit_norm_stats(self, obs, expert_actions):
-        weights = {k: v.clone() for k, v in self.module.state_dict().items()}
-        self.fitted.append((np.array(obs), np.array(expert_actions), weights))
-        self.needs_norm_stats = False
-
-
-def test_norm_stats_are_fitted_on_the_whole_of_iteration_0(tmp_path, make_runner):
-    # GIVEN a student without norm stats and two workers, each collecting 40 samples of iteration 0, and allowed to
-    # collect again before the first learner iteration (max_policy_lag 1)
+@pytest.mark.parametrize("iterations", [1, 2])
+def test_norm_stats_are_fitted_on_the_whole_of_the_first_iterations(tmp_path, make_runner, iterations):
+    # GIVEN a student without norm stats, fitted on `iterations` first iterations, and two workers, each collecting
+    # 40 samples a collection, and allowed to collect again before the first learner iteration (max_policy_lag 1)
     cfg = async_config(**{"runner.max_epochs": 2, "runner.val_check_interval": 0, "runner.eval_student_init": False,
-                          "runner.eval_expert": False})
+                          "runner.eval_expert": False, "actor.norm_stats_iterations": iterations})
     # WHEN an async run trains
     runner = make_runner(tmp_path, cfg, student=StatsFittingMLP)
     runner.run()
     student = runner.state.student
-    # THEN the stats were fitted once, on every sample of iteration 0's two collections (not on whichever arrived
-    # first), in collection order, as sync mode fits them on its iteration 0
+    # THEN the stats were fitted once, on every sample of those iterations' collections, two each (not on
+    # whichever arrived first), in collection order, as sync mode fits them on its first iterations
     stored = runner.state.buffer.stored()
-    rows = np.flatnonzero(stored["iteration"] < 2)
+    rows = np.flatnonzero(stored["iteration"] < 2 * iterations)
     rows = rows[np.argsort(stored["iteration"][rows], kind="stable")]
     assert len(student.fitted) == 1
     obs, labels, weights = student.fitted[0]
-    assert len(obs) == cfg.env.num_envs * cfg.env.max_steps_per_rollout_epoch == 80
+    assert len(obs) == iterations * cfg.env.num_envs * cfg.env.max_steps_per_rollout_epoch == iterations * 80
     assert np.array_equal(obs, stored["obs"][rows]) and np.array_equal(labels, stored["expert_action"][rows])
     # AND before the learner trained on anything
     assert all(torch.equal(weights[k], student.initial[k]) for k in weights)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import (INSTRUCTIONS, PointEnv, PointExpert, PromptPointEnv, StateOf, StopAfter, point_config,
-                      straight_and_resumed)
+from conftest import (INSTRUCTIONS, PointEnv, PointExpert, PromptPointEnv, StateOf, StatsFittingMLP, StopAfter,
+                      point_config, straight_and_resumed)
 from dagger_cli.core.io import checkpoint
 from dagger_cli.core.errors import CheckpointError
 from dagger_cli.core.engine.run_checkpoint import checkpoint_samples
@@ -317,3 +317,22 @@ def test_only_success_stores_the_successful_episodes_of_each_iteration(tmp_path)
     assert succeeded(stored[True]).all() and len(stored[True]["obs"]) > 0
     assert not succeeded(stored[False]).all()
     assert len(stored[True]["obs"]) < len(stored[False]["obs"])
+
+
+def test_norm_stats_come_from_the_first_iterations_and_training_waits_for_them(tmp_path):
+    # GIVEN a student without norm stats, to be fitted on the first 3 iterations, and a buffer ready after one
+    cfg = point_config(**{"actor.norm_stats_iterations": 3, "algorithm.replay_buffer.min_buffer_size": 10})
+    torch.manual_seed(cfg.seed)
+    student = StatsFittingMLP(cfg.actor.model)
+    runner = SyncRunner(cfg, tmp_path, PointEnv(3), student, PointExpert(), tensorboard=False)
+    # WHEN it runs
+    runner.run()
+    # THEN the stats were fitted once, on exactly iterations 0-2's labels, with the weights untrained until then
+    stored = runner.state.buffer.stored()
+    first = stored["iteration"] < 3
+    assert len(student.fitted) == 1
+    obs, labels, weights = student.fitted[0]
+    assert np.array_equal(obs, stored["obs"][first]) and np.array_equal(labels, stored["expert_action"][first])
+    assert all(torch.equal(weights[k], student.initial[k]) for k in weights)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()][1:]
+    assert ["train/dagger/actor_loss" in r for r in rows] == [False, False, True, True]

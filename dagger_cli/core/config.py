@@ -199,6 +199,9 @@ class ActorConfig:
     """optimizer and learning-rate schedule"""
     update_epoch: int = 200
     """optimizer steps per DAgger iteration"""
+    norm_stats_iterations: int = 1
+    """a student without norm stats (π₀ on a new task) takes them from the expert labels of this many first
+    iterations (async: collections, this many per worker), and trains only from then on"""
     global_batch_size: int = 1024
     """samples per optimizer step"""
     micro_batch_size: int = 1024
@@ -365,7 +368,7 @@ def validate(cfg: Config) -> Config:
           f"must not be negative, got {e.eval.interim_episodes}")
     for key, model in (("actor.model", a.model), ("rollout.expert_model", cfg.rollout.expert_model)):
         check_positive(model, key, "action_dim", "num_action_chunks")
-    check_positive(a, "actor", "global_batch_size", "micro_batch_size")
+    check_positive(a, "actor", "global_batch_size", "micro_batch_size", "norm_stats_iterations")
     check_positive(r, "runner", "max_epochs", "keep_checkpoints")
     for key, value in [
         ("actor.update_epoch", a.update_epoch),

@@ -331,9 +331,9 @@ class AsyncRunner:
         n = len(self.workers.actors)
         self._collects = [progress.iteration] * n
         self._delivered = [progress.iteration - 1] * n  # a resumed buffer holds the previous weights' data
-        if self.state.needs_norm_stats:  # fitted, as in sync mode, on iteration 0: every worker's first collection
-            first = progress.collections
-            self._first_round_range = range(first, first + n)
+        if self.state.needs_norm_stats:  # fitted, as in sync mode, on the first actor.norm_stats_iterations
+            first = progress.collections  # iterations: every worker's first that many collections
+            self._first_round_range = range(first, first + n * cfg.actor.norm_stats_iterations)
             self._first_round = set(self._first_round_range)
         self._dispatch()  # collections first
         if progress.resumed_from is None:
@@ -420,10 +420,13 @@ class AsyncRunner:
 
     # SCHEDULING
     def _may_collect(self, w: int) -> bool:
-        """Worker w may start another collection: the run goes on and it stays within max_policy_lag."""
+        """Worker w may start another collection: the run goes on and it stays within max_policy_lag, or the
+        collections the norm stats are fitted on are not all handed out yet (the learner waits for them)."""
         progress = self.state.progress
         if not progress.going_on:
             return False
+        if self._first_round and progress.collections < self._first_round_range.stop:
+            return True
         return self._collects[w] <= progress.iteration + self.state.cfg.algorithm.dagger.max_policy_lag
 
     def _may_train(self) -> bool:

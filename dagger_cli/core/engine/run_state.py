@@ -105,8 +105,8 @@ class RunState:
     # DATA AND TRAINING
     def add(self, trajectories: list[dict], fit: bool = True) -> None:
         """Labelled trajectories into the buffer; a student without normalisation stats (a new task) takes them
-        from the expert-labelled data stored so far, i.e. the first iteration's (`TrainablePolicy.fit_norm_stats`).
-        `fit=False`: not yet (async mode fits once the whole first iteration is in, `fit_norm_stats`)."""
+        from the expert-labelled data stored so far (`TrainablePolicy.fit_norm_stats`). `fit=False`: not yet (sync
+        mode fits after actor.norm_stats_iterations iterations; async mode once all their collections are in)."""
         try:
             for trajectory in trajectories:
                 self.buffer.add(trajectory)
@@ -157,7 +157,7 @@ class RunState:
         self.hooks.note(line)
 
     def ready_to_train(self) -> bool:
-        return self.buffer.size >= self.cfg.algorithm.replay_buffer.min_buffer_size
+        return self.buffer.size >= self.cfg.algorithm.replay_buffer.min_buffer_size and not self.needs_norm_stats
 
     def train(self) -> dict[str, float]:
         """One learner iteration: `actor.update_epoch` optimizer steps."""

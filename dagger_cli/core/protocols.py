@@ -64,8 +64,9 @@ class TrainablePolicy(Policy, Protocol):
     """A student: a policy with parameters and a DAgger loss against expert labels.
 
     Optional: a student that normalises its inputs and labels but has no stats yet sets `needs_norm_stats` and
-    implements `fit_norm_stats(obs, expert_actions)`; the runners call it once, with the first iteration's
-    expert-labelled samples, and `state_dict` then carries the stats.
+    implements `fit_norm_stats(obs, expert_actions)`; the runners call it once, with the expert-labelled samples
+    of the first `actor.norm_stats_iterations` iterations, train only from then on, and `state_dict` then carries
+    the stats.
 
     Optional: a student whose loss is random (π₀'s flow-matching time and noise) implements
     `loss_noise(batch_size) -> dict of tensors` (each with a leading batch dim: what `loss` draws for that many

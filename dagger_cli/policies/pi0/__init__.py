@@ -61,7 +61,7 @@ def describe(model: Pi0ModelConfig, policy, device: str, is_student: bool) -> st
         part = "action expert" if p.train_expert_only else "all"
         text += f", training ({part}) ≈{_size(total)} + activations"
     if getattr(policy, "needs_norm_stats", False):
-        text += "; no norm stats: computed from the first iteration's expert labels"
+        text += "; no norm stats: computed from the first iterations' expert labels (actor.norm_stats_iterations)"
     transforms = getattr(policy, "transforms", None)
     if transforms is not None and transforms.spec_delta_dims():
         from dagger_cli.policies.pi0.transforms import dims_text

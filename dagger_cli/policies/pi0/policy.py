@@ -52,8 +52,8 @@ class Pi0Policy:
 
     `trainable=False` (an expert) may store the weights in bf16; a student keeps fp32 master weights and runs under
     bf16 autocast instead (see `model.apply_precision`). A student whose checkpoint carries no norm stats starts
-    with identity stats and `needs_norm_stats` set: the runner calls `fit_norm_stats` with the first iteration's
-    expert-labelled data, and the stats then travel in `state_dict` (run checkpoints, Ray workers) and `save`.
+    with identity stats and `needs_norm_stats` set: the runner calls `fit_norm_stats` with the first iterations'
+    expert-labelled data (actor.norm_stats_iterations), and the stats then travel in `state_dict` (run checkpoints, Ray workers) and `save`.
     """
 
     def __init__(self, cfg, device: str | torch.device = "cpu", trainable: bool = True):

@@ -336,3 +336,17 @@ def test_norm_stats_come_from_the_first_iterations_and_training_waits_for_them(t
     assert all(torch.equal(weights[k], student.initial[k]) for k in weights)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()][1:]
     assert ["train/dagger/actor_loss" in r for r in rows] == [False, False, True, True]
+
+
+def test_a_run_shorter_than_norm_stats_iterations_fits_them_on_its_last_iteration(tmp_path):
+    # GIVEN a 2-iteration run of a student whose stats are to come from 5 iterations
+    cfg = point_config(**{"actor.norm_stats_iterations": 5, "runner.max_epochs": 2,
+                          "algorithm.replay_buffer.min_buffer_size": 10})
+    student = StatsFittingMLP(cfg.actor.model)
+    runner = SyncRunner(cfg, tmp_path, PointEnv(3), student, PointExpert(), tensorboard=False)
+    # WHEN it runs
+    runner.run()
+    # THEN it fitted them on both iterations and trained in the last, so its checkpoint carries stats
+    assert len(student.fitted) == 1 and len(student.fitted[0][0]) == runner.state.buffer.size
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()][1:]
+    assert ["train/dagger/actor_loss" in r for r in rows] == [False, True]

@@ -201,7 +201,7 @@ class ActorConfig:
     """optimizer steps per DAgger iteration"""
     norm_stats_iterations: int = 1
     """a student without norm stats (π₀ on a new task) takes them from the expert labels of this many first
-    iterations (async: collections, this many per worker), and trains only from then on"""
+    iterations (at most runner.max_epochs; async: collections, this many per worker), and trains only from then on"""
     global_batch_size: int = 1024
     """samples per optimizer step"""
     micro_batch_size: int = 1024
@@ -298,6 +298,12 @@ class Config:
     """async pipeline placement (dagger train --async)"""
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     """iterations, evaluation, checkpoints"""
+
+    @property
+    def norm_stats_iterations(self) -> int:
+        """The iterations a student without norm stats takes them from: actor.norm_stats_iterations, or the whole
+        run where it is shorter."""
+        return min(self.actor.norm_stats_iterations, self.runner.max_epochs)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

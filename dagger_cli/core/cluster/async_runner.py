@@ -333,7 +333,7 @@ class AsyncRunner:
         self._delivered = [progress.iteration - 1] * n  # a resumed buffer holds the previous weights' data
         if self.state.needs_norm_stats:  # fitted, as in sync mode, on the first actor.norm_stats_iterations
             first = progress.collections  # iterations: every worker's first that many collections
-            self._first_round_range = range(first, first + n * cfg.actor.norm_stats_iterations)
+            self._first_round_range = range(first, first + n * cfg.norm_stats_iterations)
             self._first_round = set(self._first_round_range)
         self._dispatch()  # collections first
         if progress.resumed_from is None:

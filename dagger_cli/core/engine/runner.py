@@ -80,7 +80,7 @@ class SyncRunner:
             result = self.rollout.collect(
                 cfg.env.max_steps_per_rollout_epoch, beta, iteration=k, seed=cfg.seed, policy_version=k
             )
-        s.add(result.trajectories, fit=k + 1 >= cfg.actor.norm_stats_iterations)
+        s.add(result.trajectories, fit=k + 1 >= cfg.norm_stats_iterations)
         progress.count_env_steps(result.env_steps)
         progress.count_expert_queries(result.expert_queries)
         collected = time.perf_counter()

@@ -264,27 +264,15 @@ class Rollout:
                 # ALGO LOGIC: expert labels (batched), student acts where the coin says so
                 label_rows = expert_acts if self.only_save_expert else all_envs
                 self._label(obs, label_rows, expert_acts, expert_label, executed, timings)
-                if student_rows.any():
-                    t = time.perf_counter()
-                    rows = np.flatnonzero(student_rows)
-                    seen = take(visible(obs, env, self.student), rows)
-                    actions = checked_actions(self.student.act(seen), len(rows), self.student, "student")
-                    executed[rows] = actions[:, :chunks]
-                    timings["student"] += time.perf_counter() - t
+                self._student_acts(obs, student_rows, executed, timings)
             else:
                 # ALGO LOGIC: the student acts and scores itself; the expert labels where it acts and where the
                 # gate says the student is unsure
                 label_rows = expert_acts.copy()
-                if student_rows.any():
-                    t = time.perf_counter()
-                    rows = np.flatnonzero(student_rows)
-                    seen = take(visible(obs, env, self.student), rows)
-                    actions, score = self.student.act_with_uncertainty(seen)
-                    executed[rows] = checked_actions(actions, len(rows), self.student, "student")[:, :chunks]
-                    timings["student"] += time.perf_counter() - t
-                    score = np.asarray(score, dtype=np.float64).reshape(len(rows))
+                score = self._student_acts(obs, student_rows, executed, timings, scored=True)
+                if score is not None:
                     scores.append(score)
-                    label_rows[rows] = self.gate.choose(score, (calls - k) * n * (1.0 - beta))
+                    label_rows[student_rows] = self.gate.choose(score, (calls - k) * n * (1.0 - beta))
                 self._label(obs, label_rows, expert_acts, expert_label, executed, timings)
             queries += int(label_rows.sum())
 
@@ -338,6 +326,26 @@ class Rollout:
             expert_queries=queries,
             student_uncertainty=float(np.concatenate(scores).mean()) if scores else float("nan"),
         )
+
+    def _student_acts(self, obs: Obs, student_rows: np.ndarray, executed: np.ndarray, timings: dict[str, float],
+                      scored: bool = False) -> np.ndarray | None:
+        """The student acts on `student_rows` of `obs` (one batched call) and executes its chunk there; `scored`:
+        it also scores its uncertainty, returned per row (None where no row is the student's)."""
+        if not student_rows.any():
+            return None
+        t = time.perf_counter()
+        rows = np.flatnonzero(student_rows)
+        seen = take(visible(obs, self.env, self.student), rows)
+        score = None
+        if scored:
+            actions, score = self.student.act_with_uncertainty(seen)
+            score = np.asarray(score, dtype=np.float64).reshape(len(rows))
+        else:
+            actions = self.student.act(seen)
+        actions = checked_actions(actions, len(rows), self.student, "student")
+        executed[rows] = actions[:, :self.env.num_action_chunks]
+        timings["student"] += time.perf_counter() - t
+        return score
 
     def _label(self, obs: Obs, label_rows: np.ndarray, expert_acts: np.ndarray, expert_label: np.ndarray,
                executed: np.ndarray, timings: dict[str, float]) -> None:

@@ -241,15 +241,15 @@ def runner(plan: RunPlan, hooks: RunnerHooks, argv: list[str]) -> Iterator:
             from dagger_cli.core.cluster.async_runner import AsyncRunner
 
             workers.wait_ready()  # a worker's bad expert checkpoint or missing simulator fails here
-            seed = seed_samples(cfg, trainee.action_shape, hooks.phase) if plan.loaded is None else None
-            built = AsyncRunner(cfg, target, trainee, workers, hooks=hooks, seed=seed)
+            samples = seed_samples(cfg, trainee.action_shape, hooks.phase) if plan.loaded is None else None
+            built = AsyncRunner(cfg, target, trainee, workers, hooks=hooks, seed_samples=samples)
         else:
             from dagger_cli.core.engine.runner import SyncRunner
 
             teacher = expert(cfg, on)
-            seed = seed_samples(cfg, trainee.action_shape, hooks.phase) if plan.loaded is None else None
+            samples = seed_samples(cfg, trainee.action_shape, hooks.phase) if plan.loaded is None else None
             made = env(cfg)
-            built = SyncRunner(cfg, target, made, trainee, teacher, hooks=hooks, seed=seed)
+            built = SyncRunner(cfg, target, made, trainee, teacher, hooks=hooks, seed_samples=samples)
         if plan.loaded is not None:
             built.state.restore(plan.loaded)
         else:

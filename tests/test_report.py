@@ -29,7 +29,7 @@ def train(run_dir, env=None, **sets):
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
     student = MLPPolicy(cfg.actor.model)
     runner = SyncRunner(cfg, run_dir, env or FilmedPointEnv(3), student, PointExpert(), tensorboard=False,
-                        seed=seed_samples(cfg, student.action_shape))
+                        seed_samples=seed_samples(cfg, student.action_shape))
     return runner.run()
 
 

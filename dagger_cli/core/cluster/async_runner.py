@@ -278,11 +278,12 @@ class AsyncRunner:
     so evaluations run in the time the learner trains instead of holding up the data it waits for."""
 
     def __init__(self, cfg: Config, run_dir: Path, student: TrainablePolicy, workers: RolloutWorkerGroup,
-                 hooks: RunnerHooks | None = None, tensorboard: bool = True, seed: SeedSamples | None = None):
+                 hooks: RunnerHooks | None = None, tensorboard: bool = True,
+                 seed_samples: SeedSamples | None = None):
         def shapes():
             return ray_get(workers.actors[0].sample_shapes.remote(), "starting", 0)
 
-        self.state = RunState(cfg, run_dir, student, hooks, seed, sample_shapes=shapes)
+        self.state = RunState(cfg, run_dir, student, hooks, seed_samples, sample_shapes=shapes)
         self.workers = workers
         self.tensorboard = tensorboard
         self._version_refs: dict[int, Any] = {}  # weights in the object store, of the versions tasks may still need

@@ -61,7 +61,7 @@ class SeedSamples:
 
 class RunState:
     def __init__(self, cfg: Config, run_dir: Path, student: TrainablePolicy, hooks: RunnerHooks | None = None,
-                 seed: SeedSamples | None = None,
+                 seed_samples: SeedSamples | None = None,
                  sample_shapes: Callable[[], dict[str, tuple[int, ...]]] | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -83,7 +83,7 @@ class RunState:
         self.evaluation = RunEvaluation(cfg, self.run_dir, self.hooks)
         self.checkpoint = RunCheckpoint(cfg, self.run_dir, student, self.learner, self.buffer, self.beta,
                                         self.progress, self.evaluation, self.hooks)
-        self.seed = seed
+        self.seed_samples = seed_samples
         """a new run's seed dataset, added to the buffer when the run starts"""
         self.seeded_from: Path | None = None
         """the seed dataset the buffer started from (its samples fixed the fields)"""
@@ -183,8 +183,8 @@ class RunState:
         if reserve is not None:  # data-parallel ranks on GPUs: enough free ones, before any step
             reserve()
         resumed_from = self.progress.resumed_from
-        if resumed_from is None and self.seed is not None:
-            self.load_seed_dataset(self.seed)
+        if resumed_from is None and self.seed_samples is not None:
+            self.load_seed_dataset(self.seed_samples)
         backends = self.cfg.runner.logger.logger_backends
         wandb = None
         if "wandb" in backends:

@@ -26,9 +26,9 @@ class SyncRunner:
         expert: Policy,
         hooks: RunnerHooks | None = None,
         tensorboard: bool = True,
-        seed: SeedSamples | None = None,
+        seed_samples: SeedSamples | None = None,
     ):
-        self.state = RunState(cfg, run_dir, student, hooks, seed, sample_shapes=lambda: sample_shapes(env, expert))
+        self.state = RunState(cfg, run_dir, student, hooks, seed_samples, sample_shapes=lambda: sample_shapes(env, expert))
         self.env = env
         self.expert = expert
         self.tensorboard = tensorboard

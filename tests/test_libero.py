@@ -107,6 +107,32 @@ def test_an_episode_depends_on_its_seed_alone_not_on_the_workers_history(hard_re
         env.close()
 
 
+def test_a_kept_task_simulation_gives_the_episode_a_rebuilt_one_does():
+    """GIVEN a worker env keeping 2 task simulations (env.task_sims) WHEN it resets task 3, runs part of an episode of
+    task 4 and resets task 3 again THEN task 3's simulation is the one built first (no rebuild), and the observation
+    is bitwise that of the fresh build: both cameras (LIBERO-Object's tasks hold different objects, so a render in
+    the other task's GL context would differ) and the state; a third task closes the least recently used one.
+    ~20 s"""
+    from dagger_cli.envs.libero import LiberoTaskEnv
+
+    env = LiberoTaskEnv("libero_object", image_size=32, settle_steps=5, chunk=5, hard_reset=False, fast_render=True,
+                        task_sims=2)
+    try:
+        first, _ = env.reset(seed=3)
+        built = env._env
+        env.reset(seed=4)
+        for _ in range(3):
+            env.step(np.full((5, 7), 0.3, np.float32))
+        again, _ = env.reset(seed=3)
+        assert env._env is built
+        for key in ("image", "wrist_image", "state"):
+            assert np.array_equal(first[key], again[key]), key
+        env.reset(seed=5)
+        assert list(env._kept) == [3]
+    finally:
+        env.close()
+
+
 def test_task5_bowl_settles_in_its_ramekin():
     """MuJoCo >= 3.4 tips this bowl onto the ramekin's rim during reset (measured: 49.5° tilt, 5.6 cm off centre under
     3.17; 15.9° and 1.5 cm under 3.2.7 and 3.3.7), and published checkpoints then drop from ≈98% to ≈12% on the task.

@@ -22,6 +22,9 @@ class LiberoEnvConfig(EnvConfig):
     hard_reset: bool = True
     """rebuild the MuJoCo model at every reset, as LIBERO and RLinf do (≈3 s); false resets the data only (≈0.3 s
     with settling), measured to keep the scripted expert's success (docs/libero.md, bench/libero_expert.py --soft-reset)"""
+    task_sims: int = 1
+    """task simulations each env worker keeps built: a reset to a kept task skips LIBERO's rebuild of the env (≈2 s
+    on a CPU, when the tasks interleave); 1 rebuilds at every change of task, as LIBERO and RLinf do"""
     fast_render: bool = False
     """cameras without multisampling and reflections: ≈2× cheaper renders on a CPU, pixels slightly different from
     LIBERO's (a policy trained on one should be evaluated on the same)"""
@@ -31,6 +34,7 @@ class LiberoEnvConfig(EnvConfig):
 
     def check(self, key: str, cfg) -> None:
         check_positive(self, key, "image_size")
+        check_positive(self, key, "task_sims")
         check(self.settle_steps >= 0, f"{key}.settle_steps", f"must not be negative, got {self.settle_steps}")
         check(not self.scripted_expert or self.task == "libero_spatial", f"{key}.scripted_expert",
               f"the scripted expert knows libero_spatial's tasks, not {self.task}'s")

@@ -23,6 +23,7 @@ import contextlib
 import os
 import sys
 import time
+from collections import OrderedDict
 from functools import partial
 
 import gymnasium as gym
@@ -95,7 +96,7 @@ class LiberoTaskEnv(gym.Env):
     """One LIBERO env in a worker process, any task of the suite (chunked actions)."""
 
     def __init__(self, suite: str, image_size: int, settle_steps: int, chunk: int, render_every_step: bool = False,
-                 scripted_expert: bool = False, hard_reset: bool = True, fast_render: bool = False):
+                 scripted_expert: bool = False, hard_reset: bool = True, fast_render: bool = False, task_sims: int = 1):
         self.suite = load_suite(import_libero(), suite)
         self.image_size, self.settle_steps, self.chunk = image_size, settle_steps, chunk
         self.hard_reset, self.fast_render = hard_reset, fast_render
@@ -116,17 +117,37 @@ class LiberoTaskEnv(gym.Env):
         self._env = None
         self._task: int | None = None
         self._first_reset = None
+        self.task_sims = task_sims
+        self._kept: OrderedDict[int, tuple] = OrderedDict()
+        """task id -> (env, init states, first-reset snapshot) of the built tasks other than the current one, the
+        least recently used first"""
         self._render = True
         self.seconds = dict.fromkeys(WORKER_PARTS, 0.0)
         """time spent per part since the last `take_seconds()`"""
 
     # TASKS AND RENDERING
+    def _switch(self, task_id: int) -> None:
+        """Makes `task_id` the current task: its kept simulation if there is one, else a new one. The one it replaces
+        is kept, at most `task_sims` in all (the least recently used closed first, before anything is built)."""
+        target = self._kept.pop(task_id, None)
+        if self._env is not None:
+            self._kept[self._task] = (self._env, self._init_states, self._first_reset)
+            self._env = None
+        while len(self._kept) >= self.task_sims:
+            self._kept.popitem(last=False)[1][0].close()
+        if target is None:
+            self._make(task_id)
+            return
+        self._env, self._init_states, self._first_reset = target
+        self._task = task_id
+        context = self._env.env.sim._render_context_offscreen
+        if context is not None:  # robosuite renders into whichever GL context is current
+            context.gl_ctx.make_current()
+
     def _make(self, task_id: int) -> None:
         from libero.libero import get_libero_path
         from libero.libero.envs import OffScreenRenderEnv
 
-        if self._env is not None:
-            self._env.close()
         task = self.suite.get_task(task_id)
         bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
         self._env = OffScreenRenderEnv(
@@ -224,7 +245,7 @@ class LiberoTaskEnv(gym.Env):
         task, init = task_of(int(seed or 0), self.suite.n_tasks)
         with self._timed("reset"):
             if task != self._task:
-                self._make(task)
+                self._switch(task)
             self._env.seed(int(seed or 0))  # LIBERO re-places the fixtures at every reset, from numpy's global stream
             self._env.reset()
             self._as_first_reset()
@@ -251,15 +272,18 @@ class LiberoTaskEnv(gym.Env):
         return self._obs(raw), 0.0, False, False, {"success_bits": success_bits}
 
     def close(self):
+        for env, _, _ in self._kept.values():
+            env.close()
+        self._kept.clear()
         if self._env is not None:
             self._env.close()
             self._env = None
 
 
 def _make_worker_env(suite: str, image_size: int, settle_steps: int, chunk: int, scripted_expert: bool,
-                     hard_reset: bool, fast_render: bool):
+                     hard_reset: bool, fast_render: bool, task_sims: int):
     return LiberoTaskEnv(suite, image_size, settle_steps, chunk, scripted_expert=scripted_expert,
-                         hard_reset=hard_reset, fast_render=fast_render)
+                         hard_reset=hard_reset, fast_render=fast_render, task_sims=task_sims)
 
 
 class ScriptedExpertLabels:
@@ -294,7 +318,7 @@ class LiberoVecEnv(WorkerEnvMixin):
         self._task_ids = np.zeros(self.num_envs, dtype=np.int64)
         self.privileged_keys = (EXPERT_KEY,) if cfg.scripted_expert else ()
         make = partial(_make_worker_env, cfg.task, cfg.image_size, cfg.settle_steps, num_action_chunks,
-                       cfg.scripted_expert, cfg.hard_reset, cfg.fast_render)
+                       cfg.scripted_expert, cfg.hard_reset, cfg.fast_render, cfg.task_sims)
         self._env = start_workers([make] * cfg.num_envs, "dagger_cli.envs.libero._preload", f"LIBERO {cfg.task}")
 
     @property

@@ -131,6 +131,28 @@ def test_report_plots_the_curves(runs, tmp_path, x):
     assert png.stat().st_size > 30_000  # six panels of curves, not an empty canvas
 
 
+def test_a_curves_interval_stays_where_its_values_can_be():
+    """GIVEN two seeds whose loss and success differ widely (the t-interval of two values is 12.7 standard errors
+    wide) WHEN their curves are aggregated THEN the loss's band does not go below 0, where no loss is, and the
+    success rate's stays within [0, 1] (libero-spatial-small's report drew a loss band down to -0.3)."""
+    from dagger_cli.report.plot import curve
+    from dagger_cli.report.runs import Group
+
+    class Run:
+        def __init__(self, loss, success):
+            self.series_of = {"train/dagger/actor_loss": loss, "env/success_once": success}
+
+        def series(self, metric, x):
+            values = self.series_of[metric]
+            return list(range(len(values))), list(values)
+
+    group = Group([Run([1.1, 0.2, 0.1], [1.0, 0.0, 0.5]), Run([0.1, 0.5, 0.1], [0.5, 1.0, 0.0])])
+    _, _, low, _ = curve(group, "train/dagger/actor_loss", "iteration")
+    assert (low >= 0).all() and low[0] == 0.0
+    _, _, low, high = curve(group, "env/success_once", "iteration")
+    assert (low >= 0).all() and (high <= 1).all()
+
+
 def test_success_against_expert_queries_takes_the_cumulative_count_as_x(runs):
     from dagger_cli.report.plot import curve
     from dagger_cli.report.runs import group_runs, load_run

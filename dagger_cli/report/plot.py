@@ -38,7 +38,7 @@ def _wilson(successes: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def curve(group: Group, metric: str, x: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """(x, mean, low, high) at the iterations every seed has: the 95% interval over seeds, or for one run of
-    the student's evaluation its Wilson interval."""
+    the student's evaluation its Wilson interval; not below 0 where no value is, success rates not above 1."""
     per_run = []
     for run in group.runs:
         steps, values = run.series(metric, "iteration")
@@ -51,6 +51,11 @@ def curve(group: Group, metric: str, x: str) -> tuple[np.ndarray, np.ndarray, np
     stats = [mean_ci([p[s][1] for p in per_run]) for s in common]
     mean = np.array([m for m, _, _ in stats])
     low, high = np.array([lo for _, lo, _ in stats]), np.array([hi for _, _, hi in stats])
+    values = [v for p in per_run for s in common for v in [p[s][1]] if v is not None]
+    if values and min(values) >= 0:  # a band of a loss, a count or a rate stays where its values can be
+        low = np.maximum(low, 0.0)
+    if "success" in metric:
+        high = np.minimum(high, 1.0)
     if len(group.runs) == 1 and metric == "eval/success_once":
         run = group.runs[0]
         episodes = dict(zip(*run.series("eval/episodes", "iteration")))

@@ -23,9 +23,8 @@ class LiberoEnvConfig(EnvConfig):
     """rebuild the MuJoCo model at every reset, as LIBERO and RLinf do (≈3 s); false resets the data only (≈0.3 s
     with settling), measured to keep the scripted expert's success (docs/libero.md, bench/libero_expert.py --soft-reset)"""
     task_sims: int = 1
-    """task simulations each env worker keeps built: a reset to a kept task skips LIBERO's rebuild of the env (≈2 s
-    on a CPU, when the tasks interleave), at ≈0.8 GB of RAM each under OSMesa; 1 rebuilds at every change of task,
-    as LIBERO and RLinf do"""
+    """task simulations each env worker keeps built: a reset to a kept task skips building its env (≈4 s on a 2-core
+    CPU), at ≈0.8 GB of RAM each under OSMesa; 1 builds one at every change of task, as LIBERO and RLinf do"""
     fast_render: bool = False
     """cameras without multisampling and reflections: ≈2× cheaper renders on a CPU, pixels slightly different from
     LIBERO's (a policy trained on one should be evaluated on the same)"""

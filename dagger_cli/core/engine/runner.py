@@ -28,7 +28,8 @@ class SyncRunner:
         tensorboard: bool = True,
         seed_samples: SeedSamples | None = None,
     ):
-        self.state = RunState(cfg, run_dir, student, hooks, seed_samples, sample_shapes=lambda: sample_shapes(env, expert))
+        self.state = RunState(cfg, run_dir, student, hooks, seed_samples,
+                              sample_shapes=lambda: sample_shapes(env, expert))
         self.env = env
         self.expert = expert
         self.tensorboard = tensorboard

@@ -51,7 +51,7 @@ def curve(group: Group, metric: str, x: str) -> tuple[np.ndarray, np.ndarray, np
     stats = [mean_ci([p[s][1] for p in per_run]) for s in common]
     mean = np.array([m for m, _, _ in stats])
     low, high = np.array([lo for _, lo, _ in stats]), np.array([hi for _, _, hi in stats])
-    values = [v for p in per_run for s in common for v in [p[s][1]] if v is not None]
+    values = [p[s][1] for p in per_run for s in common if p[s][1] is not None]
     if values and min(values) >= 0:  # a band of a loss, a count or a rate stays where its values can be
         low = np.maximum(low, 0.0)
     if "success" in metric:

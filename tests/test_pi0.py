@@ -127,6 +127,40 @@ def test_uncertainty_chunks_share_one_prefix_pass_and_equal_separate_samples(pol
     assert spread.shape == (2,) and np.allclose(spread, expected.numpy(), atol=1e-5) and (spread > 0).all()
 
 
+def test_a_cold_sample_starts_the_flow_from_scaled_noise(checkpoint_dir, tokenizer_path):
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    # GIVEN a student that acts from noise of std 0 and the same weights acting from π₀'s N(0, I)
+    torch.manual_seed(0)
+    cold = Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir, sample_noise_scale=0.0), "cpu")
+    warm = Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir), "cpu")
+    obs = observation()
+    # WHEN each acts twice without given noise
+    torch.manual_seed(4)
+    cold_twice = [cold.act(obs), cold.act(obs)]
+    warm_twice = [warm.act(obs), warm.act(obs)]
+    # THEN the cold one gives one chunk per observation, the flow from the noise's mean; π₀'s varies
+    zero = torch.zeros_like(warm.sample_noise(2))
+    assert np.array_equal(cold_twice[0], cold_twice[1])
+    assert np.allclose(cold_twice[0], warm.act(obs, noise=zero), atol=1e-6)
+    assert not np.array_equal(warm_twice[0], warm_twice[1])
+    # and, scoring its uncertainty, it executes that chunk while the spread is over K draws at std 1
+    torch.manual_seed(5)
+    actions, spread = cold.act_with_uncertainty(obs)
+    assert np.allclose(actions, cold_twice[0], atol=1e-5) and (spread > 0).all()
+    torch.manual_seed(5)
+    warm_actions, warm_spread = warm.act_with_uncertainty(obs)
+    assert not np.allclose(warm_actions, cold_twice[0], atol=1e-3)
+
+
+def test_a_negative_sample_noise_scale_is_refused(tokenizer_path):
+    from dagger_cli.core.errors import ConfigError
+
+    cfg = pi0_config(tokenizer_path, sample_noise_scale=-0.5)
+    with pytest.raises(ConfigError, match=r"actor\.model\.pi0\.sample_noise_scale"):
+        cfg.check("actor.model", None)
+
+
 def gradients_with_and_without_checkpointing(policy, parameter: str):
     """The gradient of one parameter of a fresh copy of `policy`'s model, from one loss computed without and then with
     gradient checkpointing."""

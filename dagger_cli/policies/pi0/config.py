@@ -50,6 +50,9 @@ class Pi0Config:
     delta step); auto = what a dagger checkpoint recorded, else absolute for LeRobot's layout and delta otherwise"""
     num_steps: int = 10
     """Euler denoising steps per action chunk (RLinf's DAgger configs: 4; openpi: 10)"""
+    sample_noise_scale: float = 1.0
+    """std of the noise the flow starts from when acting: 1 = π₀'s N(0, I); below 1 a colder sample, 0 one
+    deterministic chunk per observation (the flow from the noise's mean); the training loss always draws N(0, I)"""
     uncertainty_samples: int = 4
     """algorithm.dagger.query gated: action chunks sampled per observation (one prefix pass, each its own noise)
     whose spread is the student's uncertainty"""
@@ -80,6 +83,8 @@ class Pi0ModelConfig(ModelConfig):
         p = self.pi0
         optional = ("max_token_len", "action_horizon", "state_token_dims")
         check_positive(p, f"{key}.pi0", "num_steps", *(n for n in optional if getattr(p, n) is not None))
+        check(p.sample_noise_scale >= 0, f"{key}.pi0.sample_noise_scale",
+              f"a noise std cannot be negative, got {p.sample_noise_scale}")
         check(p.uncertainty_samples >= 2, f"{key}.pi0.uncertainty_samples",
               f"a spread needs at least 2 samples, got {p.uncertainty_samples}")
         check(p.pi05 or not p.state_tokens, f"{key}.pi0.state_tokens",

@@ -119,6 +119,7 @@ class Pi0Policy:
         """augment camera images in `loss` (never in `act`)"""
         self.num_steps = p.num_steps
         self.uncertainty_samples = p.uncertainty_samples
+        self.noise_scale = p.sample_noise_scale
         self.chunk = cfg.num_action_chunks
         self.action_shape = (size.action_horizon, cfg.action_dim)
         if cfg.num_action_chunks > size.action_horizon:
@@ -196,18 +197,21 @@ class Pi0Policy:
         }
 
     # POLICY
-    def sample_noise(self, batch: int) -> torch.Tensor:
-        """Drawn from torch's global CPU generator, whose state every run checkpoint holds (exact resume)."""
+    def sample_noise(self, batch: int, scale: float = 1.0) -> torch.Tensor:
+        """Drawn from torch's global CPU generator, whose state every run checkpoint holds (exact resume), with std
+        `scale` (drawn even at 0, so that the generator's stream does not depend on it)."""
         shape = (batch, self.model.size.action_horizon, self.model.size.action_dim)
-        return torch.randn(shape, dtype=torch.float32).to(self.device)
+        noise = torch.randn(shape, dtype=torch.float32)
+        return (noise if scale == 1.0 else noise * scale).to(self.device)
 
     @torch.no_grad()
     def act(self, obs, noise: torch.Tensor | None = None) -> np.ndarray:
-        """(B, horizon, action_dim) env-unit actions; deterministic given `noise` (else drawn by `sample_noise`)."""
+        """(B, horizon, action_dim) env-unit actions; deterministic given `noise` (else drawn by `sample_noise` with
+        std `pi0.sample_noise_scale`)."""
         obs = self._as_dict(obs)
         x = self.inputs(obs)
         if noise is None:
-            noise = self.sample_noise(len(obs["state"]))
+            noise = self.sample_noise(len(obs["state"]), self.noise_scale)
         with self._precision_context():
             out = self.model.sample_actions(**x, noise=noise.to(self.device), num_steps=self.num_steps,
                                             rounded_times=self.lerobot_made)
@@ -217,16 +221,24 @@ class Pi0Policy:
     def act_with_uncertainty(self, obs) -> tuple[np.ndarray, np.ndarray]:
         """`act`'s actions (the first of `uncertainty_samples` chunks sampled per observation from one prefix pass,
         each with its own noise) and, per observation, the chunks' spread: the standard deviation across them,
-        averaged over the env's action dims and steps, in the model's normalised units."""
+        averaged over the env's action dims and steps, in the model's normalised units. With a
+        `sample_noise_scale` other than 1, the executed chunk is one more draw at that scale, beside the
+        `uncertainty_samples` at scale 1 that the spread is taken over."""
         obs = self._as_dict(obs)
-        x, batch, draws = self.inputs(obs), len(obs["state"]), self.uncertainty_samples
+        x, batch, samples = self.inputs(obs), len(obs["state"]), self.uncertainty_samples
+        apart = self.noise_scale != 1.0
+        draws = samples + int(apart)
         noise = self.sample_noise(batch * draws)
+        if apart:
+            noise = noise.reshape(batch, draws, *noise.shape[1:])
+            noise[:, 0] *= self.noise_scale
+            noise = noise.reshape(batch * draws, *noise.shape[2:])
         with self._precision_context():
             out = self.model.sample_actions(**x, noise=noise, num_steps=self.num_steps,
                                             rounded_times=self.lerobot_made).float()
         out = out.reshape(batch, draws, *out.shape[1:])
         horizon, dim = self.action_shape
-        spread = out[:, :, :horizon, :dim].std(dim=1, correction=0).mean(dim=(1, 2))
+        spread = out[:, int(apart):, :horizon, :dim].std(dim=1, correction=0).mean(dim=(1, 2))
         actions = self.transforms.actions_from_model(out[:, 0].cpu().numpy(), obs["state"])
         return actions, spread.cpu().numpy()
 

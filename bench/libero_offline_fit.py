@@ -1,0 +1,117 @@
+"""What limits `libero-spatial-small`, measured offline on a finished run's replay buffer: a fresh student (the preset
+with `--set` overrides, and optionally another image size or patch size for its vision tower) trains on the
+samples of the iterations before `--split` for `--seconds` of learner time, then is scored on the samples of the
+iterations from `--split` on (the student's own states at beta 0, which it never trained on): the flow-matching
+loss, and the first executed action, sampled from noise of std 1 and of std 0 (`pi0.sample_noise_scale`), against
+the expert's label in env units (mean absolute error of the position and rotation dims, and how often the gripper's
+sign agrees). `label_pos_mad` is the position error of always answering the training labels' mean.
+
+    python bench/libero_offline_fit.py RUN_DIR/checkpoints/iter_000055 [--seconds 360] [--split 45]
+        [--image 32 --patch 8] [--train-below 25] [--set actor.model.pi0.train_augmentation=true] [--tag NAME]
+
+Prints one JSON line. Run it on an otherwise idle machine: the learner's budget is wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PRESET = "libero-spatial-small"
+BATCH = 64
+
+
+class _Samples:
+    """Uniform draws with replacement from a dict of sample arrays (the learner's `buffer.sample`)."""
+
+    def __init__(self, data: dict[str, np.ndarray]):
+        self.data = data
+        self.size = len(data["expert_action"])
+
+    def sample(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        index = rng.integers(0, self.size, n)
+        return {k: v[index] for k, v in self.data.items()}
+
+
+def _batches(data: dict[str, np.ndarray]):
+    for start in range(0, len(data["expert_action"]), BATCH):
+        yield {k: v[start : start + BATCH] for k, v in data.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("ckpt", type=Path, help="a checkpoint of a libero-spatial-small run (its replay buffer is read)")
+    ap.add_argument("--split", type=int, default=45, help="held-out samples: those of iterations >= this")
+    ap.add_argument("--train-below", type=int, default=0, help="train on iterations < this (default: --split)")
+    ap.add_argument("--seconds", type=float, default=360, help="learner wall time")
+    ap.add_argument("--image", type=int, default=64, help="the vision tower's image size (cameras are resized)")
+    ap.add_argument("--patch", type=int, default=16, help="the vision tower's patch size")
+    ap.add_argument("--norm-iters", type=int, default=3, help="norm stats from the labels of iterations < this")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="preset override")
+    ap.add_argument("--tag", default="", help="a name printed with the result")
+    args = ap.parse_args()
+
+    from dagger_cli import assembly
+    from dagger_cli.core.config_loader import load_config
+    from dagger_cli.core.engine.learner import Learner
+    from dagger_cli.core.engine.replay_buffer import unflatten_obs
+    from dagger_cli.core.engine.run_checkpoint import checkpoint_samples
+    from dagger_cli.policies.pi0 import sizes
+
+    torch.manual_seed(0)
+    variant = sizes.VARIANTS["small_vision"]
+    siglip = dataclasses.replace(variant.siglip, image_size=args.image, patch_size=args.patch)
+    sizes.VARIANTS["small_vision"] = dataclasses.replace(variant, siglip=siglip)
+    cfg = load_config(PRESET, overrides=args.set)
+
+    # data: train on the early iterations, hold out the late ones
+    data = checkpoint_samples(args.ckpt)
+    iteration = data["iteration"]
+    train = {k: v[iteration < (args.train_below or args.split)] for k, v in data.items()}
+    test = {k: v[iteration >= args.split] for k, v in data.items()}
+    first = {k: v[iteration < args.norm_iters] for k, v in data.items()}
+    student = assembly.student(cfg, "cpu")
+    student.fit_norm_stats(unflatten_obs(first), first["expert_action"])
+
+    # learner: the preset's optimiser and schedule, for a wall-time budget
+    samples = _Samples(train)
+    learner = Learner(student, cfg.actor, 0, default_total_steps=int(args.seconds / 0.13))
+    start, steps, curve = time.perf_counter(), 0, []
+    while time.perf_counter() - start < args.seconds:
+        curve.append(round(learner.train(samples, 50)["train/dagger/actor_loss"], 3))
+        steps += 50
+    student.module.eval()
+
+    # held-out scores
+    labels = test["expert_action"][:, 0, :7]
+    out = {"tag": args.tag, "set": args.set, "image": args.image, "patch": args.patch, "train": samples.size,
+           "test": len(labels), "steps": steps, "step_s": (time.perf_counter() - start) / steps}
+    with torch.no_grad():
+        loss = 0.0
+        for part in _batches(test):
+            torch.manual_seed(1)
+            loss += float(student.loss(unflatten_obs(part), part["expert_action"])) * len(part["expert_action"])
+        out["test_loss"] = loss / len(labels)
+        for scale in (1.0, 0.0):
+            actions = []
+            for part in _batches(test):
+                torch.manual_seed(2)
+                noise = student.sample_noise(len(part["expert_action"])) * scale
+                actions.append(student.act(unflatten_obs(part), noise=noise)[:, 0, :7])
+            actions = np.concatenate(actions)
+            out[f"pos_err@{scale:g}"] = float(np.abs(actions[:, :3] - labels[:, :3]).mean())
+            out[f"rot_err@{scale:g}"] = float(np.abs(actions[:, 3:6] - labels[:, 3:6]).mean())
+            out[f"grip_ok@{scale:g}"] = float((np.sign(actions[:, 6]) == np.sign(labels[:, 6])).mean())
+    out["label_pos_mad"] = float(np.abs(labels[:, :3] - train["expert_action"][:, 0, :3].mean(0)).mean())
+    out["train_loss_curve"] = curve[:: max(1, len(curve) // 8)]
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -354,7 +354,8 @@ def test_the_action_convention_is_the_checkpoints(checkpoint_dir, tokenizer_path
     forced = Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir, action_convention="absolute"), "cpu", trainable=False)
     assert np.allclose(forced.act(obs, noise=noise), from_lerobot, atol=1e-6)
     forced = Pi0Policy(pi0_config(tokenizer_path, made, action_convention="delta"), "cpu", trainable=False)
-    assert np.allclose(forced.act(obs, noise=noise), from_openpi, atol=1e-6)
+    # (float32 round-off of LeRobot's normaliser and the state added back: up to 3e-6 on actions of magnitude 6)
+    assert np.allclose(forced.act(obs, noise=noise), from_openpi, atol=1e-5)
     # AND the convention travels with a state dict (run checkpoints, Ray weights): loaded into a delta policy
     student = Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir), "cpu")
     student.load_state_dict(lerobots.state_dict())

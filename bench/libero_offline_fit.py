@@ -27,18 +27,6 @@ PRESET = "libero-spatial-small"
 BATCH = 64
 
 
-class _Samples:
-    """Uniform draws with replacement from a dict of sample arrays (the learner's `buffer.sample`)."""
-
-    def __init__(self, data: dict[str, np.ndarray]):
-        self.data = data
-        self.size = len(data["expert_action"])
-
-    def sample(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        index = rng.integers(0, self.size, n)
-        return {k: v[index] for k, v in self.data.items()}
-
-
 def _batches(data: dict[str, np.ndarray]):
     for start in range(0, len(data["expert_action"]), BATCH):
         yield {k: v[start : start + BATCH] for k, v in data.items()}
@@ -60,7 +48,7 @@ def main() -> None:
     from dagger_cli import assembly
     from dagger_cli.core.config_loader import load_config
     from dagger_cli.core.engine.learner import Learner
-    from dagger_cli.core.engine.replay_buffer import unflatten_obs
+    from dagger_cli.core.engine.replay_buffer import ReplayBuffer, unflatten_obs
     from dagger_cli.core.engine.run_checkpoint import checkpoint_samples
     from dagger_cli.policies.pi0 import sizes
 
@@ -80,7 +68,8 @@ def main() -> None:
     student.fit_norm_stats(unflatten_obs(first), first["expert_action"])
 
     # learner: the preset's optimiser and schedule, for a wall-time budget
-    samples = _Samples(train)
+    samples = ReplayBuffer(len(train["expert_action"]))
+    samples.add(train)
     learner = Learner(student, cfg.actor, 0, default_total_steps=int(args.seconds / 0.13))
     start, steps, curve = time.perf_counter(), 0, []
     while time.perf_counter() - start < args.seconds:

@@ -201,8 +201,7 @@ class Pi0Policy:
         """Drawn from torch's global CPU generator, whose state every run checkpoint holds (exact resume), with std
         `scale` (drawn even at 0, so that the generator's stream does not depend on it)."""
         shape = (batch, self.model.size.action_horizon, self.model.size.action_dim)
-        noise = torch.randn(shape, dtype=torch.float32)
-        return (noise if scale == 1.0 else noise * scale).to(self.device)
+        return (torch.randn(shape, dtype=torch.float32) * scale).to(self.device)
 
     @torch.no_grad()
     def act(self, obs, noise: torch.Tensor | None = None) -> np.ndarray:
@@ -229,10 +228,8 @@ class Pi0Policy:
         apart = self.noise_scale != 1.0
         draws = samples + int(apart)
         noise = self.sample_noise(batch * draws)
-        if apart:
-            noise = noise.reshape(batch, draws, *noise.shape[1:])
-            noise[:, 0] *= self.noise_scale
-            noise = noise.reshape(batch * draws, *noise.shape[2:])
+        if apart:  # each observation's first draw, the executed one
+            noise.view(batch, draws, *noise.shape[1:])[:, 0] *= self.noise_scale
         with self._precision_context():
             out = self.model.sample_actions(**x, noise=noise, num_steps=self.num_steps,
                                             rounded_times=self.lerobot_made).float()

@@ -5,6 +5,11 @@ RLinf's 64-episode protocol. Prints per-task success, the overall rate with its 
 
     python bench/libero_spatial_small.py [--seeds 0 1 2] [--out bench-runs/libero-spatial-small] [--set KEY=VALUE]
     python bench/libero_spatial_small.py --report-only --out DIR    # tables and the HTML report of finished runs
+    python bench/libero_spatial_small.py --report-only --out DIR --keep bench/results/libero-spatial-small
+
+--keep copies what the tables and the report read of each finished run (config, summary, metrics, `eval.json`, the
+latest filmed evaluation; no checkpoints, ≈0.5 MB a seed) to `<keep>/seed<N>/`, so that seeds run in different
+sessions or machines report together (`--report-only --out <keep>`).
 
 Run dirs stay under --out (`seed<N>/`, with `eval.json` from `dagger eval`), and `dagger report --html` of all of
 them is written to `<out>/report.html` (and, where Chromium is installed, its headless screenshot to
@@ -27,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 PRESET = "libero-spatial-small"
 WORKER_PARTS = ("reset", "physics", "render", "expert")
+KEPT_FILES = ("config.yaml", "meta.json", "summary.json", "metrics.jsonl", "eval.json", "bench_wall.json")
 
 
 def _pct(value: float | None) -> str:
@@ -56,6 +62,22 @@ def _evaluate(run_dir: Path) -> dict:
     result["wall_s"] = wall
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _keep(run_dir: Path, dest: Path) -> None:
+    """A finished run without its checkpoints: what the tables and `dagger report` read."""
+    if dest.resolve() == run_dir.resolve():
+        return
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name in KEPT_FILES:
+        if (run_dir / name).exists():
+            shutil.copy2(run_dir / name, dest / name)
+    filmed = [p for p in (run_dir / "videos").glob("*") if p.is_dir() and p.name.isdigit()]
+    if filmed:
+        latest = max(filmed, key=lambda p: int(p.name))
+        shutil.copytree(latest, dest / "videos" / latest.name)
 
 
 def _time_split(metrics: list[dict], wall: float | None) -> dict[str, float]:
@@ -91,6 +113,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.8, help="overall success each seed must reach")
     parser.add_argument("--minutes", type=float, default=60.0, help="training (launch to summary) limit per seed")
     parser.add_argument("--report-only", action="store_true", help="only the tables and report of runs in --out")
+    parser.add_argument("--keep", type=Path, help="copy each finished run, without checkpoints, to KEEP/seed<N>")
     args = parser.parse_args()
     from _common import table
 
@@ -112,6 +135,9 @@ def main() -> None:
         sys.exit(f"no finished runs under {args.out}")
     evals = {s: json.loads((d / "eval.json").read_text()) for s, d in runs.items()}
     summaries = {s: json.loads((d / "summary.json").read_text()) for s, d in runs.items()}
+    if args.keep:
+        for s, d in runs.items():
+            _keep(d, args.keep / d.name)
     for s, d in runs.items():
         if s not in walls and (d / "bench_wall.json").exists():
             walls[s] = json.loads((d / "bench_wall.json").read_text())["train_wall_s"]

@@ -4,7 +4,8 @@ samples of the iterations before `--split` for `--seconds` of learner time, then
 iterations from `--split` on (the student's own states at beta 0, which it never trained on): the flow-matching
 loss, and the first executed action, sampled from noise of std 1 and of std 0 (`pi0.sample_noise_scale`), against
 the expert's label in env units (mean absolute error of the position and rotation dims, and how often the gripper's
-sign agrees). `label_pos_mad` is the position error of always answering the training labels' mean.
+sign agrees). `label_pos_mad` is the position error of always answering the training labels' mean;
+`task_pos_err@0` gives, per task, the position error from the noise's mean and that of answering zero.
 
     python bench/libero_offline_fit.py RUN_DIR/checkpoints/iter_000055 [--seconds 360] [--split 45]
         [--image 32 --patch 8] [--train-below 25] [--set actor.model.pi0.train_augmentation=true] [--tag NAME]
@@ -97,6 +98,13 @@ def main() -> None:
             out[f"pos_err@{scale:g}"] = float(np.abs(actions[:, :3] - labels[:, :3]).mean())
             out[f"rot_err@{scale:g}"] = float(np.abs(actions[:, 3:6] - labels[:, 3:6]).mean())
             out[f"grip_ok@{scale:g}"] = float((np.sign(actions[:, 6]) == np.sign(labels[:, 6])).mean())
+        # per task, from the noise's mean (the preset's sampling): the position error and answering zero's
+        pos_err = np.abs(actions[:, :3] - labels[:, :3]).mean(1)
+        out["task_pos_err@0"] = {
+            task.removeprefix("pick up the black bowl ").removesuffix(" and place it on the plate"):
+                [round(float(pos_err[test["obs/prompt"] == task].mean()), 3),
+                 round(float(np.abs(labels[test["obs/prompt"] == task, :3]).mean()), 3)]
+            for task in sorted(set(test["obs/prompt"]))}
     out["label_pos_mad"] = float(np.abs(labels[:, :3] - train["expert_action"][:, 0, :3].mean(0)).mean())
     out["train_loss_curve"] = curve[:: max(1, len(curve) // 8)]
     print(json.dumps(out))

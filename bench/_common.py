@@ -38,3 +38,8 @@ def dagger_json(*args: str) -> tuple[float, dict]:
     if result.returncode != 0:
         sys.exit(f"dagger {args[0]} failed: {(result.stderr.strip().splitlines() or ['no output'])[-1]}")
     return wall, json.loads(result.stdout)
+
+
+def short_task(instruction: str) -> str:
+    """A LIBERO-Spatial instruction without the words every task shares ("between the plate and the ramekin")."""
+    return instruction.removeprefix("pick up the black bowl ").removesuffix(" and place it on the plate")

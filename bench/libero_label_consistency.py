@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--neighbours", type=int, default=5)
     ap.add_argument("--beta0-from", type=int, default=21, help="the first iteration at beta 0 (the preset's: 21)")
     args = ap.parse_args()
-    from _common import table
+    from _common import short_task, table
 
     from dagger_cli.core.engine.run_checkpoint import checkpoint_samples
 
@@ -48,7 +48,7 @@ def main() -> None:
         spread = np.abs(label[idx][:, None] - label[idx][near]).mean()
         alone = idx[iteration[idx] >= args.beta0_from]
         error = np.abs(executed[alone] - label[alone]).mean() if len(alone) else float("nan")
-        name = task.removeprefix("pick up the black bowl ").removesuffix(" and place it on the plate")
+        name = short_task(task)
         rows.append((name, str(len(idx)), str(len(alone)), f"{spread:.3f}", f"{error:.3f}",
                      f"{np.abs(label[idx]).mean():.3f}"))
     print(table(rows))

@@ -46,6 +46,8 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="a name printed with the result")
     args = ap.parse_args()
 
+    from _common import short_task
+
     from dagger_cli import assembly
     from dagger_cli.core.config_loader import load_config
     from dagger_cli.core.engine.learner import Learner
@@ -101,7 +103,7 @@ def main() -> None:
         # per task, from the noise's mean (the preset's sampling): the position error and answering zero's
         pos_err = np.abs(actions[:, :3] - labels[:, :3]).mean(1)
         out["task_pos_err@0"] = {
-            task.removeprefix("pick up the black bowl ").removesuffix(" and place it on the plate"):
+            short_task(task):
                 [round(float(pos_err[test["obs/prompt"] == task].mean()), 3),
                  round(float(np.abs(labels[test["obs/prompt"] == task, :3]).mean()), 3)]
             for task in sorted(set(test["obs/prompt"]))}

@@ -74,10 +74,11 @@ def _keep(run_dir: Path, dest: Path) -> None:
     for name in KEPT_FILES:
         if (run_dir / name).exists():
             shutil.copy2(run_dir / name, dest / name)
-    filmed = [p for p in (run_dir / "videos").glob("*") if p.is_dir() and p.name.isdigit()]
-    if filmed:
-        latest = max(filmed, key=lambda p: int(p.name))
-        shutil.copytree(latest, dest / "videos" / latest.name)
+    from dagger_cli.report.runs import load_run
+
+    for video in load_run(run_dir).videos():  # the latest filmed evaluation, as the report picks it
+        (dest / video.parent.relative_to(run_dir)).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(video, dest / video.relative_to(run_dir))
 
 
 def _time_split(metrics: list[dict], wall: float | None) -> dict[str, float]:

@@ -48,8 +48,7 @@ def main() -> None:
         spread = np.abs(label[idx][:, None] - label[idx][near]).mean()
         alone = idx[iteration[idx] >= args.beta0_from]
         error = np.abs(executed[alone] - label[alone]).mean() if len(alone) else float("nan")
-        name = short_task(task)
-        rows.append((name, str(len(idx)), str(len(alone)), f"{spread:.3f}", f"{error:.3f}",
+        rows.append((short_task(task), str(len(idx)), str(len(alone)), f"{spread:.3f}", f"{error:.3f}",
                      f"{np.abs(label[idx]).mean():.3f}"))
     print(table(rows))
 

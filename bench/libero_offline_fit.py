@@ -102,11 +102,11 @@ def main() -> None:
             out[f"grip_ok@{scale:g}"] = float((np.sign(actions[:, 6]) == np.sign(labels[:, 6])).mean())
         # per task, from the noise's mean (the preset's sampling): the position error and answering zero's
         pos_err = np.abs(actions[:, :3] - labels[:, :3]).mean(1)
-        out["task_pos_err@0"] = {
-            short_task(task):
-                [round(float(pos_err[test["obs/prompt"] == task].mean()), 3),
-                 round(float(np.abs(labels[test["obs/prompt"] == task, :3]).mean()), 3)]
-            for task in sorted(set(test["obs/prompt"]))}
+        out["task_pos_err@0"] = {}
+        for task in sorted(set(test["obs/prompt"])):
+            of_task = test["obs/prompt"] == task
+            out["task_pos_err@0"][short_task(task)] = [round(float(pos_err[of_task].mean()), 3),
+                                                       round(float(np.abs(labels[of_task, :3]).mean()), 3)]
     out["label_pos_mad"] = float(np.abs(labels[:, :3] - train["expert_action"][:, 0, :3].mean(0)).mean())
     out["train_loss_curve"] = curve[:: max(1, len(curve) // 8)]
     print(json.dumps(out))

@@ -137,7 +137,7 @@ def main() -> None:
     evals = {s: json.loads((d / "eval.json").read_text()) for s, d in runs.items()}
     summaries = {s: json.loads((d / "summary.json").read_text()) for s, d in runs.items()}
     if args.keep:
-        for s, d in runs.items():
+        for d in runs.values():
             _keep(d, args.keep / d.name)
     for s, d in runs.items():
         if s not in walls and (d / "bench_wall.json").exists():

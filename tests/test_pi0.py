@@ -160,12 +160,72 @@ def test_a_cold_sample_starts_the_flow_from_scaled_noise(checkpoint_dir, tokeniz
     assert np.allclose(spread, expected.numpy(), atol=1e-5) and (spread > 0).all()
 
 
-def test_a_negative_sample_noise_scale_is_refused(tokenizer_path):
+@pytest.mark.parametrize("key, value", [("sample_noise_scale", -0.5), ("loss_draws", 0)])
+def test_a_negative_noise_scale_or_no_loss_draw_is_refused(tokenizer_path, key, value):
     from dagger_cli.core.errors import ConfigError
 
-    cfg = pi0_config(tokenizer_path, sample_noise_scale=-0.5)
-    with pytest.raises(ConfigError, match=r"actor\.model\.pi0\.sample_noise_scale"):
+    cfg = pi0_config(tokenizer_path, **{key: value})
+    with pytest.raises(ConfigError, match=rf"actor\.model\.pi0\.{key}"):
         cfg.check("actor.model", None)
+
+
+def test_several_loss_draws_share_one_prefix_and_equal_separate_joint_passes(policy):
+    """GIVEN 3 (time, noise) draws for each of 2 observations WHEN the loss takes them together (`pi0.loss_draws`:
+    the prefix runs once, every draw's suffix attends to its cached keys and values) THEN each element's loss, and
+    the gradient of every parameter, is the mean over 3 separate joint passes (openpi's loss), one per draw."""
+    model, x = policy.model, policy.inputs(observation())
+    torch.manual_seed(2)
+    actions = torch.randn(2, 50, 32)
+    noise, time = torch.randn(2, 3, 50, 32), torch.rand(2, 3) * 0.9 + 0.05
+
+    def loss_and_gradients(compute):
+        model.zero_grad(set_to_none=True)
+        per_element = compute()
+        per_element[:, :10, :7].mean().backward()
+        gradients = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad(set_to_none=True)
+        return per_element.detach(), gradients
+
+    together, g_together = loss_and_gradients(
+        lambda: model.loss(**x, actions=actions, noise=noise.flatten(0, 1), time=time.flatten()))
+    separate, g_separate = loss_and_gradients(lambda: torch.stack(
+        [model.loss(**x, actions=actions, noise=noise[:, k], time=time[:, k]) for k in range(3)]).mean(dim=0))
+    assert together.shape == (2, 50, 32) and torch.allclose(together, separate, atol=1e-5)
+    assert any("vision_tower" in n for n in g_together)
+    for name in set(g_together) | set(g_separate):  # a parameter one pass leaves unused has no gradient there
+        g, other = (grads.get(name, torch.zeros(())) for grads in (g_together, g_separate))
+        assert torch.allclose(g, other, atol=1e-6, rtol=1e-4), name
+    # AND the draws count: the first alone is another loss
+    first = model.loss(**x, actions=actions, noise=noise[:, 0], time=time[:, 0])
+    assert not torch.allclose(first.detach(), together, atol=1e-3)
+
+
+def test_a_student_with_loss_draws_draws_them_per_sample_and_learns(tokenizer_path):
+    """GIVEN a student with `loss_draws: 4` THEN its loss randomness has 4 draws per sample (rows stay samples, so a
+    data-parallel learner's shards stay whole samples) and its loss falls on a fixed batch; with 1 draw, the numbers
+    are those π₀'s loss draws (one time and one noise per sample, in that order)."""
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    one, four = (Pi0Policy(pi0_config(tokenizer_path, loss_draws=k), "cpu") for k in (1, 4))
+    torch.manual_seed(3)
+    a = one.loss_noise(2)
+    torch.manual_seed(3)
+    time = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0)).sample((2,)) * 0.999 + 0.001
+    assert torch.equal(a["time"][:, 0], time) and torch.equal(a["noise"][:, 0], torch.randn(2, 50, 32))
+    b = four.loss_noise(2)
+    assert a["noise"].shape == (2, 1, 50, 32) and b["noise"].shape == (2, 4, 50, 32) and b["time"].shape == (2, 4)
+    obs, labels = observation(batch=4), np.random.default_rng(0).uniform(-1, 1, (4, 10, 7)).astype(np.float32)
+    optimizer = torch.optim.AdamW(four.model.parameters(), lr=3e-3)
+    torch.manual_seed(4)
+    noise = four.loss_noise(4)
+    losses = []
+    for _ in range(10):
+        loss = four.loss(obs, labels, noise=noise)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0]
 
 
 def gradients_with_and_without_checkpointing(policy, parameter: str):

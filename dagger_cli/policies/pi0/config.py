@@ -53,6 +53,9 @@ class Pi0Config:
     sample_noise_scale: float = 1.0
     """std of the noise the flow starts from when acting: 1 = π₀'s N(0, I); below 1 a colder sample, 0 one
     deterministic chunk per observation (the flow from the noise's mean); the training loss always draws N(0, I)"""
+    loss_draws: int = 1
+    """flow-matching (time, noise) draws per sample in each learner step: the prefix (cameras, prompt) runs once and
+    every draw's action tokens attend to it; a sample's loss is their mean (1 = openpi's, one joint pass)"""
     uncertainty_samples: int = 4
     """algorithm.dagger.query gated: action chunks sampled per observation (one prefix pass, each its own noise)
     whose spread is the student's uncertainty"""
@@ -82,7 +85,7 @@ class Pi0ModelConfig(ModelConfig):
     def check(self, key: str, cfg) -> None:
         p = self.pi0
         optional = ("max_token_len", "action_horizon", "state_token_dims")
-        check_positive(p, f"{key}.pi0", "num_steps", *(n for n in optional if getattr(p, n) is not None))
+        check_positive(p, f"{key}.pi0", "num_steps", "loss_draws", *(n for n in optional if getattr(p, n) is not None))
         check(p.sample_noise_scale >= 0, f"{key}.pi0.sample_noise_scale",
               f"a noise std cannot be negative, got {p.sample_noise_scale}")
         check(p.uncertainty_samples >= 2, f"{key}.pi0.uncertainty_samples",

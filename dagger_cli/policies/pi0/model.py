@@ -337,26 +337,51 @@ class Pi0Model(nn.Module):
         return self.action_out_proj(out).float()
 
     def loss(self, images, image_masks, tokens, token_masks, state, actions, noise=None, time=None) -> torch.Tensor:
-        """Per-element flow-matching loss (B, horizon, action_dim) for normalised, padded `actions`."""
+        """Per-element flow-matching loss (B, horizon, action_dim) for normalised, padded `actions`. `noise` and
+        `time` may hold K draws per observation (B·K rows, an observation's K draws together): the prefix then runs
+        once, every draw's suffix attends to its keys and values, and an element's loss is the mean over the draws
+        (K = 1: openpi's joint pass)."""
         batch = actions.shape[0]
         if noise is None:
             noise = torch.randn_like(actions, dtype=torch.float32)
         if time is None:
             beta = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0))
             time = (beta.sample((batch,)) * 0.999 + 0.001).to(actions.device)
+        draws = noise.shape[0] // batch
+        if draws > 1:
+            actions, state = actions.repeat_interleave(draws, dim=0), state.repeat_interleave(draws, dim=0)
         t = time[:, None, None]
         x_t = t * noise + (1 - t) * actions
         target = noise - actions
-        prefix, prefix_pad, prefix_blocks = self.embed_prefix(images, image_masks, tokens, token_masks)
         suffix, suffix_pad, suffix_blocks, cond = self.embed_suffix(state, x_t, time)
-        prefix_dtype, suffix_dtype = self.stream_dtypes
-        prefix, suffix = prefix.to(prefix_dtype), suffix.to(suffix_dtype)
-        pads = torch.cat([prefix_pad, suffix_pad], dim=1)
-        blocks = torch.cat([prefix_blocks, suffix_blocks], dim=1)
-        mask2d = make_attention_2d(pads, blocks)
-        positions = torch.cumsum(pads.long(), dim=1) - 1
-        (_, suffix_out), _ = self.run(prefix, suffix, mask2d, positions, cond=cond)
-        return F.mse_loss(target, self._velocity(suffix_out), reduction="none")
+        suffix = suffix.to(self.stream_dtypes[1])
+        if draws == 1:
+            prefix, prefix_pad, prefix_blocks = self.embed_prefix(images, image_masks, tokens, token_masks)
+            prefix = prefix.to(self.stream_dtypes[0])
+            pads = torch.cat([prefix_pad, suffix_pad], dim=1)
+            blocks = torch.cat([prefix_blocks, suffix_blocks], dim=1)
+            mask2d = make_attention_2d(pads, blocks)
+            positions = torch.cumsum(pads.long(), dim=1) - 1
+            (_, suffix_out), _ = self.run(prefix, suffix, mask2d, positions, cond=cond)
+        else:
+            cache, prefix_pad = self.prefix_cache(images, image_masks, tokens, token_masks, draws)
+            mask2d, positions = _suffix_after_prefix(prefix_pad, suffix_pad, suffix_blocks)
+            (_, suffix_out), _ = self.run(None, suffix, mask2d, positions, cache=cache, cond=cond)
+        errors = F.mse_loss(target, self._velocity(suffix_out), reduction="none")
+        return errors if draws == 1 else errors.view(batch, draws, *errors.shape[1:]).mean(dim=1)
+
+    def prefix_cache(self, images, image_masks, tokens, token_masks, draws: int = 1):
+        """The prefix (cameras, prompt) run once: per-layer keys and values and its pad mask, each repeated for
+        `draws` suffixes per observation (B·draws rows, an observation's together)."""
+        prefix, prefix_pad, prefix_blocks = self.embed_prefix(images, image_masks, tokens, token_masks)
+        prefix = prefix.to(self.stream_dtypes[0])
+        prefix_mask = make_attention_2d(prefix_pad, prefix_blocks)
+        prefix_positions = torch.cumsum(prefix_pad.long(), dim=1) - 1
+        _, cache = self.run(prefix, None, prefix_mask, prefix_positions, keep_cache=True)
+        if draws > 1:
+            cache = [tuple(t.repeat_interleave(draws, dim=0) for t in kv) for kv in cache]
+            prefix_pad = prefix_pad.repeat_interleave(draws, dim=0)
+        return cache, prefix_pad
 
     @torch.no_grad()
     def sample_actions(self, images, image_masks, tokens, token_masks, state, noise, num_steps: int = 10,
@@ -366,34 +391,35 @@ class Pi0Model(nn.Module):
         they differ by an ulp here and there, which the time embedding's 4 ms period turns into ~1e-5 of the
         actions. `noise` may hold several draws per observation (B·K rows, an observation's K draws together): the
         prefix is then run once per observation and its keys and values repeated for each draw."""
-        prefix_dtype, suffix_dtype = self.stream_dtypes
-        prefix, prefix_pad, prefix_blocks = self.embed_prefix(images, image_masks, tokens, token_masks)
-        prefix = prefix.to(prefix_dtype)
-        prefix_mask = make_attention_2d(prefix_pad, prefix_blocks)
-        prefix_positions = torch.cumsum(prefix_pad.long(), dim=1) - 1
-        _, cache = self.run(prefix, None, prefix_mask, prefix_positions, keep_cache=True)
-        draws = noise.shape[0] // prefix.shape[0]
+        draws = noise.shape[0] // state.shape[0]
+        cache, prefix_pad = self.prefix_cache(images, image_masks, tokens, token_masks, draws)
         if draws > 1:
-            cache = [tuple(t.repeat_interleave(draws, dim=0) for t in kv) for kv in cache]
-            prefix_pad, state = prefix_pad.repeat_interleave(draws, dim=0), state.repeat_interleave(draws, dim=0)
+            state = state.repeat_interleave(draws, dim=0)
 
         batch = noise.shape[0]
         dt = -1.0 / num_steps
         x_t = noise.float()
         time = torch.tensor(1.0, dtype=torch.float32, device=noise.device)
-        offsets = prefix_pad.long().sum(dim=1, keepdim=True)
         for step in range(num_steps):
             if rounded_times:
                 time = torch.tensor(1.0 + step * dt, dtype=torch.float32, device=noise.device)
             suffix, suffix_pad, suffix_blocks, cond = self.embed_suffix(state, x_t, time.expand(batch))
-            suffix = suffix.to(suffix_dtype)
-            to_prefix = prefix_pad[:, None, :].expand(batch, suffix.shape[1], prefix_pad.shape[1])
-            mask2d = torch.cat([to_prefix, make_attention_2d(suffix_pad, suffix_blocks)], dim=2)
-            positions = offsets + torch.cumsum(suffix_pad.long(), dim=1) - 1
+            suffix = suffix.to(self.stream_dtypes[1])
+            mask2d, positions = _suffix_after_prefix(prefix_pad, suffix_pad, suffix_blocks)
             (_, suffix_out), _ = self.run(None, suffix, mask2d, positions, cache=cache, cond=cond)
             x_t = x_t + dt * self._velocity(suffix_out)
             time = time + dt
         return x_t
+
+
+def _suffix_after_prefix(prefix_pad: torch.Tensor, suffix_pad: torch.Tensor, suffix_blocks: torch.Tensor):
+    """(mask2d, positions) of a suffix run against a cached prefix: each suffix token sees the prefix's real tokens
+    and the suffix as its blocks allow, and its positions continue after the prefix's real tokens."""
+    batch, length = suffix_pad.shape
+    to_prefix = prefix_pad[:, None, :].expand(batch, length, prefix_pad.shape[1])
+    mask2d = torch.cat([to_prefix, make_attention_2d(suffix_pad, suffix_blocks)], dim=2)
+    positions = prefix_pad.long().sum(dim=1, keepdim=True) + torch.cumsum(suffix_pad.long(), dim=1) - 1
+    return mask2d, positions
 
 
 def parameter_count(size: Pi0Size) -> int:

@@ -244,12 +244,14 @@ class Pi0Policy:
 
     def loss_noise(self, batch: int) -> dict[str, torch.Tensor]:
         """The randomness of `loss` on `batch` samples, as CPU tensors with a leading batch dim: flow-matching
-        `time` (B,) ~ Beta(1.5, 1) scaled into [0.001, 1], `noise` (B, horizon, model action dim) and, where
-        images are augmented, the augmentation's `augment` draws (B, K, 6; one per slot for the batch). Drawn from
-        torch's global CPU generator (run checkpoints hold it), in the order `loss` draws them when given none; a
-        data-parallel learner draws them for the global batch where it samples it, and ships each rank its rows."""
-        time = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0)).sample((batch,)) * 0.999 + 0.001
-        shape = (batch, self.model.size.action_horizon, self.model.size.action_dim)
+        `time` (B, D) ~ Beta(1.5, 1) scaled into [0.001, 1], `noise` (B, D, horizon, model action dim) for
+        D = `pi0.loss_draws` draws per sample and, where images are augmented, the augmentation's `augment` draws
+        (B, K, 6; one per slot for the batch). Drawn from torch's global CPU generator (run checkpoints hold it), in
+        the order `loss` draws them when given none (D = 1: the same numbers); a data-parallel learner draws them
+        for the global batch where it samples it, and ships each rank its rows."""
+        k = self.cfg.pi0.loss_draws
+        time = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0)).sample((batch, k)) * 0.999 + 0.001
+        shape = (batch, k, self.model.size.action_horizon, self.model.size.action_dim)
         draws = {"time": time, "noise": torch.randn(shape, dtype=torch.float32)}
         if self._augments():
             from dagger_cli.policies.pi0.images import draw_augmentation
@@ -283,8 +285,9 @@ class Pi0Policy:
 
             x["images"] = augment_for_training(x["images"], self.transforms.spec.wrist_slots(), noise["augment"])
         with self._precision_context():
-            per_element = self.model.loss(**x, actions=actions, noise=noise["noise"].to(self.device),
-                                          time=noise["time"].to(self.device))
+            draws = noise["noise"].reshape(-1, *noise["noise"].shape[-2:])  # (B·D, horizon, dims), D draws each
+            per_element = self.model.loss(**x, actions=actions, noise=draws.to(self.device),
+                                          time=noise["time"].reshape(-1).to(self.device))
         return per_element[:, : self.chunk, : self.cfg.action_dim]
 
     def _full_horizon(self, labels: np.ndarray) -> np.ndarray:

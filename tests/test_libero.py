@@ -107,6 +107,48 @@ def test_an_episode_depends_on_its_seed_alone_not_on_the_workers_history(hard_re
         env.close()
 
 
+def test_skipping_the_controllers_repeated_forward_changes_no_bit_and_a_third_of_the_dynamics():
+    """GIVEN two envs, one computing every forward robosuite asks for, one skipping the OSC controller's repeat of the
+    step loop's forward (the default) WHEN both run the same episode on the expert's chunks THEN every observation
+    (cameras, state), the expert's chunk and the simulator's state are bitwise equal, with a third fewer forward
+    computations (two in each substep but one, where `mj_step` computes its own). ~15 s: two env builds."""
+    import mujoco
+
+    from dagger_cli.envs.libero import LiberoTaskEnv
+    from dagger_cli.envs.libero.env import EXPERT_KEY
+
+    forwards = []
+    plain_forward = mujoco.mj_forward
+
+    def episode(skip: bool):
+        env = LiberoTaskEnv("libero_spatial", image_size=32, settle_steps=5, chunk=5, scripted_expert=True,
+                            hard_reset=False, fast_render=True)
+        env.skip_repeated_forward = skip
+        try:
+            observations = [env.reset(seed=13)[0]]
+            calls = []
+            mujoco.mj_forward = lambda m, d: (calls.append(1), plain_forward(m, d))[1]
+            try:
+                for _ in range(3):
+                    observations.append(env.step(observations[-1][EXPERT_KEY])[0])
+            finally:
+                mujoco.mj_forward = plain_forward
+            forwards.append(len(calls))
+            data = env._env.env.sim.data._data
+            return observations, (data.qpos.copy(), data.qvel.copy(), data.qacc_warmstart.copy())
+        finally:
+            env.close()
+
+    (repeated, state_a), (skipped, state_b) = episode(False), episode(True)
+    for a, b in zip(repeated, skipped):
+        for key in ("image", "wrist_image", "state", EXPERT_KEY):
+            assert np.array_equal(a[key], b[key]), key
+    assert all(np.array_equal(x, y) for x, y in zip(state_a, state_b))
+    # 3 chunks of 5 steps of 25 substeps, each simulated by the env and by the expert's open-loop chunk
+    substeps = 2 * 3 * 5 * 25
+    assert forwards == [2 * substeps, substeps]
+
+
 def test_a_kept_task_simulation_gives_the_episode_a_rebuilt_one_does():
     """GIVEN a worker env keeping 2 task simulations (env.task_sims) WHEN it resets task 3, runs part of an episode of
     task 4 and resets task 3 again THEN task 3's simulation is the one built first (no rebuild), and the observation
@@ -131,6 +173,26 @@ def test_a_kept_task_simulation_gives_the_episode_a_rebuilt_one_does():
         assert list(env._kept) == [3]
     finally:
         env.close()
+
+
+def test_task_affinity_keeps_each_env_on_its_share_of_the_tasks_and_off_by_default_changes_nothing():
+    """GIVEN 2 envs on libero_spatial's 10 tasks WHEN training seeds are drawn THEN with env.task_affinity env 0 runs
+    tasks 0–4 and env 1 tasks 5–9, each task and init state about equally often, and each init state the drawn
+    seed's; without it, the drawn seeds themselves."""
+    from types import SimpleNamespace
+
+    from dagger_cli.envs.libero.env import LiberoVecEnv, task_of
+
+    drawn = np.random.default_rng(0).integers(2**20, 2**31, size=(5000, 2)).tolist()
+    env = SimpleNamespace(task_affinity=True, prompts=["p"] * 10, num_envs=2)
+    runs = [LiberoVecEnv.training_seeds(env, pair) for pair in drawn]
+    for i, share in enumerate((range(0, 5), range(5, 10))):
+        tasks, inits = zip(*(task_of(r[i], 10) for r in runs))
+        counts = np.bincount(tasks, minlength=10)
+        assert set(tasks) == set(share) and counts[list(share)].min() > 0.8 * 1000
+        assert inits == tuple(task_of(d[i], 10)[1] for d in drawn) and len(set(inits)) == 50
+    env.task_affinity = False
+    assert [LiberoVecEnv.training_seeds(env, pair) for pair in drawn] == drawn
 
 
 def test_task5_bowl_settles_in_its_ramekin():

@@ -178,6 +178,27 @@ def test_evaluation_runs_each_envs_episodes_group_by_group_and_reports_them_in_s
         assert np.abs(frames_a.astype(int) - frames_b.astype(int)).max() <= 24
 
 
+class SteeringPointEnv(PointEnv):
+    """PointEnv that moves each training seed into its env's residue mod 2 (as LIBERO's task affinity moves it into
+    the env's share of the tasks)."""
+
+    def training_seeds(self, seeds):
+        return [s - s % 2 + i % 2 for i, s in enumerate(seeds)]
+
+
+def test_training_resets_run_the_seeds_the_env_steers_them_to_and_evaluation_is_not_steered():
+    # GIVEN an env that steers training seeds, collecting episodes that end at the time limit
+    env = SteeringPointEnv(2)
+    Rollout(env, ConstantPolicy(0.7), PointExpert(), max_episode_steps=5).collect(30, 0.0, iteration=0, seed=1)
+    # THEN every training reset (the first and those after an episode ends) ran env i's steered seed
+    resets = [(seeds[i], i) for seeds, mask in env.resets for i in np.flatnonzero(mask)]
+    assert len(resets) >= 12 and all(seed % 2 == i for seed, i in resets)
+    # AND evaluation runs its fixed seeds as given
+    env.resets.clear()
+    evaluate(env, PointExpert(), seeds=[100, 100], max_episode_steps=5)
+    assert env.resets[0][0] == [100, 100]
+
+
 @pytest.mark.parametrize("successes, trials", [(0, 10), (5, 10), (10, 10), (95, 100)])
 def test_wilson_interval_contains_the_estimate(successes, trials):
     from dagger_cli.core.engine.stats import wilson_interval

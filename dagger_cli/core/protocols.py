@@ -46,7 +46,8 @@ class VecEnv(Protocol):
     # are then zeros); `worker_seconds() -> {part: seconds}`, where the env's workers spent their time since the last
     # call, summed over workers (logged per rollout as `time/rollout_worker_<part>_s`); `episode_group(seed)`, a key
     # of what a reset seed sets up that is costly to change (a LIBERO task): evaluation gives each env its episodes
-    # grouped by it.
+    # grouped by it; `training_seeds(seeds) -> seeds`, the reset seeds the envs run for the engine's draw of training
+    # seeds (env i's at index i; never asked for evaluation's), e.g. each LIBERO worker kept on its share of the tasks.
 
 
 class Policy(Protocol):

@@ -48,10 +48,16 @@ def visible(obs: Obs, env: VecEnv, policy=None) -> Obs:
     return {k: v for k, v in obs.items() if k not in hidden}
 
 
+def training_seeds(env: VecEnv, drawn: list[int]) -> list[int]:
+    """The reset seeds `env` runs for a draw of training seeds (its optional `training_seeds`, else the draw)."""
+    steer = getattr(env, "training_seeds", None)
+    return drawn if steer is None else steer(drawn)
+
+
 def sample_shapes(env: VecEnv, expert: Policy) -> dict[str, tuple[int, ...]]:
     """The shape of one sample of each field a collection stores but the metadata: the observations as the buffer
     keeps them (one reset of `env` shows them), the expert's label chunk and the executed chunk."""
-    obs = env.reset([TRAIN_SEED_RANGE[0] + i for i in range(env.num_envs)])
+    obs = env.reset(training_seeds(env, [TRAIN_SEED_RANGE[0] + i for i in range(env.num_envs)]))
     shapes = {key: tuple(np.asarray(value).shape[1:]) for key, value in flatten_obs(visible(obs, env)).items()}
     shapes["expert_action"] = tuple(expert.action_shape)
     shapes["action"] = (env.num_action_chunks, env.action_dim)
@@ -230,6 +236,9 @@ class Rollout:
         all_envs = np.ones(n, dtype=bool)
         next_episode = 0
 
+        def episode_seeds() -> list[int]:
+            return training_seeds(env, [int(s) for s in seeds.integers(*TRAIN_SEED_RANGE, size=n)])
+
         def new_episode_ids(count: int) -> np.ndarray:
             nonlocal next_episode
             ids = iteration * 2**24 + next_episode + np.arange(count)
@@ -237,7 +246,7 @@ class Rollout:
             return ids
 
         t = time.perf_counter()
-        obs = env.reset([int(s) for s in seeds.integers(*TRAIN_SEED_RANGE, size=n)], all_envs)
+        obs = env.reset(episode_seeds(), all_envs)
         timings["env"] += time.perf_counter() - t
         episode_id = new_episode_ids(n)
         elapsed = np.zeros(n, dtype=np.int64)
@@ -303,7 +312,7 @@ class Rollout:
                     succeeded[int(episode_id[i])] = bool(success_once[i])
                 if k < calls - 1:
                     t = time.perf_counter()
-                    obs = env.reset([int(s) for s in seeds.integers(*TRAIN_SEED_RANGE, size=n)], done)
+                    obs = env.reset(episode_seeds(), done)
                     timings["env"] += time.perf_counter() - t
                     episode_id[done] = new_episode_ids(int(done.sum()))
                     elapsed[done] = 0

@@ -25,6 +25,10 @@ class LiberoEnvConfig(EnvConfig):
     task_sims: int = 1
     """task simulations each env worker keeps built: a reset to a kept task skips building its env (≈4 s on a 2-core
     CPU), at ≈0.8 GB of RAM each under OSMesa; 1 builds one at every change of task, as LIBERO and RLinf do"""
+    task_affinity: bool = False
+    """training episodes: env i runs only its contiguous share of the suite's tasks (2 envs, 10 tasks: 0–4 and 5–9),
+    init states as before, so with task_sims at least that share its resets never build a simulation; evaluation
+    keeps RLinf's protocol"""
     fast_render: bool = False
     """cameras without multisampling and reflections: ≈2× cheaper renders on a CPU, pixels slightly different from
     LIBERO's (a policy trained on one should be evaluated on the same)"""

@@ -92,6 +92,43 @@ def task_of(seed: int, n_tasks: int) -> tuple[int, int]:
     return seed % n_tasks, (seed // n_tasks) % 50
 
 
+def task_share(env_index: int, num_envs: int, n_tasks: int) -> range:
+    """The contiguous block of tasks that env `env_index` trains on under `env.task_affinity` (the blocks evaluation
+    deals the envs, `rollout.episode_order`, fall about the same way)."""
+    blocks = min(num_envs, n_tasks)
+    b = env_index % blocks
+    return range(b * n_tasks // blocks, (b + 1) * n_tasks // blocks)
+
+
+def seed_in_share(seed: int, share: range, n_tasks: int) -> int:
+    """A reset seed in `share` for a drawn training seed: the drawn seed's init state and fixture seed's magnitude,
+    and a task uniform over the share (for uniformly drawn seeds)."""
+    high = seed // n_tasks
+    return high * n_tasks + share[(high // 50) % len(share)]
+
+
+def skip_repeated_forward(raw) -> None:
+    """Every control substep of robosuite 1.4's `step` runs `sim.forward()` and then `_pre_action`, whose OSC
+    controller (`update`) runs `sim.forward()` again on the same state; the second is made a no-op. The forward
+    dynamics of a substep are then computed once besides `sim.step`'s own, bit for bit the same (nothing `_pre_action`
+    does before it changes what forward reads), ≈30% less physics for the env and the expert's open-loop chunks."""
+    pre_action = raw._pre_action
+
+    def after_forward(action, policy_step=False):
+        sim = raw.sim  # a hard reset makes a new one
+        sim.forward = _no_forward
+        try:
+            pre_action(action, policy_step=policy_step)
+        finally:
+            del sim.forward
+
+    raw._pre_action = after_forward
+
+
+def _no_forward() -> None:
+    pass
+
+
 class LiberoTaskEnv(gym.Env):
     """One LIBERO env in a worker process, any task of the suite (chunked actions)."""
 
@@ -121,6 +158,8 @@ class LiberoTaskEnv(gym.Env):
         self._kept: OrderedDict[int, tuple] = OrderedDict()
         """task id -> (env, init states, first-reset snapshot) of the built tasks other than the current one, the
         least recently used first"""
+        self.skip_repeated_forward = True
+        """a control substep computes MuJoCo's forward dynamics once before stepping, not twice (`skip_repeated_forward`)"""
         self._render = True
         self.seconds = dict.fromkeys(WORKER_PARTS, 0.0)
         """time spent per part since the last `take_seconds()`"""
@@ -155,6 +194,8 @@ class LiberoTaskEnv(gym.Env):
             hard_reset=self.hard_reset,
         )
         self._env.seed(0)
+        if self.skip_repeated_forward:
+            skip_repeated_forward(self._env.env)
         self._init_states = self.suite.get_task_init_states(task_id)
         self._task = task_id
         self._first_reset = None
@@ -316,6 +357,7 @@ class LiberoVecEnv(WorkerEnvMixin):
         self.obs_shape = (8,)
         self.backend = os.environ["MUJOCO_GL"]
         self._task_ids = np.zeros(self.num_envs, dtype=np.int64)
+        self.task_affinity = cfg.task_affinity
         self.privileged_keys = (EXPERT_KEY,) if cfg.scripted_expert else ()
         make = partial(_make_worker_env, cfg.task, cfg.image_size, cfg.settle_steps, num_action_chunks,
                        cfg.scripted_expert, cfg.hard_reset, cfg.fast_render, cfg.task_sims)
@@ -330,6 +372,14 @@ class LiberoVecEnv(WorkerEnvMixin):
         """The task a reset seed picks: evaluation runs each worker's episodes task by task (a new task rebuilds the
         worker's simulation, ≈3–5 s)."""
         return task_of(seed, len(self.prompts))[0]
+
+    def training_seeds(self, seeds: list[int]) -> list[int]:
+        """The training reset seeds the envs run for the engine's draw: with `env.task_affinity`, each env's moved
+        into its share of the tasks (`task_share`), else the draw itself."""
+        if not self.task_affinity:
+            return list(seeds)
+        n_tasks = len(self.prompts)
+        return [seed_in_share(int(s), task_share(i, self.num_envs, n_tasks), n_tasks) for i, s in enumerate(seeds)]
 
     def episode_tasks(self) -> list[str]:
         """The task of each env's current episode (per-task success in evaluation)."""

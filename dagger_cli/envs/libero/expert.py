@@ -467,9 +467,9 @@ class SimSnapshot:
             _set_python_state(o, s)
 
 
-def physics_step(env, action) -> bool:
-    """One env step's physics and control, as robosuite's `step` runs them, without observations or rendering;
-    returns the task's success after it."""
+def physics_step(env, action) -> None:
+    """One env step's physics and control, as robosuite's `step` runs them, without observations, rendering or the
+    success check."""
     raw = _raw(env)
     action = np.asarray(action, dtype=np.float64)
     for i in range(int(raw.control_timestep / raw.model_timestep)):
@@ -478,7 +478,6 @@ def physics_step(env, action) -> bool:
         raw.sim.step()
     raw.timestep += 1
     raw.cur_time += raw.control_timestep
-    return bool(raw._check_success())
 
 
 def expert_chunk(expert: LiberoSpatialExpert, env, chunk: int) -> np.ndarray:

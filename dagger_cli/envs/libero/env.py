@@ -159,7 +159,8 @@ class LiberoTaskEnv(gym.Env):
         """task id -> (env, init states, first-reset snapshot) of the built tasks other than the current one, the
         least recently used first"""
         self.skip_repeated_forward = True
-        """a control substep computes MuJoCo's forward dynamics once before stepping, not twice (`skip_repeated_forward`)"""
+        """a control substep computes MuJoCo's forward dynamics once before stepping, not twice
+        (`skip_repeated_forward`)"""
         self._render = True
         self.seconds = dict.fromkeys(WORKER_PARTS, 0.0)
         """time spent per part since the last `take_seconds()`"""

@@ -1,6 +1,6 @@
 """What one learner step of `libero-spatial-small`'s student costs on this machine: the small vision π₀ on a batch of
 LIBERO-shaped samples (two 64² cameras, an instruction, 5-step labels), timed per optimizer step, for each
-`pi0.loss_draws` given, eagerly and (with `--compile`) under `torch.compile`. Ratios are against the first row.
+`pi0.loss_draws` given, eagerly and (with `--compile`) compiled (`pi0.compile_loss`). Ratios are against the first row.
 
     python bench/learner_step.py [--draws 1 4 8] [--steps 30] [--compile]
 
@@ -35,14 +35,13 @@ def seconds_per_step(draws: int, steps: int, compiled: bool, size: int) -> tuple
     from dagger_cli.core.config_loader import load_config
     from dagger_cli.envs.libero import import_libero, load_suite
 
-    cfg = load_config(PRESET, overrides=[f"actor.model.pi0.loss_draws={draws}"])
+    cfg = load_config(PRESET, overrides=[f"actor.model.pi0.loss_draws={draws}",
+                                         f"actor.model.pi0.compile_loss={str(compiled).lower()}"])
     torch.manual_seed(0)
     student = assembly.student(cfg, "cpu")
     suite = load_suite(import_libero(), "libero_spatial")
     obs, labels = batch(size, [suite.get_task(i).language for i in range(suite.n_tasks)])
     student.fit_norm_stats(obs, labels)
-    if compiled:
-        student.model.loss = torch.compile(student.model.loss)
     optimizer = torch.optim.AdamW(student.module.parameters(), lr=1e-4)
 
     def step():

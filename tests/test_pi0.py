@@ -228,6 +228,39 @@ def test_a_student_with_loss_draws_draws_them_per_sample_and_learns(tokenizer_pa
     assert losses[-1] < 0.6 * losses[0]
 
 
+def test_a_compiled_training_pass_gives_the_eager_loss_and_gradients(checkpoint_dir, tokenizer_path, monkeypatch):
+    """GIVEN two students from one checkpoint, one with `pi0.compile_loss` (torch.compile made to trace with dynamo's
+    `eager` backend: our code's graphs, not TorchInductor's kernels, which bench/learner_step.py times) WHEN each
+    takes the loss of one batch with the same draws THEN the compiled one ran through dynamo and its loss and every
+    gradient equal the eager one's; an expert with the key set is not compiled."""
+    import functools
+
+    import torch._dynamo
+    from dagger_cli.policies.pi0 import Pi0Policy
+
+    compiled = []
+    eager_backend = functools.partial(torch.compile, backend="eager")
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(fn) or eager_backend(fn, **kw))
+    torch._dynamo.reset()
+    plain = Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir), "cpu")
+    student = Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir, compile_loss=True), "cpu")
+    Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir, compile_loss=True), "cpu", trainable=False)
+    assert len(compiled) == 1 and compiled[0] == student.model.loss
+    obs, labels = observation(batch=2), np.random.default_rng(0).uniform(-1, 1, (2, 10, 7)).astype(np.float32)
+    noise = plain.loss_noise(2)
+    frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    losses, grads = [], []
+    for policy in (plain, student):
+        loss = policy.loss(obs, labels, noise=noise)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({n: p.grad for n, p in policy.model.named_parameters() if p.grad is not None})
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > frames
+    assert torch.allclose(losses[0], losses[1], rtol=1e-5) and grads[0].keys() == grads[1].keys()
+    for name, g in grads[0].items():
+        assert torch.allclose(g, grads[1][name], atol=1e-6, rtol=1e-4), name
+
+
 def gradients_with_and_without_checkpointing(policy, parameter: str):
     """The gradient of one parameter of a fresh copy of `policy`'s model, from one loss computed without and then with
     gradient checkpointing."""

@@ -114,6 +114,8 @@ class Pi0Policy:
         if not trainable:
             self.model.requires_grad_(False)
         self.module = self.model
+        self._model_loss = torch.compile(self.model.loss) if trainable and p.compile_loss else self.model.loss
+        """the model's training pass: compiled with `pi0.compile_loss` (lazily, at its first call)"""
         self.augment = trainable and (p.train_augmentation if p.train_augmentation is not None
                                       else DATA_SPECS[p.data].augment)
         """augment camera images in `loss` (never in `act`)"""
@@ -286,8 +288,8 @@ class Pi0Policy:
             x["images"] = augment_for_training(x["images"], self.transforms.spec.wrist_slots(), noise["augment"])
         with self._precision_context():
             draws = noise["noise"].reshape(-1, *noise["noise"].shape[-2:])  # (B·D, horizon, dims), D draws each
-            per_element = self.model.loss(**x, actions=actions, noise=draws.to(self.device),
-                                          time=noise["time"].reshape(-1).to(self.device))
+            per_element = self._model_loss(**x, actions=actions, noise=draws.to(self.device),
+                                            time=noise["time"].reshape(-1).to(self.device))
         return per_element[:, : self.chunk, : self.cfg.action_dim]
 
     def _full_horizon(self, labels: np.ndarray) -> np.ndarray:

@@ -73,6 +73,7 @@ def test_unknown_set_override_suggests():
         ("runner.save_interval=0", "runner.save_interval"),
         ("rollout.expert_model.model_type=mlp", "runner.expert_ckpt_path"),
         ("actor.model.model_type=scripted", "actor.model.model_type"),
+        ("actor.ema_decay=1.0", "actor.ema_decay"),
     ],
 )
 def test_bad_values_name_their_key(override, key):

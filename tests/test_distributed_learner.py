@@ -37,8 +37,10 @@ def filled_buffer(n: int = 400, expert_used: np.ndarray | None = None) -> Replay
 
 
 def test_two_gloo_ranks_train_the_same_parameters_as_one_process():
-    # GIVEN one student copied into a single-process learner and a 2-rank learner (shards of 24, micro-batches 16 + 8)
-    cfg = point_config(**{"cluster.learner_procs": 2, "actor.global_batch_size": 48, "actor.micro_batch_size": 16})
+    # GIVEN one student copied into a single-process learner and a 2-rank learner (shards of 24, micro-batches 16 + 8),
+    # both acting with a moving average of their weights (the ranks train and average; the others' tests, without it)
+    cfg = point_config(**{"cluster.learner_procs": 2, "actor.global_batch_size": 48, "actor.micro_batch_size": 16,
+                          "actor.ema_decay": 0.9})
     torch.manual_seed(0)
     single, parallel = MLPPolicy(cfg.actor.model), MLPPolicy(cfg.actor.model)
     parallel.module.load_state_dict(single.module.state_dict())
@@ -56,10 +58,11 @@ def test_two_gloo_ranks_train_the_same_parameters_as_one_process():
         assert m1["train/actor/lr"] == m2["train/actor/lr"]
         start = MLPPolicy(cfg.actor.model)
         assert max(float((a[k] - start.module.state_dict()[k]).abs().max()) for k in a) > 100 * TOLERANCE
-        # AND the optimizer state a checkpoint takes from rank 0 matches the single learner's
+        # AND the optimizer state and trained weights a checkpoint takes from rank 0 match the single learner's
         t1, meta1 = one.state_dict()
         t2, meta2 = two.state_dict()
         assert set(t1) == set(t2) and all(torch.allclose(t1[k], t2[k], atol=TOLERANCE) for k in t1)
+        assert max(float((t1[f"trained/{k}"] - a[k]).abs().max()) for k in a) > 100 * TOLERANCE
         assert meta1["steps"] == meta2["steps"] == 20 and meta1["rng"] == meta2["rng"]
     finally:
         two.close()

@@ -55,6 +55,37 @@ def test_micro_batches_accumulate_to_the_global_batch_gradient():
     assert torch.allclose(results[0], results[1], atol=1e-5)
 
 
+def test_with_ema_decay_the_student_holds_the_moving_average_of_the_weights_it_trained():
+    """GIVEN two learners from the same start and seed, one with `actor.ema_decay` WHEN each takes 12 optimizer
+    steps, one at a time THEN the averaging one trained the very same weights (kept beside the module) and its module
+    holds their moving average, warmed up as min(decay, (1 + n) / (10 + n)); the plain one's module holds the trained
+    weights."""
+    buffer, decay = labelled_buffer(), 0.8
+    learners = []
+    for ema in (None, decay):
+        torch.manual_seed(0)
+        cfg = point_config(**({} if ema is None else {"actor.ema_decay": ema}))
+        learners.append(Learner(MLPPolicy(cfg.actor.model), cfg.actor, seed=0, default_total_steps=100))
+    plain, averaging = learners
+    names = [n for n, p in plain.policy.module.named_parameters() if p.requires_grad]
+    expected = {n: p.detach().clone() for n, p in plain.policy.module.named_parameters() if n in names}
+    for n in range(12):
+        plain.train(buffer, 1)
+        averaging.train(buffer, 1)
+        rate = 1 - min(decay, (1 + n) / (10 + n))
+        for name, p in plain.policy.module.named_parameters():
+            if name in names:
+                expected[name] += rate * (p.detach() - expected[name])
+    trained = averaging.average.trained()
+    held = dict(averaging.policy.module.named_parameters())
+    for name, p in plain.policy.module.named_parameters():
+        assert torch.equal(p, trained[name]) if name in names else torch.equal(p, held[name])
+    for name in names:
+        assert torch.allclose(held[name], expected[name], atol=1e-6)
+    assert sum(not torch.equal(held[name], trained[name]) for name in names) >= 4  # all but the unused log-std
+    assert averaging.average.updates == 12 and plain.average is None
+
+
 @pytest.mark.parametrize(
     "kind, step, expected",
     [

@@ -84,10 +84,11 @@ def test_training_waits_for_min_buffer_size(tmp_path):
     assert runner.state.learner.steps == cfg.actor.update_epoch
 
 
-@pytest.mark.parametrize("storage", ["memory", "disk"])
-def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path, storage):
-    # GIVEN an uninterrupted 4-iteration run (the buffer in RAM or on disk)
-    cfg = point_config(**{"algorithm.replay_buffer.storage": storage})
+@pytest.mark.parametrize("storage, ema", [("memory", None), ("disk", None), ("memory", 0.9)])
+def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path, storage, ema):
+    # GIVEN an uninterrupted 4-iteration run (the buffer in RAM or on disk; the student acting with a moving average
+    # of its weights, which the checkpoints keep beside the trained ones)
+    cfg = point_config(**{"algorithm.replay_buffer.storage": storage, **({"actor.ema_decay": ema} if ema else {})})
     straight = make_runner(tmp_path / "a", cfg)
     straight.run()
     # AND a run stopped after 2 iterations, then resumed from its checkpoint in a new runner

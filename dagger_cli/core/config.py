@@ -202,6 +202,10 @@ class ActorConfig:
     norm_stats_iterations: int = 1
     """a student without norm stats (π₀ on a new task) takes them from the expert labels of this many first
     iterations (at most runner.max_epochs; async: collections, this many per worker), and trains only from then on"""
+    ema_decay: float | None = None
+    """the student acts (rollouts, evaluations, the checkpoints' and exports' weights) with an exponential moving
+    average of its trained weights, updated after each optimizer step with this decay, warmed up as
+    min(decay, (1 + n) / (10 + n)) at the n-th update; null = with the trained weights themselves (RLinf)"""
     global_batch_size: int = 1024
     """samples per optimizer step"""
     micro_batch_size: int = 1024
@@ -375,6 +379,8 @@ def validate(cfg: Config) -> Config:
     for key, model in (("actor.model", a.model), ("rollout.expert_model", cfg.rollout.expert_model)):
         check_positive(model, key, "action_dim", "num_action_chunks")
     check_positive(a, "actor", "global_batch_size", "micro_batch_size", "norm_stats_iterations")
+    check(a.ema_decay is None or 0.0 < a.ema_decay < 1.0, "actor.ema_decay",
+          f"a moving average's decay must be in (0, 1), got {a.ema_decay}")
     check_positive(r, "runner", "max_epochs", "keep_checkpoints")
     for key, value in [
         ("actor.update_epoch", a.update_epoch),

@@ -68,7 +68,8 @@ class LearnerRank:
     def step(self, shard: dict[str, np.ndarray], batch_size: int, noise: dict[str, torch.Tensor] | None = None,
              weight_total: float | None = None) -> tuple[float, float]:
         self.policy.module.train()
-        return self.learner.step(shard, batch_size, reduce=_all_reduce, noise=noise, weight_total=weight_total)
+        with self.learner.training():
+            return self.learner.step(shard, batch_size, reduce=_all_reduce, noise=noise, weight_total=weight_total)
 
     def weights(self) -> dict[str, torch.Tensor]:
         self.policy.module.eval()

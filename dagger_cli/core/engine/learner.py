@@ -1,19 +1,24 @@
-"""The learner: fresh uniform samples from the replay buffer each optimizer step, AdamW, clipping, LR schedule."""
+"""The learner: fresh uniform samples from the replay buffer each optimizer step, AdamW, clipping, LR schedule, and
+the optional moving average of the weights the student acts with."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
 from dagger_cli.core.config import ActorConfig, DaggerConfig
-from dagger_cli.core.errors import ConfigError
+from dagger_cli.core.errors import CheckpointError, ConfigError
 from dagger_cli.core.protocols import TrainablePolicy
 from dagger_cli.core.engine.replay_buffer import ReplayBuffer, unflatten_obs
 
 _SAMPLE_STREAM = 1
+TRAINED = "trained"
+"""the prefix of the trained weights' tensors in a learner's state, with actor.ema_decay"""
 
 
 def lr_factor(step: int, kind: str, warmup: int, total: int, min_ratio: float) -> float:
@@ -63,6 +68,51 @@ def check_weightable(policy: TrainablePolicy, weights: tuple[float, float] | Non
                           f"({type(policy).__name__}) has no per-sample loss to weight; make them equal")
 
 
+class WeightAverage:
+    """An exponential moving average of a module's trainable parameters (`actor.ema_decay`), held in the module
+    itself whenever it is not training, so that everything that acts or saves the student (rollouts, evaluations,
+    checkpoints, Ray workers) gets the average: `training()` exchanges the trained weights and the average (their
+    storage, no copy) around the optimizer's steps, and `update` after each step moves the average toward the
+    trained weights by 1 - min(decay, (1 + n) / (10 + n)) at the n-th update."""
+
+    def __init__(self, params: dict[str, torch.nn.Parameter], decay: float):
+        self.params = params
+        self.decay = decay
+        self.other = {name: p.detach().clone() for name, p in params.items()}
+        """the trained weights outside `training()`, the average inside it"""
+        self.updates = 0
+        """`update` calls so far"""
+
+    @contextlib.contextmanager
+    def training(self) -> Iterator[None]:
+        self._exchange()
+        try:
+            yield
+        finally:
+            self._exchange()
+
+    def _exchange(self) -> None:
+        for name, p in self.params.items():
+            p.data, self.other[name] = self.other[name], p.data
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Inside `training()`, after an optimizer step."""
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        names = list(self.params)
+        torch._foreach_lerp_([self.other[n] for n in names], [self.params[n].detach() for n in names], 1.0 - decay)
+        self.updates += 1
+
+    def trained(self) -> dict[str, torch.Tensor]:
+        """Outside `training()`: the trained weights, which a run's checkpoint keeps beside the average."""
+        return self.other
+
+    def load_trained(self, tensors: dict[str, torch.Tensor], updates: int) -> None:
+        for name, value in tensors.items():
+            self.other[name].copy_(value)
+        self.updates = updates
+
+
 class Learner:
     """Trains the student on DAgger labels: `update_epoch` optimizer steps per call of `train`.
 
@@ -91,18 +141,26 @@ class Learner:
         self.rng = np.random.default_rng([seed, _SAMPLE_STREAM])
         self.steps = 0
         """optimizer steps taken"""
+        self.average = None if cfg.ema_decay is None else WeightAverage(
+            {n: p for n, p in policy.module.named_parameters() if p.requires_grad}, cfg.ema_decay)
+        """actor.ema_decay: the moving average the student acts with"""
+
+    def training(self) -> contextlib.AbstractContextManager:
+        """The student's trained weights in its module (the average's otherwise), for optimizer steps."""
+        return self.average.training() if self.average is not None else contextlib.nullcontext()
 
     def train(self, buffer: ReplayBuffer, num_updates: int) -> dict[str, float]:
         """Takes `num_updates` optimizer steps; returns mean loss and grad norm and the final LR."""
         self.policy.module.train()
         losses, norms = [], []
-        for _ in range(num_updates):
-            batch_size = min(self.cfg.global_batch_size, buffer.size)
-            batch = buffer.sample(batch_size, self.rng)
-            noise = draw_loss_noise(self.policy, batch_size, self.cfg.micro_batch_size)
-            loss, norm = self.step(batch, batch_size, noise=noise)
-            losses.append(loss)
-            norms.append(norm)
+        with self.training():
+            for _ in range(num_updates):
+                batch_size = min(self.cfg.global_batch_size, buffer.size)
+                batch = buffer.sample(batch_size, self.rng)
+                noise = draw_loss_noise(self.policy, batch_size, self.cfg.micro_batch_size)
+                loss, norm = self.step(batch, batch_size, noise=noise)
+                losses.append(loss)
+                norms.append(norm)
         self.policy.module.eval()
         return self.metrics(losses, norms)
 
@@ -112,7 +170,7 @@ class Learner:
         process's shard of it, with `reduce(params)` summing the shards' gradients; `noise`, the loss's
         randomness for these rows (`draw_loss_noise`; None: the policy's loss draws its own); `weight_total`, with
         loss weights, the sum of the global batch's sample weights (None: this batch's, all of it); returns (loss,
-        grad norm), the loss summed over the shards' parts."""
+        grad norm), the loss summed over the shards' parts. Inside `training()`."""
         cfg = self.cfg
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.optimizer.zero_grad(set_to_none=True)
@@ -140,6 +198,8 @@ class Learner:
         norm = torch.nn.utils.clip_grad_norm_(params, limit)
         self.optimizer.step()
         self.scheduler.step()
+        if self.average is not None:
+            self.average.update()
         self.steps += 1
         return total, float(norm)
 
@@ -152,7 +212,8 @@ class Learner:
 
     # CHECKPOINT
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """(tensors, JSON-able state) of the optimizer, schedule and sampling RNG."""
+        """(tensors, JSON-able state) of the optimizer, schedule and sampling RNG, and with `actor.ema_decay` the
+        trained weights (the student's own are the average)."""
         opt = self.optimizer.state_dict()
         tensors, scalars = {}, {}
         for index, entry in opt["state"].items():
@@ -169,11 +230,23 @@ class Learner:
             "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"},
             "rng": self.rng.bit_generator.state,
         }
+        if self.average is not None:
+            tensors.update({f"{TRAINED}/{name}": w.detach().cpu().clone() for name, w in self.average.trained().items()})
+            meta["average_updates"] = self.average.updates
         return tensors, meta
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        trained = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith(f"{TRAINED}/")}
+        if (self.average is not None) != bool(trained):
+            raise CheckpointError("actor.ema_decay: the checkpoint was saved " + (
+                "without a moving average of the weights; resume it without the key" if self.average is not None
+                else "with a moving average of the weights; resume it with the run's actor.ema_decay"))
+        if self.average is not None:
+            self.average.load_trained(trained, int(meta["average_updates"]))
         state: dict[int, dict[str, Any]] = {}
         for key, value in tensors.items():
+            if key.startswith(f"{TRAINED}/"):
+                continue
             _, index, name = key.split("/", 2)
             state.setdefault(int(index), {})[name] = value
         for key, value in meta["optimizer_scalars"].items():

@@ -135,7 +135,7 @@ def main() -> None:
         steps += 50
         while marks and spent >= marks[0] * args.seconds:
             out[f"at_{marks.pop(0):g}"] = scores(student, learner, test, steps)
-    out.update(steps=steps, step_s=spent / steps, **scores(student, learner, test, steps))
+    out.update(step_s=spent / steps, **scores(student, learner, test, steps))
     labels = test["expert_action"][:, 0, :7]
     out["label_pos_mad"] = float(np.abs(labels[:, :3] - train["expert_action"][:, 0, :3].mean(0)).mean())
     out["train_loss_curve"] = curve[:: max(1, len(curve) // 8)]

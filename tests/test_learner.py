@@ -86,6 +86,18 @@ def test_with_ema_decay_the_student_holds_the_moving_average_of_the_weights_it_t
     assert averaging.average.updates == 12 and plain.average is None
 
 
+def test_a_learner_state_saved_with_or_without_the_average_is_refused_by_the_other_in_one_line():
+    from dagger_cli.core.errors import CheckpointError
+
+    learners = []
+    for ema in (None, 0.9):
+        cfg = point_config(**({} if ema is None else {"actor.ema_decay": ema}))
+        learners.append(Learner(MLPPolicy(cfg.actor.model), cfg.actor, seed=0, default_total_steps=100))
+    for saver, loader in (learners, learners[::-1]):
+        with pytest.raises(CheckpointError, match="actor.ema_decay"):
+            loader.load_state_dict(*saver.state_dict())
+
+
 @pytest.mark.parametrize(
     "kind, step, expected",
     [

@@ -232,7 +232,7 @@ def test_a_compiled_training_pass_gives_the_eager_loss_and_gradients(checkpoint_
     """GIVEN two students from one checkpoint, one with `pi0.compile_loss` (torch.compile made to trace with dynamo's
     `eager` backend: our code's graphs, not TorchInductor's kernels, which bench/learner_step.py times) WHEN each
     takes the loss of one batch with the same draws THEN the compiled one ran through dynamo and its loss and every
-    gradient equal the eager one's; an expert with the key set is not compiled."""
+    gradient equal the eager one's; an expert with the key set is not compiled, and the student still pickles."""
     import functools
 
     import torch._dynamo
@@ -244,8 +244,8 @@ def test_a_compiled_training_pass_gives_the_eager_loss_and_gradients(checkpoint_
     torch._dynamo.reset()
     plain = Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir), "cpu")
     student = Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir, compile_loss=True), "cpu")
-    Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir, compile_loss=True), "cpu", trainable=False)
-    assert len(compiled) == 1 and compiled[0] == student.model.loss
+    expert = Pi0Policy(pi0_config(tokenizer_path, checkpoint_dir, compile_loss=True), "cpu", trainable=False)
+    assert not expert.compile_loss and student.compile_loss
     obs, labels = observation(batch=2), np.random.default_rng(0).uniform(-1, 1, (2, 10, 7)).astype(np.float32)
     noise = plain.loss_noise(2)
     frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
@@ -256,6 +256,11 @@ def test_a_compiled_training_pass_gives_the_eager_loss_and_gradients(checkpoint_
         losses.append(loss.detach())
         grads.append({n: p.grad for n, p in policy.model.named_parameters() if p.grad is not None})
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > frames
+    assert len(compiled) == 1 and compiled[0] == student.model.loss
+    # AND the student pickles (data-parallel ranks receive it), its compiled pass left behind to be rebuilt there
+    import pickle
+
+    assert pickle.loads(pickle.dumps(student))._compiled_loss is None
     assert torch.allclose(losses[0], losses[1], rtol=1e-5) and grads[0].keys() == grads[1].keys()
     for name, g in grads[0].items():
         assert torch.allclose(g, grads[1][name], atol=1e-6, rtol=1e-4), name

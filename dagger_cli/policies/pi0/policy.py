@@ -114,8 +114,9 @@ class Pi0Policy:
         if not trainable:
             self.model.requires_grad_(False)
         self.module = self.model
-        self._model_loss = torch.compile(self.model.loss) if trainable and p.compile_loss else self.model.loss
-        """the model's training pass: compiled with `pi0.compile_loss` (lazily, at its first call)"""
+        self.compile_loss = trainable and p.compile_loss
+        """the training pass goes through torch.compile (`_training_pass`)"""
+        self._compiled_loss = None
         self.augment = trainable and (p.train_augmentation if p.train_augmentation is not None
                                       else DATA_SPECS[p.data].augment)
         """augment camera images in `loss` (never in `act`)"""
@@ -288,9 +289,21 @@ class Pi0Policy:
             x["images"] = augment_for_training(x["images"], self.transforms.spec.wrist_slots(), noise["augment"])
         with self._precision_context():
             draws = noise["noise"].reshape(-1, *noise["noise"].shape[-2:])  # (B·D, horizon, dims), D draws each
-            per_element = self._model_loss(**x, actions=actions, noise=draws.to(self.device),
-                                            time=noise["time"].reshape(-1).to(self.device))
+            per_element = self._training_pass()(**x, actions=actions, noise=draws.to(self.device),
+                                                 time=noise["time"].reshape(-1).to(self.device))
         return per_element[:, : self.chunk, : self.cfg.action_dim]
+
+    def _training_pass(self):
+        """The model's loss pass; with `pi0.compile_loss`, compiled at its first call (compiling is lazy either way)."""
+        if not self.compile_loss:
+            return self.model.loss
+        if self._compiled_loss is None:
+            self._compiled_loss = torch.compile(self.model.loss)
+        return self._compiled_loss
+
+    def __getstate__(self) -> dict:
+        """Picklable (data-parallel ranks receive the student) without the compiled pass, which is rebuilt there."""
+        return {**self.__dict__, "_compiled_loss": None}
 
     def _full_horizon(self, labels: np.ndarray) -> np.ndarray:
         horizon = self.model.size.action_horizon
